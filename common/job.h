@@ -1,0 +1,70 @@
+/* A training job's settings: one table of keys, set from a job file (JSON), then flags
+ * (--lora-alpha 16), then LORAPS_* environment variables (LORAPS_LORA_ALPHA=16), in that order of
+ * precedence from lowest. The server owns the job; workers receive it in Welcome. */
+#ifndef LORAPS_JOB_H
+#define LORAPS_JOB_H
+
+#include "adamw.h"
+#include "error.h"
+#include "lora.h"
+
+#include <stdio.h>
+
+typedef enum job_mode { JOB_SYNC, JOB_ASYNC } job_mode;
+
+typedef struct job {
+    /* LoRA (PEFT names) */
+    int r;
+    float lora_alpha;
+    float lora_dropout;
+    int use_rslora;
+    char target_modules[512]; /* "c_attn,c_proj" or "re:<regex>" */
+    char rank_pattern[512];   /* "key=8,key2=4" */
+    char alpha_pattern[512];
+    /* optimizer (HF Trainer names) */
+    float lr;
+    float adam_beta1, adam_beta2, adam_epsilon;
+    float weight_decay;
+    char lr_scheduler[16]; /* constant | linear | cosine */
+    int warmup_steps;
+    float max_grad_norm; /* <= 0: no clipping */
+    /* batch and length */
+    int micro_batch;
+    int seq_len;
+    int grad_accum;
+    int max_steps;
+    int epochs; /* used when max_steps <= 0 */
+    /* intervals, seed, threads */
+    int eval_every;
+    int save_every;
+    unsigned long long seed;
+    int threads; /* per worker; 0 = all cores */
+    /* distribution */
+    char mode[8]; /* sync | async */
+    int staleness; /* async: how many versions ahead a worker may run; 0 = unbounded */
+} job;
+
+void job_defaults(job *j);
+/* Sets one key from text. The key is the table's name ("lora_alpha"), or its flag spelling
+ * ("lora-alpha"). */
+int job_set(job *j, const char *key, const char *value, lp_err *err);
+/* A JSON object of key: value (numbers, strings, booleans, or a list for target_modules). */
+int job_load_file(job *j, const char *path, lp_err *err);
+/* Applies every LORAPS_<KEY> variable that names a job key. */
+int job_apply_env(job *j, lp_err *err);
+/* If argv[*i] is "--<key>" (with the value in argv[*i+1]) or "--<key>=<v>", applies it,
+ * advances *i past it and returns 1; returns 0 if argv[*i] is not a job flag; -1 on a bad
+ * value. */
+int job_parse_flag(job *j, int argc, char **argv, int *i, lp_err *err);
+/* Checks ranges and combinations once everything is applied. */
+int job_validate(const job *j, lp_err *err);
+void job_print(const job *j, FILE *out, const char *prefix);
+/* One help line per key. */
+void job_print_help(FILE *out);
+
+/* Derived views. */
+int job_lora_config(const job *j, lora_config *c, lp_err *err);
+void job_adamw(const job *j, adamw_config *c);
+void job_schedule(const job *j, int total_steps, lr_schedule *s);
+
+#endif

@@ -1,0 +1,88 @@
+/* A LoRA adapter: which modules it adapts (PEFT's matching rules), its A/B tensors and their
+ * gradients, all in one flat buffer so the optimizer, the wire and checkpoints see one array. */
+#ifndef LORAPS_LORA_H
+#define LORAPS_LORA_H
+
+#include "error.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define LORA_MAX_NAME 192
+
+typedef struct lora_pattern {
+    char *pattern; /* a regex matched as PEFT does: (.*\.)?(pattern)$ against the module name */
+    float value;
+} lora_pattern;
+
+typedef struct lora_config {
+    int r;
+    float alpha;
+    float dropout;
+    int use_rslora; /* scale = alpha / sqrt(r) instead of alpha / r */
+    /* List form: a module matches if its name equals an entry or ends with "." + entry. */
+    int n_targets;
+    char **targets;
+    /* String form (used when n_targets == 0): a regex that must match the whole module name. */
+    char *target_regex;
+    int n_rank_pattern;
+    lora_pattern *rank_pattern;
+    int n_alpha_pattern;
+    lora_pattern *alpha_pattern;
+} lora_config;
+
+/* r=8, alpha=16, dropout 0, targets "c_attn". */
+void lora_config_defaults(lora_config *c);
+/* Replaces the targets: "c_attn,mlp.c_fc" is the list form; "re:<regex>" the string form. */
+int lora_config_set_targets(lora_config *c, const char *spec, lp_err *err);
+/* Adds a rank_pattern ("key=value,key=value") or alpha_pattern entry list. */
+int lora_config_set_patterns(lora_config *c, int alpha, const char *spec, lp_err *err);
+int lora_config_copy(lora_config *dst, const lora_config *src);
+void lora_config_free(lora_config *c);
+/* 1 if the module is adapted (rank and alpha filled in), 0 if not, -1 on a bad regex. */
+int lora_config_match(const lora_config *c, const char *module_name, int *rank, float *alpha,
+                      lp_err *err);
+
+/* A linear layer of the base model that LoRA may adapt, as the model lists it. */
+typedef struct lora_module {
+    char name[LORA_MAX_NAME]; /* PEFT module path, e.g. "transformer.h.0.attn.c_attn" */
+    int layer;
+    int in, out;
+} lora_module;
+
+typedef struct lora_site {
+    int module; /* index into the model's module list */
+    int in, out, r;
+    float scale;
+    size_t a_offset; /* A [r,in] in params */
+    size_t b_offset; /* B [out,r] in params */
+} lora_site;
+
+typedef struct lora_tensor {
+    char name[LORA_MAX_NAME + 48]; /* base_model.model.<module>.lora_A.weight */
+    int64_t rows, cols;
+    size_t offset, numel; /* into params / grads */
+} lora_tensor;
+
+typedef struct lora_adapter {
+    lora_config cfg;
+    int n_sites; /* one per adapted module, in the model's module order */
+    lora_site *sites;
+    int n_tensors; /* 2 * n_sites: lora_A then lora_B of each site */
+    lora_tensor *tensors;
+    size_t n_params;
+    float *params; /* every A and B, contiguous */
+    float *grads;  /* same layout as params */
+} lora_adapter;
+
+int lora_adapter_build(lora_adapter *a, const lora_config *cfg, const lora_module *modules,
+                       int n_modules, lp_err *err);
+/* PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5)), B = 0. */
+void lora_adapter_init(lora_adapter *a, uint64_t seed);
+void lora_adapter_zero_grad(lora_adapter *a);
+/* The site adapting model module index `module`, or NULL. */
+const lora_site *lora_adapter_site_for(const lora_adapter *a, int module);
+const lora_tensor *lora_adapter_find(const lora_adapter *a, const char *name);
+void lora_adapter_free(lora_adapter *a);
+
+#endif

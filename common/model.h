@@ -1,0 +1,50 @@
+/* The one interface every model family sits behind: load an HF folder, list the modules LoRA
+ * may adapt, and run forward/backward/loss on a micro-batch. GPT-2 now; Llama next. */
+#ifndef LORAPS_MODEL_H
+#define LORAPS_MODEL_H
+
+#include "error.h"
+#include "lora.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+typedef struct model model;
+typedef struct model_trainer model_trainer;
+
+/* Loads config.json and the weights (model.safetensors, or sharded with an index) of an HF
+ * model folder. F32 weights are mmap'd, not copied. */
+int model_load(model **out, const char *dir, lp_err *err);
+void model_free(model *m);
+
+const char *model_arch(const model *m); /* "gpt2" */
+int model_vocab_size(const model *m);
+int model_max_seq_len(const model *m);
+/* The linear layers LoRA may adapt, in forward order. */
+int model_lora_modules(const model *m, const lora_module **modules);
+/* A 64-bit hash of the config and every weight byte: workers with a different base model
+ * are refused. */
+uint64_t model_fingerprint(const model *m);
+size_t model_weight_bytes(const model *m);
+/* Multiply-adds of the model's matmuls for one training step of B x T tokens (for benchmarks). */
+double model_train_flops(const model *m, const lora_adapter *a, int B, int T);
+
+typedef struct model_step {
+    double loss_sum; /* sum of cross-entropy over the counted tokens */
+    int n_tokens;    /* tokens whose target is >= 0 */
+} model_step;
+
+/* The activation arena for micro-batches of B sequences of T tokens, sized once here. */
+int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
+                      lp_err *err);
+void model_trainer_free(model_trainer *t);
+size_t model_trainer_arena_bytes(const model_trainer *t);
+/* Forward and loss on inputs/targets [B*T] (targets < 0 are ignored). If grad_scale != 0,
+ * also backward: the gradients of grad_scale * (sum of token losses) are ADDED to
+ * a->grads. dropout_seed makes the LoRA dropout masks reproducible. */
+int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
+                       uint64_t dropout_seed, model_step *out, lp_err *err);
+/* Forward only, writing the full logits [B*T, vocab] (for tests and generation). */
+int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err);
+
+#endif
