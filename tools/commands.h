@@ -1,0 +1,9 @@
+/* The subcommands of the `loraps` tool, one file each. */
+#ifndef LORAPS_COMMANDS_H
+#define LORAPS_COMMANDS_H
+
+int cmd_init_model(int argc, char **argv);
+int cmd_train(int argc, char **argv);
+int cmd_run(int argc, char **argv);
+
+#endif
