@@ -2,6 +2,8 @@
 
 #include "rng.h"
 
+#include <stddef.h>
+
 void demo_task_init(demo_task *t, uint64_t seed, int vocab_size) {
     rng r;
     rng_seed(&r, rng_mix(seed, 0xde30));

@@ -21,6 +21,13 @@ int lp_wrap(lp_err *err, const char *fmt, ...) {
     vsnprintf(context, sizeof context, fmt, ap);
     va_end(ap);
     memcpy(old, err->msg, sizeof old);
-    snprintf(err->msg, sizeof err->msg, "%s: %s", context, old);
+    /* Truncation is acceptable for a message; build it piecewise so the compiler agrees. */
+    size_t n = strlen(context);
+    if (n > sizeof err->msg - 3) n = sizeof err->msg - 3;
+    memcpy(err->msg, context, n);
+    memcpy(err->msg + n, ": ", 2);
+    size_t rest = sizeof err->msg - n - 3;
+    strncpy(err->msg + n + 2, old, rest);
+    err->msg[sizeof err->msg - 1] = 0;
     return -1;
 }
