@@ -1,0 +1,553 @@
+/* GPT-2 with LoRA, behind the model.h interface (the only family until Llama adds a dispatch).
+ *
+ * Forward per layer, as in HF GPT2LMHeadModel (Conv1D weights are [in,out]):
+ *   ln1 = LN(res); qkv = ln1 . Wqkv + b; atty = attn(qkv); res2 = res + atty . Wo + b
+ *   ln2 = LN(res2); fch = ln2 . Wfc + b; res3 = res2 + gelu(fch) . Wp + b
+ * and every adapted module adds s * (x . A^T) . B^T. The head is tied to wte and the loss is
+ * computed chunk by chunk, so the [B*T, V] logits never exist whole.
+ *
+ * Backward computes only input gradients through the frozen weights, and LoRA gradients. It
+ * stops at the lowest adapted module: nothing below it has anything to learn. */
+#include "model.h"
+
+#include "gpt2_config.h"
+#include "hash.h"
+#include "hf_weights.h"
+#include "ops.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+enum { MOD_QKV, MOD_ATTN_PROJ, MOD_FC, MOD_FC_PROJ, MODS_PER_LAYER };
+
+typedef struct gpt2_layer {
+    const float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
+    const float *ln2_w, *ln2_b, *fc_w, *fc_b, *fc_proj_w, *fc_proj_b;
+} gpt2_layer;
+
+struct model {
+    gpt2_config cfg;
+    hf_weights files;
+    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head; /* lm_head == wte when tied */
+    gpt2_layer *layers;
+    float **owned; /* converted copies of weights that could not be mapped as f32 */
+    int n_owned;
+    lora_module *modules;
+    int n_modules;
+    uint64_t fingerprint;
+    size_t weight_bytes;
+};
+
+/* ---------------------------------------------------------------------------------------------
+ * loading */
+
+static const float *load_weight(model *m, const char *name, int64_t rows, int64_t cols,
+                                lp_err *err) {
+    const st_tensor *t = hf_weights_find(&m->files, "transformer.", name);
+    if (!t) {
+        lp_fail(err, "model weights: tensor '%s' is missing", name);
+        return NULL;
+    }
+    int ndim = cols ? 2 : 1;
+    if (t->ndim != ndim || t->shape[0] != rows || (ndim == 2 && t->shape[1] != cols)) {
+        char got[96] = "", want[48];
+        for (int i = 0; i < t->ndim; i++)
+            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
+                     (long long)t->shape[i]);
+        if (ndim == 2)
+            snprintf(want, sizeof want, "%lld,%lld", (long long)rows, (long long)cols);
+        else
+            snprintf(want, sizeof want, "%lld", (long long)rows);
+        lp_fail(err, "model weights: tensor '%s' has shape [%s], expected [%s]", name, got, want);
+        return NULL;
+    }
+    m->fingerprint = hash64(m->fingerprint, name, strlen(name));
+    m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
+    m->weight_bytes += (size_t)t->numel * sizeof(float);
+    const float *view = st_f32_view(t);
+    if (view) return view;
+    float *copy = malloc((size_t)t->numel * sizeof(float));
+    if (!copy || st_read_f32(t, copy, (size_t)t->numel, err) < 0) {
+        free(copy);
+        if (!copy) lp_fail(err, "out of memory converting '%s'", name);
+        return NULL;
+    }
+    m->owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+    m->owned[m->n_owned++] = copy;
+    return copy;
+}
+
+static void list_modules(model *m) {
+    static const char *names[MODS_PER_LAYER] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
+                                                "mlp.c_proj"};
+    int C = m->cfg.n_embd;
+    int dims[MODS_PER_LAYER][2] = {{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}};
+    m->n_modules = m->cfg.n_layer * MODS_PER_LAYER;
+    m->modules = calloc((size_t)m->n_modules, sizeof *m->modules);
+    for (int l = 0; l < m->cfg.n_layer; l++) {
+        for (int k = 0; k < MODS_PER_LAYER; k++) {
+            lora_module *mod = &m->modules[l * MODS_PER_LAYER + k];
+            snprintf(mod->name, sizeof mod->name, "transformer.h.%d.%s", l, names[k]);
+            mod->layer = l;
+            mod->in = dims[k][0];
+            mod->out = dims[k][1];
+        }
+    }
+}
+
+int model_load(model **out, const char *dir, lp_err *err) {
+    model *m = calloc(1, sizeof *m);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    if (gpt2_config_read(&m->cfg, path, err) < 0 || hf_weights_open(&m->files, dir, err) < 0) {
+        free(m);
+        return -1;
+    }
+    const gpt2_config *c = &m->cfg;
+    int C = c->n_embd, L = c->n_layer;
+    m->fingerprint = hash64(HASH64_INIT, c, sizeof *c);
+    m->layers = calloc((size_t)L, sizeof *m->layers);
+    int ok = (m->wte = load_weight(m, "wte.weight", c->vocab_size, C, err)) &&
+             (m->wpe = load_weight(m, "wpe.weight", c->n_positions, C, err)) &&
+             (m->lnf_w = load_weight(m, "ln_f.weight", C, 0, err)) &&
+             (m->lnf_b = load_weight(m, "ln_f.bias", C, 0, err));
+    for (int l = 0; ok && l < L; l++) {
+        gpt2_layer *w = &m->layers[l];
+        char n[12][96];
+        const char *suffix[12] = {"ln_1.weight",      "ln_1.bias",          "attn.c_attn.weight",
+                                  "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+                                  "ln_2.weight",      "ln_2.bias",          "mlp.c_fc.weight",
+                                  "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
+        for (int i = 0; i < 12; i++) snprintf(n[i], sizeof n[i], "h.%d.%s", l, suffix[i]);
+        ok = (w->ln1_w = load_weight(m, n[0], C, 0, err)) &&
+             (w->ln1_b = load_weight(m, n[1], C, 0, err)) &&
+             (w->qkv_w = load_weight(m, n[2], C, 3 * C, err)) &&
+             (w->qkv_b = load_weight(m, n[3], 3 * C, 0, err)) &&
+             (w->attn_proj_w = load_weight(m, n[4], C, C, err)) &&
+             (w->attn_proj_b = load_weight(m, n[5], C, 0, err)) &&
+             (w->ln2_w = load_weight(m, n[6], C, 0, err)) &&
+             (w->ln2_b = load_weight(m, n[7], C, 0, err)) &&
+             (w->fc_w = load_weight(m, n[8], C, 4 * C, err)) &&
+             (w->fc_b = load_weight(m, n[9], 4 * C, 0, err)) &&
+             (w->fc_proj_w = load_weight(m, n[10], 4 * C, C, err)) &&
+             (w->fc_proj_b = load_weight(m, n[11], C, 0, err));
+    }
+    if (ok) {
+        m->lm_head = m->wte;
+        if (!c->tie_word_embeddings) {
+            /* lm_head lives outside "transformer."; an untied folder must have it. */
+            ok = (m->lm_head = load_weight(m, "lm_head.weight", c->vocab_size, C, err)) != NULL;
+        }
+    }
+    if (!ok) {
+        lp_wrap(err, "%s", dir);
+        model_free(m);
+        return -1;
+    }
+    list_modules(m);
+    *out = m;
+    return 0;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->layers);
+    free(m->modules);
+    hf_weights_close(&m->files);
+    free(m);
+}
+
+const char *model_arch(const model *m) {
+    (void)m;
+    return "gpt2";
+}
+
+int model_vocab_size(const model *m) {
+    return m->cfg.vocab_size;
+}
+
+int model_max_seq_len(const model *m) {
+    return m->cfg.n_positions;
+}
+
+int model_lora_modules(const model *m, const lora_module **modules) {
+    *modules = m->modules;
+    return m->n_modules;
+}
+
+uint64_t model_fingerprint(const model *m) {
+    return m->fingerprint;
+}
+
+size_t model_weight_bytes(const model *m) {
+    return m->weight_bytes;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * the trainer: one arena of activations and gradient scratch, sized here once */
+
+#define HEAD_CHUNK 128 /* tokens per chunk of logits */
+
+typedef struct layer_acts {
+    float *ln1, *ln1_mean, *ln1_rstd, *qkv, *att, *atty, *res2;
+    float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
+} layer_acts;
+
+struct model_trainer {
+    const model *m;
+    lora_adapter *a;
+    int B, T;
+    float *arena;
+    size_t arena_floats;
+    const lora_site **site_of; /* per module: its LoRA site or NULL */
+    float **lora_h;            /* per module with a site: x . A^T [N, r] */
+    int lowest_site;           /* lowest adapted module: backward stops there */
+    int max_in;                /* widest adapted input, for the dropout scratch */
+    int max_r;
+    float *encoded;
+    layer_acts *acts;
+    float *lnf, *lnf_mean, *lnf_rstd;
+    float *proj; /* output of c_proj before the residual add */
+    float *dres, *dln, *dqkv, *datty, *dfch, *dfch_gelu, *att_scratch, *lora_dh;
+    float *drop_x, *drop_dx; /* dropout: x as the adapter saw it, and its gradient */
+    float *logits, *losses;  /* one head chunk */
+    uint64_t dropout_seed;
+    int training; /* LoRA dropout is active only while training, as in PEFT */
+};
+
+/* Hands out consecutive slices of the arena; with base == NULL it only counts. */
+typedef struct carver {
+    float *base;
+    size_t used;
+} carver;
+
+static float *carve(carver *c, size_t n) {
+    float *p = c->base ? c->base + c->used : NULL;
+    c->used += (n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
+    return p;
+}
+
+static void carve_all(model_trainer *t, carver *c) {
+    const gpt2_config *cfg = &t->m->cfg;
+    size_t N = (size_t)t->B * t->T, C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
+    size_t V = (size_t)cfg->vocab_size;
+    t->encoded = carve(c, N * C);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        layer_acts *a = &t->acts[l];
+        a->ln1 = carve(c, N * C);
+        a->ln1_mean = carve(c, N);
+        a->ln1_rstd = carve(c, N);
+        a->qkv = carve(c, N * 3 * C);
+        a->att = carve(c, (size_t)t->B * NH * t->T * t->T);
+        a->atty = carve(c, N * C);
+        a->res2 = carve(c, N * C);
+        a->ln2 = carve(c, N * C);
+        a->ln2_mean = carve(c, N);
+        a->ln2_rstd = carve(c, N);
+        a->fch = carve(c, N * 4 * C);
+        a->fch_gelu = carve(c, N * 4 * C);
+        a->res3 = carve(c, N * C);
+    }
+    t->lnf = carve(c, N * C);
+    t->lnf_mean = carve(c, N);
+    t->lnf_rstd = carve(c, N);
+    t->proj = carve(c, N * C);
+    for (int i = 0; i < t->m->n_modules; i++)
+        t->lora_h[i] = t->site_of[i] ? carve(c, N * (size_t)t->site_of[i]->r) : NULL;
+    t->dres = carve(c, N * C);
+    t->dln = carve(c, N * C);
+    t->dqkv = carve(c, N * 3 * C);
+    t->datty = carve(c, N * C);
+    t->dfch = carve(c, N * 4 * C);
+    t->dfch_gelu = carve(c, N * 4 * C);
+    t->att_scratch = carve(c, (size_t)t->T * t->T);
+    t->lora_dh = carve(c, N * (size_t)t->max_r);
+    size_t drop = t->a->cfg.dropout > 0 ? N * (size_t)t->max_in : 0;
+    t->drop_x = carve(c, drop);
+    t->drop_dx = carve(c, drop);
+    t->logits = carve(c, (size_t)HEAD_CHUNK * V);
+    t->losses = carve(c, HEAD_CHUNK);
+}
+
+int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
+                      lp_err *err) {
+    if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
+    if (T > m->cfg.n_positions)
+        return lp_fail(err, "sequence length %d exceeds the model's n_positions %d", T,
+                       m->cfg.n_positions);
+    model_trainer *t = calloc(1, sizeof *t);
+    t->m = m;
+    t->a = a;
+    t->B = B;
+    t->T = T;
+    t->site_of = calloc((size_t)m->n_modules, sizeof *t->site_of);
+    t->lora_h = calloc((size_t)m->n_modules, sizeof *t->lora_h);
+    t->acts = calloc((size_t)m->cfg.n_layer, sizeof *t->acts);
+    t->lowest_site = m->n_modules;
+    for (int i = 0; i < a->n_sites; i++) {
+        const lora_site *s = &a->sites[i];
+        if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
+            s->out != m->modules[s->module].out) {
+            model_trainer_free(t);
+            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
+        }
+        t->site_of[s->module] = s;
+        if (s->module < t->lowest_site) t->lowest_site = s->module;
+        if (s->in > t->max_in) t->max_in = s->in;
+        if (s->r > t->max_r) t->max_r = s->r;
+    }
+    carver count = {NULL, 0};
+    carve_all(t, &count);
+    t->arena_floats = count.used;
+    if (posix_memalign((void **)&t->arena, 64, t->arena_floats * sizeof(float)) != 0) {
+        t->arena = NULL;
+        model_trainer_free(t);
+        return lp_fail(err, "cannot allocate the %.1f MiB activation arena",
+                       (double)count.used * 4 / (1 << 20));
+    }
+    carver real = {t->arena, 0};
+    carve_all(t, &real);
+    *out = t;
+    return 0;
+}
+
+void model_trainer_free(model_trainer *t) {
+    if (!t) return;
+    free(t->arena);
+    free(t->site_of);
+    free(t->lora_h);
+    free(t->acts);
+    free(t);
+}
+
+size_t model_trainer_arena_bytes(const model_trainer *t) {
+    return t->arena_floats * sizeof(float);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * an adapted linear layer: frozen matmul plus, where the adapter has a site, its LoRA branch */
+
+static lora_segment segment_of(const model_trainer *t, const lora_site *s) {
+    lora_segment g = {
+        .row0 = 0,
+        .rows = t->B * t->T,
+        .r = s->r,
+        .scale = s->scale,
+        .A = t->a->params + s->a_offset,
+        .B = t->a->params + s->b_offset,
+        .dA = t->a->grads + s->a_offset,
+        .dB = t->a->grads + s->b_offset,
+    };
+    return g;
+}
+
+static uint64_t dropout_seed_of(const model_trainer *t, int module) {
+    return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1));
+}
+
+static void linear_forward(model_trainer *t, int module, float *out, const float *inp,
+                           const float *weight, const float *bias, int IC, int OC) {
+    int N = t->B * t->T;
+    matmul_forward(out, inp, weight, W_IN_OUT, bias, N, IC, OC);
+    const lora_site *s = t->site_of[module];
+    if (!s) return;
+    const float *x = inp;
+    float p = t->training ? t->a->cfg.dropout : 0;
+    if (p > 0) {
+        dropout_forward(t->drop_x, inp, N * IC, p, dropout_seed_of(t, module));
+        x = t->drop_x;
+    }
+    lora_segment g = segment_of(t, s);
+    lora_forward(out, t->lora_h[module], x, &g, 1, IC, OC, s->r);
+}
+
+/* dinp may be NULL when nothing below needs the input gradient. */
+static void linear_backward(model_trainer *t, int module, float *dinp, const float *dout,
+                            const float *inp, const float *weight, int IC, int OC) {
+    int N = t->B * t->T;
+    if (dinp) matmul_backward(dinp, dout, weight, W_IN_OUT, N, IC, OC);
+    const lora_site *s = t->site_of[module];
+    if (!s) return;
+    lora_segment g = segment_of(t, s);
+    float p = t->a->cfg.dropout;
+    if (p == 0) {
+        lora_backward(dinp, t->lora_dh, dout, inp, t->lora_h[module], &g, 1, IC, OC, s->r);
+        return;
+    }
+    /* The adapter saw dropout(x): regenerate it, and send its gradient back through the mask. */
+    uint64_t seed = dropout_seed_of(t, module);
+    dropout_forward(t->drop_x, inp, N * IC, p, seed);
+    if (dinp) memset(t->drop_dx, 0, (size_t)N * IC * sizeof(float));
+    lora_backward(dinp ? t->drop_dx : NULL, t->lora_dh, dout, t->drop_x, t->lora_h[module], &g, 1,
+                  IC, OC, s->r);
+    if (dinp) dropout_backward(dinp, t->drop_dx, N * IC, p, seed);
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * forward and backward */
+
+static void forward(model_trainer *t, const int *inputs) {
+    const model *m = t->m;
+    const gpt2_config *c = &m->cfg;
+    int B = t->B, T = t->T, C = c->n_embd, NH = c->n_head, N = B * T;
+    float eps = c->layer_norm_epsilon;
+    encoder_forward(t->encoded, inputs, m->wte, m->wpe, B, T, C);
+    const float *res = t->encoded;
+    for (int l = 0; l < c->n_layer; l++) {
+        const gpt2_layer *w = &m->layers[l];
+        layer_acts *a = &t->acts[l];
+        int mod = l * MODS_PER_LAYER;
+        layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, res, w->ln1_w, w->ln1_b, N, C, eps);
+        linear_forward(t, mod + MOD_QKV, a->qkv, a->ln1, w->qkv_w, w->qkv_b, C, 3 * C);
+        attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        linear_forward(t, mod + MOD_ATTN_PROJ, t->proj, a->atty, w->attn_proj_w, w->attn_proj_b, C,
+                       C);
+        residual_forward(a->res2, res, t->proj, N * C);
+        layernorm_forward(a->ln2, a->ln2_mean, a->ln2_rstd, a->res2, w->ln2_w, w->ln2_b, N, C, eps);
+        linear_forward(t, mod + MOD_FC, a->fch, a->ln2, w->fc_w, w->fc_b, C, 4 * C);
+        gelu_forward(a->fch_gelu, a->fch, N * 4 * C);
+        linear_forward(t, mod + MOD_FC_PROJ, t->proj, a->fch_gelu, w->fc_proj_w, w->fc_proj_b,
+                       4 * C, C);
+        residual_forward(a->res3, a->res2, t->proj, N * C);
+        res = a->res3;
+    }
+    layernorm_forward(t->lnf, t->lnf_mean, t->lnf_rstd, res, m->lnf_w, m->lnf_b, N, C, eps);
+}
+
+/* Logits, softmax and cross-entropy chunk by chunk; with grad_scale != 0 also their backward
+ * into dlnf (= t->dln). Returns the summed loss. */
+static double head_loss(model_trainer *t, const int *targets, float grad_scale) {
+    const gpt2_config *c = &t->m->cfg;
+    int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
+    double total = 0;
+    if (grad_scale != 0) memset(t->dln, 0, (size_t)N * C * sizeof(float));
+    for (int start = 0; start < N; start += HEAD_CHUNK) {
+        int n = N - start < HEAD_CHUNK ? N - start : HEAD_CHUNK;
+        const float *x = t->lnf + (size_t)start * C;
+        matmul_forward(t->logits, x, t->m->lm_head, W_OUT_IN, NULL, n, C, V);
+        total += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
+        if (grad_scale == 0) continue;
+        crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
+        matmul_backward(t->dln + (size_t)start * C, t->logits, t->m->lm_head, W_OUT_IN, n, C, V);
+    }
+    return total;
+}
+
+static float *zeroed(float *p, size_t n) {
+    memset(p, 0, n * sizeof(float));
+    return p;
+}
+
+/* The gradient of the input of module `mod` is needed only if an adapted module lies below. */
+static float *input_grad(const model_trainer *t, int mod, float *buf, size_t n) {
+    return t->lowest_site < mod ? zeroed(buf, n) : NULL;
+}
+
+static void backward(model_trainer *t) {
+    const model *m = t->m;
+    const gpt2_config *c = &m->cfg;
+    int B = t->B, T = t->T, C = c->n_embd, NH = c->n_head, L = c->n_layer;
+    size_t N = (size_t)B * T;
+    int lo = t->lowest_site;
+    /* dres holds the gradient of the residual stream, updated in place from layer to layer:
+     * res3 = res2 + proj passes it to both terms unchanged. */
+    zeroed(t->dres, N * C);
+    layernorm_backward(t->dres, t->dln, t->acts[L - 1].res3, m->lnf_w, t->lnf_mean, t->lnf_rstd,
+                       (int)N, C);
+    for (int l = L - 1; l >= 0; l--) {
+        const gpt2_layer *w = &m->layers[l];
+        const layer_acts *a = &t->acts[l];
+        const float *res_in = l > 0 ? t->acts[l - 1].res3 : t->encoded;
+        int mod = l * MODS_PER_LAYER;
+        if (lo > mod + MOD_FC_PROJ) break;
+        /* MLP */
+        float *d_gelu = input_grad(t, mod + MOD_FC_PROJ, t->dfch_gelu, N * 4 * C);
+        linear_backward(t, mod + MOD_FC_PROJ, d_gelu, t->dres, a->fch_gelu, w->fc_proj_w, 4 * C, C);
+        if (!d_gelu) break;
+        gelu_backward(zeroed(t->dfch, N * 4 * C), a->fch, d_gelu, (int)N * 4 * C);
+        float *d_ln2 = input_grad(t, mod + MOD_FC, t->dln, N * C);
+        linear_backward(t, mod + MOD_FC, d_ln2, t->dfch, a->ln2, w->fc_w, C, 4 * C);
+        if (!d_ln2) break;
+        layernorm_backward(t->dres, d_ln2, a->res2, w->ln2_w, a->ln2_mean, a->ln2_rstd, (int)N, C);
+        /* attention */
+        float *d_atty = input_grad(t, mod + MOD_ATTN_PROJ, t->datty, N * C);
+        linear_backward(t, mod + MOD_ATTN_PROJ, d_atty, t->dres, a->atty, w->attn_proj_w, C, C);
+        if (!d_atty) break;
+        attention_backward(zeroed(t->dqkv, N * 3 * C), t->att_scratch, d_atty, a->qkv, a->att, B, T,
+                           C, NH);
+        float *d_ln1 = input_grad(t, mod + MOD_QKV, t->dln, N * C);
+        linear_backward(t, mod + MOD_QKV, d_ln1, t->dqkv, a->ln1, w->qkv_w, C, 3 * C);
+        if (!d_ln1) break;
+        layernorm_backward(t->dres, d_ln1, res_in, w->ln1_w, a->ln1_mean, a->ln1_rstd, (int)N, C);
+    }
+}
+
+static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
+                        lp_err *err) {
+    int V = t->m->cfg.vocab_size, N = t->B * t->T;
+    for (int i = 0; i < N; i++) {
+        if (inputs[i] < 0 || inputs[i] >= V)
+            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
+                           inputs[i], i, V);
+        if (targets && targets[i] >= V)
+            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
+                           targets[i], i, V);
+    }
+    return 0;
+}
+
+int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
+                       uint64_t dropout_seed, model_step *out, lp_err *err) {
+    if (check_tokens(t, inputs, targets, err) < 0) return -1;
+    t->dropout_seed = dropout_seed;
+    t->training = grad_scale != 0;
+    forward(t, inputs);
+    out->loss_sum = head_loss(t, targets, grad_scale);
+    out->n_tokens = 0;
+    for (int i = 0; i < t->B * t->T; i++) out->n_tokens += targets[i] >= 0;
+    if (grad_scale != 0) backward(t);
+    return 0;
+}
+
+int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
+    if (check_tokens(t, inputs, NULL, err) < 0) return -1;
+    t->training = 0;
+    forward(t, inputs);
+    const gpt2_config *c = &t->m->cfg;
+    matmul_forward(logits, t->lnf, t->m->lm_head, W_OUT_IN, NULL, t->B * t->T, c->n_embd,
+                   c->vocab_size);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * FLOPs of one training step, counted the way the code runs it (2 per multiply-add; attention
+ * scores over the full T x T square, as computed before masking). */
+
+double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
+    const gpt2_config *c = &m->cfg;
+    double N = (double)B * T, C = c->n_embd, V = c->vocab_size;
+    int lo = m->n_modules;
+    for (int i = 0; i < a->n_sites; i++)
+        if (a->sites[i].module < lo) lo = a->sites[i].module;
+    double attn = 2.0 * 2.0 * B * (double)T * T * C; /* scores and att . v */
+    double f = 2.0 * N * C * V * 2.0;                /* head forward and dlnf */
+    for (int l = 0; l < c->n_layer; l++) {
+        f += attn;
+        if (lo <= l * MODS_PER_LAYER + MOD_QKV) f += 2.0 * attn; /* four GEMMs backward */
+        for (int k = 0; k < MODS_PER_LAYER; k++) {
+            int mod = l * MODS_PER_LAYER + k;
+            const lora_module *x = &m->modules[mod];
+            f += 2.0 * N * x->in * x->out;
+            if (lo < mod) f += 2.0 * N * x->in * x->out;
+            const lora_site *s = lora_adapter_site_for(a, mod);
+            if (!s) continue;
+            f += 2.0 * N * s->r * (s->in + s->out);       /* forward */
+            f += 2.0 * N * s->r * (2.0 * s->out + s->in); /* dh, dB, dA */
+            if (lo < mod) f += 2.0 * N * s->r * s->in;    /* dx */
+        }
+    }
+    return f;
+}
