@@ -55,6 +55,10 @@ static const job_key KEYS[] = {
     INT_KEY(threads, "compute threads per worker (0: all cores)"),
     STRING_KEY(mode, "sync | async"),
     INT_KEY(staleness, "async: max versions a worker may run ahead (0: unbounded)"),
+    INT_KEY(workers, "workers the data is split over; a sync job starts when all joined"),
+    STRING_KEY(wire_dtype, "f32 | bf16 | f16: dtype of tensors on the wire"),
+    INT_KEY(heartbeat_ms, "how often workers send a heartbeat (ms)"),
+    INT_KEY(heartbeat_timeout_ms, "a worker silent this long is dropped (ms)"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -83,6 +87,10 @@ void job_defaults(job *j) {
     j->threads = 0;
     strcpy(j->mode, "sync");
     j->staleness = 0;
+    j->workers = 1;
+    strcpy(j->wire_dtype, "f32");
+    j->heartbeat_ms = 500;
+    j->heartbeat_timeout_ms = 10000;
 }
 
 /* "lora-alpha" and "lora_alpha" name the same key. */
@@ -255,6 +263,15 @@ int job_validate(const job *j, lp_err *err) {
     if (strcmp(j->mode, "sync") && strcmp(j->mode, "async"))
         return lp_fail(err, "mode must be sync or async, got '%s'", j->mode);
     if (j->staleness < 0) return lp_fail(err, "staleness must not be negative");
+    if (j->workers < 1 || j->workers > 65536)
+        return lp_fail(err, "workers must be in 1..65536, got %d", j->workers);
+    if (strcmp(j->wire_dtype, "f32") && strcmp(j->wire_dtype, "bf16") &&
+        strcmp(j->wire_dtype, "f16"))
+        return lp_fail(err, "wire_dtype must be f32, bf16 or f16, got '%s'", j->wire_dtype);
+    if (j->heartbeat_ms < 10 || j->heartbeat_timeout_ms < 2 * j->heartbeat_ms)
+        return lp_fail(err, "heartbeat_ms must be >= 10 and heartbeat_timeout_ms at least twice "
+                            "it (got %d and %d)",
+                       j->heartbeat_ms, j->heartbeat_timeout_ms);
     lora_config c;
     if (job_lora_config(j, &c, err) < 0) return -1;
     lora_config_free(&c);

@@ -40,8 +40,12 @@ typedef struct job {
     unsigned long long seed;
     int threads; /* per worker; 0 = all cores */
     /* distribution */
-    char mode[8]; /* sync | async */
+    char mode[8];  /* sync | async */
     int staleness; /* async: how many versions ahead a worker may run; 0 = unbounded */
+    int workers;   /* the world size N the data is split over; sync starts when N have joined */
+    char wire_dtype[8];       /* f32 | bf16 | f16: tensors on the wire */
+    int heartbeat_ms;         /* how often workers heartbeat */
+    int heartbeat_timeout_ms; /* a worker silent this long is dropped */
 } job;
 
 void job_defaults(job *j);

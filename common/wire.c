@@ -1,0 +1,455 @@
+#include "wire.h"
+
+#include "dtype.h"
+
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
+#error "the wire is little-endian and frames are sent as they lie in memory"
+#endif
+
+int64_t wire_now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+size_t wire_dtype_size(Loraps__WireDtype d) {
+    switch (d) {
+    case LORAPS__WIRE_DTYPE__WIRE_F32:
+        return 4;
+    case LORAPS__WIRE_DTYPE__WIRE_BF16:
+    case LORAPS__WIRE_DTYPE__WIRE_F16:
+        return 2;
+    default:
+        return 0;
+    }
+}
+
+const char *wire_dtype_name(Loraps__WireDtype d) {
+    switch (d) {
+    case LORAPS__WIRE_DTYPE__WIRE_F32:
+        return "f32";
+    case LORAPS__WIRE_DTYPE__WIRE_BF16:
+        return "bf16";
+    case LORAPS__WIRE_DTYPE__WIRE_F16:
+        return "f16";
+    default:
+        return "?";
+    }
+}
+
+int wire_dtype_parse(const char *name, Loraps__WireDtype *out) {
+    if (!strcmp(name, "f32")) *out = LORAPS__WIRE_DTYPE__WIRE_F32;
+    else if (!strcmp(name, "bf16")) *out = LORAPS__WIRE_DTYPE__WIRE_BF16;
+    else if (!strcmp(name, "f16")) *out = LORAPS__WIRE_DTYPE__WIRE_F16;
+    else return -1;
+    return 0;
+}
+
+const char *wire_error_name(Loraps__ErrorCode c) {
+    const ProtobufCEnumValue *v =
+        protobuf_c_enum_descriptor_get_value(&loraps__error_code__descriptor, (int)c);
+    return v ? v->name : "?";
+}
+
+int wire_socket_setup(void *sock, int linger_ms, lp_err *err) {
+    int64_t maxmsg = WIRE_ZMQ_MAXMSGSIZE;
+    int one = 1;
+    if (zmq_setsockopt(sock, ZMQ_MAXMSGSIZE, &maxmsg, sizeof maxmsg) < 0 ||
+        zmq_setsockopt(sock, ZMQ_LINGER, &linger_ms, sizeof linger_ms) < 0 ||
+        zmq_setsockopt(sock, ZMQ_TCP_KEEPALIVE, &one, sizeof one) < 0)
+        return lp_fail(err, "socket options: %s", zmq_strerror(zmq_errno()));
+    return 0;
+}
+
+/* ---- receiving ---------------------------------------------------------------------------- */
+
+void wire_msg_close(wire_msg *m) {
+    if (m->hdr) loraps__header__free_unpacked(m->hdr, NULL);
+    for (int i = 0; i < m->n_frames; i++) zmq_msg_close(&m->frames[i]);
+    free(m->frames);
+    m->hdr = NULL;
+    m->frames = NULL;
+    m->n_frames = 0;
+}
+
+/* Reads and throws away the rest of a multipart message. */
+static void drain(void *sock, wire_counters *c) {
+    int more = 1;
+    size_t len = sizeof more;
+    while (zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len) == 0 && more) {
+        zmq_msg_t part;
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, 0) < 0) {
+            zmq_msg_close(&part);
+            return;
+        }
+        if (c) c->bytes_received += zmq_msg_size(&part);
+        zmq_msg_close(&part);
+        len = sizeof more;
+    }
+}
+
+static int has_more(void *sock) {
+    int more = 0;
+    size_t len = sizeof more;
+    zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len);
+    return more;
+}
+
+int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__ErrorCode *code,
+              lp_err *err) {
+    memset(m, 0, sizeof *m);
+    *code = LORAPS__ERROR_CODE__ERR_NONE;
+    zmq_msg_t part;
+    zmq_msg_init(&part);
+    if (zmq_msg_recv(&part, sock, ZMQ_DONTWAIT) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(&part);
+        if (e == EAGAIN || e == EINTR) return WIRE_NONE;
+        lp_fail(err, "receive: %s", zmq_strerror(e));
+        return WIRE_FATAL;
+    }
+    if (is_router) {
+        size_t n = zmq_msg_size(&part);
+        if (n > WIRE_MAX_ROUTING_BYTES) n = WIRE_MAX_ROUTING_BYTES; /* libzmq ids are <= 255 */
+        memcpy(m->routing, zmq_msg_data(&part), n);
+        m->routing_len = n;
+        zmq_msg_close(&part);
+        if (!has_more(sock)) {
+            *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+            lp_fail(err, "empty message");
+            return WIRE_BAD;
+        }
+        zmq_msg_init(&part);
+        if (zmq_msg_recv(&part, sock, 0) < 0) {
+            zmq_msg_close(&part);
+            return WIRE_NONE;
+        }
+    }
+    if (c) c->msgs_received++;
+    size_t hlen = zmq_msg_size(&part);
+    m->bytes = hlen;
+    if (c) c->bytes_received += hlen;
+    if (hlen > WIRE_MAX_HEADER_BYTES) {
+        zmq_msg_close(&part);
+        drain(sock, c);
+        *code = LORAPS__ERROR_CODE__ERR_TOO_LARGE;
+        lp_fail(err, "header of %zu bytes (limit %u)", hlen, WIRE_MAX_HEADER_BYTES);
+        return WIRE_BAD;
+    }
+    m->hdr = loraps__header__unpack(NULL, hlen, zmq_msg_data(&part));
+    zmq_msg_close(&part);
+    if (!m->hdr) {
+        drain(sock, c);
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        lp_fail(err, "header is not a loraps.Header protobuf (%zu bytes)", hlen);
+        return WIRE_BAD;
+    }
+    size_t declared = m->hdr->n_frames;
+    if (declared > WIRE_MAX_FRAMES) {
+        drain(sock, c);
+        *code = LORAPS__ERROR_CODE__ERR_TOO_LARGE;
+        lp_fail(err, "%zu tensor frames declared (limit %d)", declared, WIRE_MAX_FRAMES);
+        return WIRE_BAD;
+    }
+    if (declared) {
+        m->frames = calloc(declared, sizeof *m->frames);
+        if (!m->frames) {
+            drain(sock, c);
+            *code = LORAPS__ERROR_CODE__ERR_TOO_LARGE;
+            lp_fail(err, "out of memory for %zu frames", declared);
+            return WIRE_BAD;
+        }
+    }
+    while (has_more(sock)) {
+        if ((size_t)m->n_frames == declared) {
+            drain(sock, c);
+            *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+            lp_fail(err, "more raw frames than the %zu the header declares", declared);
+            return WIRE_BAD;
+        }
+        zmq_msg_t *f = &m->frames[m->n_frames];
+        zmq_msg_init(f);
+        if (zmq_msg_recv(f, sock, 0) < 0) {
+            zmq_msg_close(f);
+            *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+            lp_fail(err, "message cut short");
+            return WIRE_BAD;
+        }
+        m->n_frames++;
+        m->bytes += zmq_msg_size(f);
+        if (c) c->bytes_received += zmq_msg_size(f);
+    }
+    if ((size_t)m->n_frames != declared) {
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        lp_fail(err, "header declares %zu tensor frames, %d came", declared, m->n_frames);
+        return WIRE_BAD;
+    }
+    if (m->hdr->body_case == LORAPS__HEADER__BODY__NOT_SET) {
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        lp_fail(err, "header without a message body");
+        return WIRE_BAD;
+    }
+    return WIRE_OK;
+}
+
+/* ---- sending ------------------------------------------------------------------------------ */
+
+static void free_buffer(void *data, void *hint) {
+    (void)hint;
+    free(data);
+}
+
+static int send_part(void *sock, zmq_msg_t *msg, int more, wire_counters *c, lp_err *err) {
+    size_t n = zmq_msg_size(msg);
+    if (zmq_msg_send(msg, sock, more ? ZMQ_SNDMORE : 0) < 0) {
+        int e = zmq_errno();
+        zmq_msg_close(msg);
+        return lp_fail(err, "send: %s", zmq_strerror(e));
+    }
+    if (c) c->bytes_sent += n;
+    return 0;
+}
+
+static int send_routing(void *sock, const void *routing, size_t len, lp_err *err) {
+    if (!routing) return 0;
+    zmq_msg_t r;
+    if (zmq_msg_init_size(&r, len) < 0) return lp_fail(err, "out of memory");
+    memcpy(zmq_msg_data(&r), routing, len);
+    return send_part(sock, &r, 1, NULL, err);
+}
+
+static int send_header_part(void *sock, Loraps__Header *hdr, int more, wire_counters *c,
+                            lp_err *err) {
+    hdr->protocol = WIRE_PROTOCOL;
+    size_t n = loraps__header__get_packed_size(hdr);
+    void *buf = malloc(n ? n : 1);
+    if (!buf) return lp_fail(err, "out of memory");
+    loraps__header__pack(hdr, buf);
+    zmq_msg_t msg;
+    if (zmq_msg_init_data(&msg, buf, n, free_buffer, NULL) < 0) {
+        free(buf);
+        return lp_fail(err, "out of memory");
+    }
+    if (c) c->msgs_sent++;
+    return send_part(sock, &msg, more, c, err);
+}
+
+int wire_send_header(void *sock, const void *routing, size_t routing_len, Loraps__Header *hdr,
+                     wire_counters *c, lp_err *err) {
+    hdr->n_frames = 0;
+    hdr->frames = NULL;
+    if (send_routing(sock, routing, routing_len, err) < 0) return -1;
+    return send_header_part(sock, hdr, 0, c, err);
+}
+
+int wire_send_error(void *sock, const void *routing, size_t routing_len, uint64_t job_id,
+                    Loraps__ErrorCode code, const char *message, wire_counters *c) {
+    Loraps__Header hdr = LORAPS__HEADER__INIT;
+    Loraps__Error e = LORAPS__ERROR__INIT;
+    e.code = code;
+    e.message = (char *)message;
+    hdr.job_id = job_id;
+    hdr.body_case = LORAPS__HEADER__BODY_ERROR;
+    hdr.error = &e;
+    return wire_send_header(sock, routing, routing_len, &hdr, c, NULL);
+}
+
+static int convert(const void *src, Loraps__WireDtype from, Loraps__WireDtype to, void *dst,
+                   size_t n) {
+    if (from == to) {
+        memcpy(dst, src, n * wire_dtype_size(to));
+        return 0;
+    }
+    if (from != LORAPS__WIRE_DTYPE__WIRE_F32) return -1;
+    return dtype_from_f32(src, to == LORAPS__WIRE_DTYPE__WIRE_BF16 ? DT_BF16 : DT_F16, dst, n);
+}
+
+int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n,
+              const wire_send_opts *o, wire_counters *c, lp_err *err) {
+    size_t chunk = o->chunk_elems ? o->chunk_elems : WIRE_CHUNK_ELEMS;
+    size_t wsz = wire_dtype_size(o->wire_dtype), ssz = wire_dtype_size(o->src_dtype);
+    if (!wsz || !ssz) return lp_fail(err, "unknown wire dtype");
+    if (o->src_dtype != o->wire_dtype && o->src_dtype != LORAPS__WIRE_DTYPE__WIRE_F32)
+        return lp_fail(err, "can only convert from f32 for the wire");
+    size_t n_frames = 0;
+    for (int t = 0; t < n; t++) n_frames += src[t].numel ? (src[t].numel + chunk - 1) / chunk : 1;
+    Loraps__TensorFrame *frames = calloc(n_frames ? n_frames : 1, sizeof *frames);
+    Loraps__TensorFrame **fp = calloc(n_frames ? n_frames : 1, sizeof *fp);
+    if (!frames || !fp) {
+        free(frames);
+        free(fp);
+        return lp_fail(err, "out of memory");
+    }
+    size_t k = 0;
+    for (int t = 0; t < n; t++) {
+        size_t off = 0;
+        do {
+            size_t len = src[t].numel - off < chunk ? src[t].numel - off : chunk;
+            loraps__tensor_frame__init(&frames[k]);
+            frames[k].index = src[t].index;
+            frames[k].dtype = o->wire_dtype;
+            frames[k].offset = off;
+            frames[k].numel = len;
+            fp[k] = &frames[k];
+            k++;
+            off += len;
+        } while (off < src[t].numel);
+    }
+    hdr->n_frames = n_frames;
+    hdr->frames = fp;
+    int rc = send_routing(sock, o->routing, o->routing_len, err);
+    if (rc == 0) rc = send_header_part(sock, hdr, n_frames > 0, c, err);
+    hdr->n_frames = 0;
+    hdr->frames = NULL;
+    free(frames);
+    free(fp);
+    if (rc < 0) return -1;
+    /* libzmq sends a multipart message whole or not at all, so a failure part-way leaves the
+     * already queued parts unsent; the caller treats the peer as gone. */
+    k = 0;
+    for (int t = 0; t < n; t++) {
+        size_t off = 0;
+        do {
+            size_t len = src[t].numel - off < chunk ? src[t].numel - off : chunk;
+            const char *p = (const char *)src[t].data + off * ssz;
+            int last = (k + 1 == n_frames);
+            zmq_msg_t msg;
+            if (o->src_dtype == o->wire_dtype && (o->owner || o->zero_copy_unowned)) {
+                if (o->owner && o->owner->ref) o->owner->ref(o->owner->hint);
+                if (zmq_msg_init_data(&msg, (void *)p, len * wsz, o->owner ? o->owner->unref : NULL,
+                                      o->owner ? o->owner->hint : NULL) < 0) {
+                    if (o->owner) o->owner->unref((void *)p, o->owner->hint);
+                    return lp_fail(err, "out of memory");
+                }
+            } else {
+                if (zmq_msg_init_size(&msg, len * wsz) < 0) return lp_fail(err, "out of memory");
+                convert(p, o->src_dtype, o->wire_dtype, zmq_msg_data(&msg), len);
+            }
+            if (send_part(sock, &msg, !last, c, err) < 0) return -1;
+            k++;
+            off += len;
+        } while (off < src[t].numel);
+    }
+    return 0;
+}
+
+/* ---- checking and decoding ---------------------------------------------------------------- */
+
+int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
+                      lp_err *err) {
+    size_t wsz = wire_dtype_size(e->dtype);
+    int t = 0;         /* the expected tensor being covered */
+    size_t covered = 0; /* elements of it covered so far */
+    for (int i = 0; i < m->n_frames; i++) {
+        const Loraps__TensorFrame *f = m->hdr->frames[i];
+        if (f->dtype != e->dtype) {
+            *code = LORAPS__ERROR_CODE__ERR_DTYPE;
+            return lp_fail(err, "frame %d: dtype %s, the job's wire dtype is %s", i,
+                           wire_dtype_name(f->dtype), wire_dtype_name(e->dtype));
+        }
+        if (t < e->n && covered == e->numel[t] && f->offset == 0 && e->numel[t] != 0) {
+            t++;
+            covered = 0;
+        }
+        if (t >= e->n) {
+            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+            return lp_fail(err, "frame %d: more tensors than the %d expected", i, e->n);
+        }
+        if (f->index != e->index[t]) {
+            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+            return lp_fail(err, "frame %d: tensor %u where tensor %u was expected", i, f->index,
+                           e->index[t]);
+        }
+        if (f->offset != covered || f->numel > e->numel[t] - covered ||
+            (f->numel == 0 && e->numel[t] != 0)) {
+            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+            return lp_fail(err,
+                           "frame %d: elements [%llu, +%llu) of tensor %u do not continue "
+                           "[0, %zu) of its %zu",
+                           i, (unsigned long long)f->offset, (unsigned long long)f->numel,
+                           f->index, covered, e->numel[t]);
+        }
+        size_t bytes = zmq_msg_size((zmq_msg_t *)&m->frames[i]);
+        if (bytes != f->numel * wsz) {
+            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+            return lp_fail(err, "frame %d: %zu bytes for %llu %s elements", i, bytes,
+                           (unsigned long long)f->numel, wire_dtype_name(f->dtype));
+        }
+        covered += f->numel;
+        if (e->numel[t] == 0) covered = 0, t++;
+    }
+    if (t < e->n && covered == e->numel[t] && e->numel[t] != 0) t++, covered = 0;
+    if (t != e->n) {
+        *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+        return lp_fail(err, "%d of %d tensors came whole", t, e->n);
+    }
+    return 0;
+}
+
+int wire_frames_finite(const wire_msg *m) {
+    for (int i = 0; i < m->n_frames; i++) {
+        const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
+        size_t n = m->hdr->frames[i]->numel;
+        switch (m->hdr->frames[i]->dtype) {
+        case LORAPS__WIRE_DTYPE__WIRE_F32:
+            for (size_t j = 0; j < n; j++) {
+                uint32_t u;
+                memcpy(&u, p + 4 * j, 4);
+                if ((u & 0x7f800000u) == 0x7f800000u) return 0;
+            }
+            break;
+        case LORAPS__WIRE_DTYPE__WIRE_BF16:
+            for (size_t j = 0; j < n; j++) {
+                uint16_t u;
+                memcpy(&u, p + 2 * j, 2);
+                if ((u & 0x7f80u) == 0x7f80u) return 0;
+            }
+            break;
+        case LORAPS__WIRE_DTYPE__WIRE_F16:
+            for (size_t j = 0; j < n; j++) {
+                uint16_t u;
+                memcpy(&u, p + 2 * j, 2);
+                if ((u & 0x7c00u) == 0x7c00u) return 0;
+            }
+            break;
+        default:
+            return 0;
+        }
+    }
+    return 1;
+}
+
+void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *dst, float alpha,
+                       int accumulate) {
+    int t = -1;
+    uint32_t cur = UINT32_MAX;
+    for (int i = 0; i < m->n_frames; i++) {
+        const Loraps__TensorFrame *f = m->hdr->frames[i];
+        if (f->offset == 0 || f->index != cur) {
+            t++;
+            cur = f->index;
+        }
+        float *d = dst[t] + f->offset;
+        const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
+        size_t n = f->numel;
+        for (size_t j = 0; j < n; j++) {
+            float x;
+            if (f->dtype == LORAPS__WIRE_DTYPE__WIRE_F32) {
+                memcpy(&x, p + 4 * j, 4);
+            } else {
+                uint16_t h;
+                memcpy(&h, p + 2 * j, 2);
+                x = f->dtype == LORAPS__WIRE_DTYPE__WIRE_BF16 ? bf16_to_f32(h) : f16_to_f32(h);
+            }
+            d[j] = accumulate ? d[j] + alpha * x : x;
+        }
+    }
+    (void)e;
+}
