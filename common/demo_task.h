@@ -10,8 +10,8 @@
 typedef struct demo_task {
     uint64_t seed;
     int vocab_size;
-    int alphabet; /* how many token ids the task uses */
-    int ids[256]; /* the alphabet's token ids */
+    int alphabet;  /* how many token ids the task uses */
+    int ids[256];  /* the alphabet's token ids */
     int next[256]; /* the permutation: after ids[k] comes ids[next[k]] */
 } demo_task;
 
