@@ -411,7 +411,7 @@ static int check_new_entry(const st_writer *w, const char *name, dtype dt, int n
 
 static int add_entry(st_writer *w, const char *name, dtype dt, int ndim, const int64_t *shape,
                      const void *data, const float *f32_src, lp_err *err) {
-    size_t nbytes;
+    size_t nbytes = 0;
     if (check_new_entry(w, name, dt, ndim, shape, &nbytes, err) != 0) return -1;
     if (nbytes > 0 && !data && !f32_src) {
         return lp_fail(err, "safetensors writer: tensor '%s': no data", name);
