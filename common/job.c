@@ -67,7 +67,7 @@ void job_defaults(job *j) {
     j->r = 8;
     j->lora_alpha = 16;
     j->lora_dropout = 0;
-    strcpy(j->target_modules, "c_attn");
+    strcpy(j->target_modules, "c_attn,c_proj,c_fc"); /* every linear layer */
     j->lr = 2e-3f;
     j->adam_beta1 = 0.9f;
     j->adam_beta2 = 0.999f;

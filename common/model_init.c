@@ -60,7 +60,10 @@ int model_init_write(const char *dir, const gpt2_config *c, uint64_t seed, lp_er
     init_list *list = calloc(1, sizeof *list);
     int64_t C = c->n_embd;
     float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * c->n_layer);
-    add(list, &r, "transformer.wte.weight", c->vocab_size, C, 0, std);
+    /* Token embeddings of std 1/sqrt(C), wider than GPT-2's 0.02: the tied head then starts
+     * with logits of std ~1 (LayerNorm'd features have norm ~sqrt(C)) and can reach confident
+     * predictions, which a random 0.02 head cannot. */
+    add(list, &r, "transformer.wte.weight", c->vocab_size, C, 0, 1.0f / sqrtf((float)C));
     add(list, &r, "transformer.wpe.weight", c->n_positions, C, 0, 0.01f);
     for (int l = 0; l < c->n_layer; l++) {
         static const struct {

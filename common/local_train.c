@@ -1,0 +1,76 @@
+#include "local_train.h"
+
+#include "adamw.h"
+#include "demo_task.h"
+#include "ops.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+int local_train(const job *j, const model *m, lora_adapter *a, train_progress_fn on_step, void *ctx,
+                lp_err *err) {
+    int B = j->micro_batch, T = j->seq_len, steps = j->max_steps;
+    if (steps <= 0) return lp_fail(err, "the demo task is endless: set max_steps");
+    ops_set_threads(j->threads);
+    model_trainer *t;
+    if (model_trainer_new(&t, m, a, B, T, err) < 0) return -1;
+    demo_task task;
+    demo_task_init(&task, j->seed, model_vocab_size(m));
+    size_t n = (size_t)B * T * j->grad_accum;
+    int *inputs = malloc(n * sizeof(int)), *targets = malloc(n * sizeof(int));
+    float *mom = calloc(a->n_params, sizeof(float)), *vel = calloc(a->n_params, sizeof(float));
+    adamw_config opt;
+    lr_schedule sched;
+    job_adamw(j, &opt);
+    job_schedule(j, steps, &sched);
+    double start = now_seconds();
+    int rc = 0;
+    for (int step = 0; step < steps && rc == 0; step++) {
+        double t0 = now_seconds();
+        uint64_t first = (uint64_t)step * j->grad_accum * B;
+        demo_task_batch(&task, first, j->grad_accum * B, T, inputs, targets);
+        /* The step's loss is the mean over all its counted tokens, so every micro-batch's
+         * gradient is scaled by the same 1 / (tokens of the whole step). */
+        long counted = 0;
+        for (size_t i = 0; i < n; i++) counted += targets[i] >= 0;
+        float grad_scale = counted ? 1.0f / (float)counted : 0.0f;
+        lora_adapter_zero_grad(a);
+        double loss_sum = 0;
+        for (int micro = 0; micro < j->grad_accum && rc == 0; micro++) {
+            model_step s;
+            size_t off = (size_t)micro * B * T;
+            uint64_t seed = rng_mix(j->seed, (uint64_t)step * j->grad_accum + micro);
+            rc = model_trainer_step(t, inputs + off, targets + off, grad_scale, seed, &s, err);
+            loss_sum += s.loss_sum;
+        }
+        if (rc) break;
+        double sq = sum_of_squares(a->grads, a->n_params);
+        float clip = clip_factor(sq, j->max_grad_norm);
+        if (clip != 1.0f)
+            for (size_t i = 0; i < a->n_params; i++) a->grads[i] *= clip;
+        float lr = lr_at(&sched, step);
+        adamw_update(a->params, a->grads, mom, vel, a->n_params, lr, &opt, step + 1);
+        if (on_step) {
+            double t1 = now_seconds();
+            train_progress p = {step + 1, steps,           counted ? loss_sum / counted : 0,
+                                lr,       (float)sqrt(sq), counted,
+                                t1 - t0,  t1 - start};
+            on_step(&p, ctx);
+        }
+    }
+    free(inputs);
+    free(targets);
+    free(mom);
+    free(vel);
+    model_trainer_free(t);
+    return rc;
+}

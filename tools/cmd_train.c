@@ -1,0 +1,115 @@
+/* loraps train: LoRA fine-tuning in this one process on the embedded demo task. */
+#include "commands.h"
+#include "demo_model.h"
+#include "job.h"
+#include "local_train.h"
+#include "model.h"
+#include "peft.h"
+#include "rng.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void usage(FILE *out) {
+    fprintf(
+        out,
+        "usage: loraps train [--model DIR | --preset tiny|small|124m] [--job FILE] [--out DIR]\n"
+        "                    [job options]\n\n"
+        "Trains a LoRA adapter on the embedded demo task in this process. Without --model, a\n"
+        "demo model of the preset (default small) is created once under the cache folder.\n"
+        "--out DIR writes the adapter there in PEFT format.\n\njob options:\n");
+    job_print_help(out);
+}
+
+static void print_step(const train_progress *p, void *ctx) {
+    (void)ctx;
+    double eta = p->elapsed_seconds / p->step * (p->total_steps - p->step);
+    printf("step %4d/%d | loss %.4f | lr %.2e | grad norm %.3f | %6.0f tok/s | ETA %.0fs\n",
+           p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / p->step_seconds, eta);
+    fflush(stdout);
+}
+
+static int fail(const char *what, const lp_err *err) {
+    fprintf(stderr, "loraps train: error: %s: %s\n", what, err->msg);
+    return 1;
+}
+
+int cmd_train(int argc, char **argv) {
+    const char *model_dir = NULL, *preset = "small", *out = NULL, *job_file = NULL;
+    job j;
+    job_defaults(&j);
+    lp_err err;
+    /* The job file comes first, whatever its place on the command line; flags override it. */
+    for (int i = 1; i + 1 < argc; i++)
+        if (!strcmp(argv[i], "--job")) job_file = argv[i + 1];
+    if (job_file && job_load_file(&j, job_file, &err) < 0) return fail("--job", &err);
+    for (int i = 1; i < argc;) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            return 0;
+        }
+        int rc = job_parse_flag(&j, argc, argv, &i, &err);
+        if (rc < 0) return fail("bad option", &err);
+        if (rc > 0) continue;
+        if (i + 1 >= argc) {
+            fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
+            return 2;
+        }
+        if (!strcmp(a, "--model"))
+            model_dir = argv[i + 1];
+        else if (!strcmp(a, "--preset"))
+            preset = argv[i + 1];
+        else if (!strcmp(a, "--out"))
+            out = argv[i + 1];
+        else if (strcmp(a, "--job")) {
+            fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
+            usage(stderr);
+            return 2;
+        }
+        i += 2;
+    }
+    if (job_apply_env(&j, &err) < 0) return fail("environment", &err);
+    if (job_validate(&j, &err) < 0) return fail("job", &err);
+
+    char demo_dir[4096];
+    if (!model_dir) {
+        if (demo_model_ensure(preset, demo_dir, sizeof demo_dir, &err) < 0)
+            return fail("demo model", &err);
+        model_dir = demo_dir;
+    }
+    model *m;
+    if (model_load(&m, model_dir, &err) < 0) return fail("model", &err);
+    lora_config lc;
+    lora_adapter a;
+    const lora_module *mods;
+    int n_mods = model_lora_modules(m, &mods);
+    if (job_lora_config(&j, &lc, &err) < 0 || lora_adapter_build(&a, &lc, mods, n_mods, &err) < 0) {
+        model_free(m);
+        return fail("adapter", &err);
+    }
+    lora_config_free(&lc);
+    lora_adapter_init(&a, rng_mix(j.seed, 0xada));
+
+    printf("loraps train: model %s (%s, %.1f MB of frozen weights, fingerprint %016llx)\n",
+           model_dir, model_arch(m), model_weight_bytes(m) / 1e6,
+           (unsigned long long)model_fingerprint(m));
+    printf("loraps train: adapter %d modules, %zu parameters (%.3f%% of the model)\n", a.n_sites,
+           a.n_params, 100.0 * a.n_params * sizeof(float) / model_weight_bytes(m));
+    printf("loraps train: effective configuration\n");
+    job_print(&j, stdout, "  ");
+    fflush(stdout);
+
+    int rc = local_train(&j, m, &a, print_step, NULL, &err);
+    if (rc < 0) fail("training", &err);
+    if (rc == 0 && out) {
+        if (peft_save(out, &a, model_dir, 1, &err) < 0)
+            rc = fail("--out", &err);
+        else
+            printf("loraps train: adapter written to %s (PEFT format)\n", out);
+    }
+    lora_adapter_free(&a);
+    model_free(m);
+    return rc ? 1 : 0;
+}
