@@ -6,9 +6,9 @@ static const struct {
     const char *name;
     size_t size;
 } DTYPES[DT_COUNT] = {
-    [DT_F32] = {"F32", 4}, [DT_F16] = {"F16", 2}, [DT_BF16] = {"BF16", 2}, [DT_F64] = {"F64", 8},
-    [DT_I64] = {"I64", 8}, [DT_I32] = {"I32", 4}, [DT_I16] = {"I16", 2},   [DT_I8] = {"I8", 1},
-    [DT_U64] = {"U64", 8}, [DT_U32] = {"U32", 4}, [DT_U16] = {"U16", 2},   [DT_U8] = {"U8", 1},
+    [DT_F32] = {"F32", 4},   [DT_F16] = {"F16", 2}, [DT_BF16] = {"BF16", 2}, [DT_F64] = {"F64", 8},
+    [DT_I64] = {"I64", 8},   [DT_I32] = {"I32", 4}, [DT_I16] = {"I16", 2},   [DT_I8] = {"I8", 1},
+    [DT_U64] = {"U64", 8},   [DT_U32] = {"U32", 4}, [DT_U16] = {"U16", 2},   [DT_U8] = {"U8", 1},
     [DT_BOOL] = {"BOOL", 1},
 };
 
@@ -49,7 +49,7 @@ float bf16_to_f32(uint16_t h) {
 uint16_t f32_to_bf16(float f) {
     uint32_t u = f32_bits(f);
     if ((u & 0x7fffffffu) > 0x7f800000u) return (uint16_t)((u >> 16) | 0x40); /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1u);                                           /* round to even */
+    u += 0x7fffu + ((u >> 16) & 1u);                                          /* round to even */
     return (uint16_t)(u >> 16);
 }
 

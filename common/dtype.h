@@ -22,7 +22,7 @@ typedef enum dtype {
     DT_COUNT
 } dtype;
 
-const char *dtype_name(dtype t);               /* "F32", "BF16", ... */
+const char *dtype_name(dtype t);                   /* "F32", "BF16", ... */
 int dtype_from_name(const char *name, dtype *out); /* 0, or -1 for an unknown name */
 size_t dtype_size(dtype t);
 
@@ -31,7 +31,8 @@ uint16_t f32_to_bf16(float f); /* round to nearest even; NaN stays NaN */
 float f16_to_f32(uint16_t h);
 uint16_t f32_to_f16(float f); /* round to nearest even; overflow to inf */
 
-/* Converts n elements of a float dtype (F32, F16, BF16, F64) to f32. Returns -1 for other dtypes. */
+/* Converts n elements of a float dtype (F32, F16, BF16, F64) to f32. Returns -1 for other dtypes.
+ */
 int dtype_to_f32(const void *src, dtype t, float *dst, size_t n);
 /* Converts n f32 values to F32, F16 or BF16. Returns -1 for other dtypes. */
 int dtype_from_f32(const float *src, dtype t, void *dst, size_t n);

@@ -10,7 +10,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define ST_MAX_DIMS 8
+#define ST_MAX_DIMS   8
 #define ST_MAX_HEADER (100u << 20) /* the format's own limit on the JSON header */
 
 typedef struct st_tensor {
@@ -28,7 +28,7 @@ typedef struct st_file {
     void *map;
     size_t map_size;
     int n_tensors;
-    st_tensor *tensors;  /* in the order of their byte ranges */
+    st_tensor *tensors; /* in the order of their byte ranges */
     int n_metadata;
     char **metadata_keys; /* the "__metadata__" string map */
     char **metadata_values;
