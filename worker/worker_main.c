@@ -1,0 +1,409 @@
+/* loraps-worker: flags, set-up from Welcome, and the training loop. */
+#include "worker.h"
+
+#include "adamw.h"
+#include "ops.h"
+#include "rng.h"
+
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+volatile sig_atomic_t worker_stop;
+static int g_rank_for_log;
+static int g_quiet;
+
+static void on_signal(int sig) {
+    worker_stop = sig;
+}
+
+void worker_log(const worker *w, const char *fmt, ...) {
+    (void)w;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "loraps-worker[%d]: %s\n", g_rank_for_log, msg);
+    fflush(stderr);
+}
+
+static void usage(FILE *out) {
+    fprintf(out,
+            "usage: loraps-worker --servers EP[,EP...] --model DIR --rank K [options]\n\n"
+            "Rank K of the job's N workers: pulls the adapter from every server shard, computes\n"
+            "gradients on its part of each global batch, pushes them back. The job's settings\n"
+            "come from the servers (Welcome).\n\n"
+            "  --servers LIST        every server shard's endpoint (any order)\n"
+            "  --model DIR           the base model (HF folder); must match the job's\n"
+            "                        fingerprint\n"
+            "  --rank K              this worker's data shard, 0 <= K < the job's workers\n"
+            "  --threads N           compute threads (default: the job's setting)\n"
+            "  --connect-timeout S   give up joining after S seconds (default 60)\n"
+            "  --stats FILE          write traffic and timing statistics (JSON) at exit\n"
+            "  --quiet               no per-step lines\n"
+            "  --help                this text\n");
+}
+
+static int fail(const char *what, const char *why) {
+    fprintf(stderr, "loraps-worker: error: %s: %s\n", what, why);
+    return 2;
+}
+
+static int parse_int(const char *v, int lo, int hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
+}
+
+static int parse_args(worker_config *c, int argc, char **argv) {
+    memset(c, 0, sizeof *c);
+    c->rank = -1;
+    c->connect_timeout_ms = 60000;
+    c->threads = -1;
+    const char *servers = NULL;
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            exit(0);
+        }
+        if (!strcmp(a, "--quiet")) {
+            c->quiet = 1;
+            continue;
+        }
+        int known = !strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--rank") ||
+                    !strcmp(a, "--stats") || !strcmp(a, "--connect-timeout") ||
+                    !strcmp(a, "--threads");
+        if (!known) return fail(a, "unknown option (see --help)");
+        if (i + 1 >= argc) return fail(a, "needs a value");
+        const char *v = argv[++i];
+        if (!strcmp(a, "--servers")) servers = v;
+        if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
+        if (!strcmp(a, "--stats")) snprintf(c->stats_path, sizeof c->stats_path, "%s", v);
+        if (!strcmp(a, "--rank") && parse_int(v, 0, 65535, &c->rank) < 0)
+            return fail("--rank", "expected an integer in 0..65535");
+        if (!strcmp(a, "--threads") && parse_int(v, 0, 4096, &c->threads) < 0)
+            return fail("--threads", "expected an integer in 0..4096");
+        if (!strcmp(a, "--connect-timeout")) {
+            int s;
+            if (parse_int(v, 1, 86400, &s) < 0) return fail(a, "expected seconds in 1..86400");
+            c->connect_timeout_ms = s * 1000;
+        }
+    }
+    if (!servers) return fail("--servers", "required (the server shards' endpoints)");
+    if (!c->model_dir[0]) return fail("--model", "required (the base model folder)");
+    if (c->rank < 0) return fail("--rank", "required");
+    char *copy = strdup(servers);
+    int n = 1;
+    for (const char *p = servers; *p; p++) n += *p == ',';
+    c->servers = calloc((size_t)n, sizeof *c->servers);
+    for (char *tok = strtok(copy, ","); tok; tok = strtok(NULL, ",")) {
+        if (strlen(tok) >= 256) {
+            free(copy);
+            return fail("--servers", "endpoint too long");
+        }
+        c->servers[c->n_servers++] = strdup(tok);
+    }
+    free(copy);
+    if (!c->n_servers) return fail("--servers", "empty list");
+    return 0;
+}
+
+int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t job_id, lp_err *err) {
+    const Loraps__JobSpec *js = wel->job;
+    job *j = &w->job;
+    job_defaults(j);
+    j->r = (int)js->r;
+    j->lora_alpha = js->lora_alpha;
+    j->lora_dropout = js->lora_dropout;
+    j->use_rslora = js->use_rslora;
+    snprintf(j->target_modules, sizeof j->target_modules, "%s", js->target_modules);
+    snprintf(j->rank_pattern, sizeof j->rank_pattern, "%s", js->rank_pattern);
+    snprintf(j->alpha_pattern, sizeof j->alpha_pattern, "%s", js->alpha_pattern);
+    j->lr = js->lr;
+    j->adam_beta1 = js->adam_beta1;
+    j->adam_beta2 = js->adam_beta2;
+    j->adam_epsilon = js->adam_epsilon;
+    j->weight_decay = js->weight_decay;
+    snprintf(j->lr_scheduler, sizeof j->lr_scheduler, "%s", js->lr_scheduler);
+    j->warmup_steps = (int)js->warmup_steps;
+    j->max_grad_norm = js->max_grad_norm;
+    j->micro_batch = (int)js->micro_batch;
+    j->seq_len = (int)js->seq_len;
+    j->grad_accum = (int)js->grad_accum;
+    j->max_steps = (int)js->max_steps;
+    j->seed = js->seed;
+    j->threads = (int)js->threads;
+    snprintf(j->mode, sizeof j->mode, "%s", js->mode);
+    j->staleness = (int)js->staleness;
+    j->workers = (int)js->workers;
+    snprintf(j->wire_dtype, sizeof j->wire_dtype, "%s", wire_dtype_name(js->wire_dtype));
+    j->heartbeat_ms = (int)js->heartbeat_ms;
+    j->heartbeat_timeout_ms = (int)js->heartbeat_timeout_ms;
+    if (job_validate(j, err) < 0) return lp_wrap(err, "the server's job");
+    if (w->cfg.rank >= j->workers)
+        return lp_fail(err, "rank %d, but the job has %d workers", w->cfg.rank, j->workers);
+    w->wire_dtype = js->wire_dtype;
+    atomic_store(&w->job_id, job_id);
+
+    /* The adapter as the model family builds it from the job's LoRA settings: it must be the
+     * spec the servers sent, name by name and shape by shape. */
+    lora_config lc;
+    if (job_lora_config(j, &lc, err) < 0) return -1;
+    const lora_module *mods;
+    int n_mods = model_lora_modules(w->mdl, &mods);
+    int rc = lora_adapter_build(&w->adapter, &lc, mods, n_mods, err);
+    lora_config_free(&lc);
+    if (rc < 0) return -1;
+    if ((size_t)w->adapter.n_tensors != wel->n_spec || wel->n_placement != wel->n_spec)
+        return lp_fail(err, "the servers' adapter has %zu tensors, this model gives %d",
+                       wel->n_spec, w->adapter.n_tensors);
+    w->n_spec = (int)wel->n_spec;
+    w->spec_names = calloc(wel->n_spec, sizeof *w->spec_names);
+    w->spec_rows = calloc(wel->n_spec, sizeof *w->spec_rows);
+    w->spec_cols = calloc(wel->n_spec, sizeof *w->spec_cols);
+    w->placement = calloc(wel->n_spec, sizeof *w->placement);
+    if (!w->spec_names || !w->spec_rows || !w->spec_cols || !w->placement)
+        return lp_fail(err, "out of memory");
+    for (int i = 0; i < w->n_spec; i++) {
+        const lora_tensor *t = &w->adapter.tensors[i];
+        const Loraps__TensorSpec *s = wel->spec[i];
+        if (strcmp(t->name, s->name) || (uint64_t)t->rows != s->rows ||
+            (uint64_t)t->cols != s->cols)
+            return lp_fail(
+                err, "tensor %d: the servers have %s [%llu, %llu], this model %s [%lld, %lld]", i,
+                s->name, (unsigned long long)s->rows, (unsigned long long)s->cols, t->name,
+                (long long)t->rows, (long long)t->cols);
+        if (wel->placement[i] >= wel->n_shards)
+            return lp_fail(err, "tensor %d placed on shard %u of %u", i, wel->placement[i],
+                           wel->n_shards);
+        w->spec_names[i] = strdup(s->name);
+        w->spec_rows[i] = s->rows;
+        w->spec_cols[i] = s->cols;
+        w->placement[i] = wel->placement[i];
+    }
+    if (model_trainer_new(&w->trainer, w->mdl, &w->adapter, j->micro_batch, j->seq_len, err) < 0)
+        return -1;
+    if (worker_data_open(&w->data, j, model_vocab_size(w->mdl), err) < 0) return -1;
+    size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
+    w->inputs = malloc(n * sizeof *w->inputs);
+    w->targets = malloc(n * sizeof *w->targets);
+    if (!w->inputs || !w->targets) return lp_fail(err, "out of memory");
+    ops_set_threads(w->cfg.threads >= 0 ? w->cfg.threads : j->threads);
+
+    fprintf(stderr, "loraps-worker[%d]: effective configuration\n", w->cfg.rank);
+    fprintf(stderr, "  rank             %d of %d\n", w->cfg.rank, j->workers);
+    for (int k = 0; k < w->cfg.n_servers; k++)
+        fprintf(stderr, "  server           %s\n", w->cfg.servers[k]);
+    fprintf(stderr, "  model            %s (fingerprint %016llx)\n", w->cfg.model_dir,
+            (unsigned long long)w->fingerprint);
+    fprintf(stderr, "  job id           %016llx\n", (unsigned long long)job_id);
+    fprintf(stderr, "  adapter          %d tensors, %zu params\n", w->adapter.n_tensors,
+            w->adapter.n_params);
+    fprintf(stderr, "  data             %s\n", worker_data_name(w->data));
+    fprintf(stderr, "  arena            %.1f MiB\n",
+            model_trainer_arena_bytes(w->trainer) / 1048576.0);
+    job_print(j, stderr, "  ");
+    fflush(stderr);
+    return 0;
+}
+
+/* The mean gradient of this rank's part of global batch `step`. */
+static int compute(worker *w, uint64_t step, uint64_t *tokens, double *loss, double *ss,
+                   double *seconds, lp_err *err) {
+    const job *j = &w->job;
+    worker_wait_inflight(w);
+    lora_adapter_zero_grad(&w->adapter);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    uint64_t per_rank = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum;
+    uint64_t global = per_rank * (uint64_t)j->workers;
+    *tokens = 0;
+    *loss = 0;
+    for (int m = 0; m < j->grad_accum; m++) {
+        uint64_t first =
+            step * global + (uint64_t)w->cfg.rank * per_rank + (uint64_t)m * j->micro_batch;
+        worker_data_batch(w->data, first, j->micro_batch, j->seq_len, w->inputs, w->targets);
+        model_step out;
+        if (model_trainer_step(w->trainer, w->inputs, w->targets, 1.0f, rng_mix(j->seed, first),
+                               &out, err) < 0)
+            return -1;
+        *loss += out.loss_sum;
+        *tokens += (uint64_t)out.n_tokens;
+    }
+    if (*tokens == 0)
+        return lp_fail(err, "step %llu has no counted tokens", (unsigned long long)step);
+    float inv = 1.0f / (float)*tokens;
+    for (size_t i = 0; i < w->adapter.n_params; i++) w->adapter.grads[i] *= inv;
+    *ss = sum_of_squares(w->adapter.grads, w->adapter.n_params);
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    *seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    return 0;
+}
+
+static void record_step_bytes(worker *w, uint64_t bytes) {
+    if (w->n_step_bytes == w->cap_step_bytes) {
+        int cap = w->cap_step_bytes ? 2 * w->cap_step_bytes : 64;
+        uint64_t *p = realloc(w->step_bytes, (size_t)cap * sizeof *p);
+        if (!p) return;
+        w->step_bytes = p;
+        w->cap_step_bytes = cap;
+    }
+    w->step_bytes[w->n_step_bytes++] = bytes;
+}
+
+static int write_stats(worker *w, lp_err *err) {
+    if (!w->cfg.stats_path[0]) return 0;
+    json_t *o = json_object();
+    json_object_set_new(o, "rank", json_integer(w->cfg.rank));
+    json_object_set_new(o, "steps", json_integer((json_int_t)w->steps_done));
+    json_object_set_new(o, "adapter_params", json_integer((json_int_t)w->adapter.n_params));
+    json_object_set_new(o, "adapter_bytes_f32", json_integer((json_int_t)w->adapter.n_params * 4));
+    json_object_set_new(o, "wire_dtype", json_string(wire_dtype_name(w->wire_dtype)));
+    json_object_set_new(o, "bytes_sent", json_integer((json_int_t)w->net.bytes_sent));
+    json_object_set_new(o, "bytes_received", json_integer((json_int_t)w->net.bytes_received));
+    json_object_set_new(o, "heartbeat_bytes", json_integer((json_int_t)atomic_load(&w->hb_bytes)));
+    json_object_set_new(o, "compute_seconds", json_real(w->compute_s));
+    json_object_set_new(o, "wall_seconds", json_real(w->wall_s));
+    json_t *per = json_array();
+    for (int i = 0; i < w->n_step_bytes; i++)
+        json_array_append_new(per, json_integer((json_int_t)w->step_bytes[i]));
+    json_object_set_new(o, "step_bytes", per);
+    int rc = json_dump_file(o, w->cfg.stats_path, JSON_INDENT(2));
+    json_decref(o);
+    return rc < 0 ? lp_fail(err, "cannot write %s", w->cfg.stats_path) : 0;
+}
+
+static int train(worker *w, lp_err *err) {
+    uint64_t step = 0, start = 0;
+    for (int k = 0; k < w->cfg.n_servers; k++) {
+        uint64_t st;
+        int rc = worker_join(w, k, &st, err);
+        if (rc == WN_DONE) return 0;
+        if (rc != WN_OK) return rc == WN_STOP ? 0 : -1;
+        if (st > start) start = st;
+    }
+    if (worker_heartbeat_start(w, err) < 0) return -1;
+    step = start;
+    int sync = !strcmp(w->job.mode, "sync");
+    worker_log(w, "joined %d server shard(s); first step %llu", w->cfg.n_servers,
+               (unsigned long long)step);
+    struct timespec t0, t1;
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    while (!worker_stop) {
+        if (!sync && step >= (uint64_t)w->job.max_steps) break;
+        uint64_t before = w->net.bytes_sent + w->net.bytes_received;
+        int rc = worker_pull_all(w, sync ? step : 0, step, err);
+        if (rc == WN_REJOIN) {
+            if ((rc = worker_rejoin_lost(w, &step, err)) != WN_OK) return rc == WN_FATAL ? -1 : 0;
+            continue;
+        }
+        if (rc == WN_STOP || rc == WN_DONE) break;
+        if (rc != WN_OK) return -1;
+        int done = 0;
+        uint64_t vmax = 0, vmin = UINT64_MAX;
+        for (int k = 0; k < w->cfg.n_servers; k++) {
+            done |= w->shards[k].done;
+            if (w->shards[k].version > vmax) vmax = w->shards[k].version;
+            if (w->shards[k].version < vmin) vmin = w->shards[k].version;
+        }
+        if (done) break;
+        if (sync) {
+            if (vmin != vmax) { /* a shard is ahead: catch up with all of them */
+                step = vmax;
+                continue;
+            }
+            step = vmax;
+            if (step >= (uint64_t)w->job.max_steps) break;
+        }
+        uint64_t tokens;
+        double loss, ss, secs;
+        if (compute(w, step, &tokens, &loss, &ss, &secs, err) < 0) return -1;
+        w->compute_s += secs;
+        rc = worker_push_all(w, step, vmin, tokens, loss, ss, secs, err);
+        if (rc == WN_REJOIN) {
+            if ((rc = worker_rejoin_lost(w, &step, err)) != WN_OK) return rc == WN_FATAL ? -1 : 0;
+            continue;
+        }
+        if (rc == WN_STOP || rc == WN_DONE) break;
+        if (rc != WN_OK) return -1;
+        uint64_t bytes = w->net.bytes_sent + w->net.bytes_received - before;
+        record_step_bytes(w, bytes);
+        w->steps_done++;
+        if (!g_quiet)
+            worker_log(w, "step %llu loss %.4f tokens %llu compute %.1f ms bytes %llu%s",
+                       (unsigned long long)step, loss / (double)tokens, (unsigned long long)tokens,
+                       secs * 1000, (unsigned long long)bytes,
+                       w->shards[0].ack_status == LORAPS__ACK_STATUS__ACK_ACCEPTED ? ""
+                                                                                   : " (dropped)");
+        step++;
+    }
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    w->wall_s = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    return 0;
+}
+
+int main(int argc, char **argv) {
+    static worker w;
+    int rc = parse_args(&w.cfg, argc, argv);
+    if (rc) return rc;
+    g_rank_for_log = w.cfg.rank;
+    g_quiet = w.cfg.quiet;
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    lp_err err;
+    if (model_load(&w.mdl, w.cfg.model_dir, &err) < 0) return fail(w.cfg.model_dir, err.msg) - 1;
+    w.fingerprint = model_fingerprint(w.mdl);
+    w.ctx = zmq_ctx_new();
+    w.shards = calloc((size_t)w.cfg.n_servers, sizeof *w.shards);
+    for (int k = 0; k < w.cfg.n_servers; k++) {
+        snprintf(w.shards[k].endpoint, sizeof w.shards[k].endpoint, "%s", w.cfg.servers[k]);
+        w.shards[k].shard = -1;
+    }
+    atomic_init(&w.inflight, 0);
+    int status = train(&w, &err);
+    worker_heartbeat_stop(&w);
+    if (status == 0) worker_bye_all(&w);
+    if (status < 0)
+        fprintf(stderr, "loraps-worker: error: %s\n", err.msg);
+    else if (worker_stop)
+        worker_log(&w, "stopped by signal %d", (int)worker_stop);
+    else
+        worker_log(&w, "done: %llu steps", (unsigned long long)w.steps_done);
+    if (write_stats(&w, &err) < 0) fprintf(stderr, "loraps-worker: error: %s\n", err.msg);
+    for (int k = 0; k < w.cfg.n_servers; k++) {
+        if (w.shards[k].sock) zmq_close(w.shards[k].sock);
+        free(w.shards[k].index);
+        free(w.shards[k].numel);
+        free(w.shards[k].param_ptr);
+        free(w.shards[k].grad_ptr);
+        free(w.cfg.servers[k]);
+    }
+    zmq_ctx_term(w.ctx);
+    free(w.shards);
+    free(w.cfg.servers);
+    for (int i = 0; i < w.n_spec; i++) free(w.spec_names[i]);
+    free(w.spec_names);
+    free(w.spec_rows);
+    free(w.spec_cols);
+    free(w.placement);
+    free(w.step_bytes);
+    free(w.inputs);
+    free(w.targets);
+    worker_data_free(w.data);
+    model_trainer_free(w.trainer);
+    lora_adapter_free(&w.adapter);
+    model_free(w.mdl);
+    return status < 0 ? 1 : 0;
+}
