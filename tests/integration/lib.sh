@@ -16,7 +16,7 @@ cleanup() {
         for f in "$TMP"/*.err "$TMP"/*.out; do
             [ -f "$f" ] || continue
             echo "--- $f"
-            tail -n 25 "$f"
+            grep -v "^  " "$f" | tail -n 15
         done
     else
         rm -rf "$TMP"
