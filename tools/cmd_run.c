@@ -1,11 +1,351 @@
-/* loraps run: placeholder until the parameter-server work lands (issue 3). */
+/* loraps run: a whole job on this machine. Starts S parameter-server shards and N workers
+ * (loraps-ps and loraps-worker, found next to this binary), streams shard 0's progress line per
+ * step, and stops every process cleanly on Ctrl-C. Without --model it makes the demo model. */
 #include "commands.h"
 
+#include "fsutil.h"
+#include "job.h"
+#include "model_init.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <netinet/in.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_PROCS 512
+
+static volatile sig_atomic_t g_stop;
+
+static void on_signal(int sig) {
+    g_stop = sig;
+}
+
+static void usage(FILE *out) {
+    fprintf(
+        out,
+        "usage: loraps run [--workers N] [--servers S] [--model DIR] [--out DIR] [job settings]\n\n"
+        "Runs a whole job on this machine: S parameter-server shards and N workers on\n"
+        "loopback. One progress line per step; Ctrl-C stops every process cleanly.\n\n"
+        "  --workers N      workers (default 2)\n"
+        "  --servers S      parameter-server shards (default 1)\n"
+        "  --model DIR      the base model (HF folder); without it, the demo model of\n"
+        "                   --preset is made in OUT/demo-model-PRESET\n"
+        "  --preset NAME    tiny | small | 124m for the demo model (default small)\n"
+        "  --out DIR        the adapter, statistics and logs go here (default loraps-out)\n"
+        "  --job FILE       a JSON job file (flags and LORAPS_* variables override it)\n"
+        "  --help           this text\n\njob settings (passed to the servers):\n");
+    job_print_help(out);
+}
+
+static int fail(const char *what, const char *why) {
+    fprintf(stderr, "loraps run: error: %s: %s\n", what, why);
+    return 2;
+}
+
+static int free_port(void) {
+    struct sockaddr_in a = {0};
+    socklen_t len = sizeof a;
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    int port = -1;
+    if (fd >= 0 && bind(fd, (struct sockaddr *)&a, sizeof a) == 0 &&
+        getsockname(fd, (struct sockaddr *)&a, &len) == 0)
+        port = ntohs(a.sin_port);
+    if (fd >= 0) close(fd);
+    return port;
+}
+
+typedef struct proc {
+    pid_t pid;
+    char name[32];
+    int status; /* -1 while running */
+} proc;
+
+static proc g_procs[MAX_PROCS];
+static int g_n_procs;
+
+/* Starts argv with stdout to out_fd (-1: inherit) and stderr to the log file. */
+static int spawn(const char *name, char *const argv[], const char *log_path, int stdout_to_log) {
+    int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+    if (log < 0) {
+        fail(log_path, strerror(errno));
+        return -1;
+    }
+    pid_t pid = fork();
+    if (pid < 0) {
+        close(log);
+        fail("fork", strerror(errno));
+        return -1;
+    }
+    if (pid == 0) {
+        dup2(log, 2);
+        if (stdout_to_log) dup2(log, 1);
+        signal(SIGINT, SIG_DFL);
+        signal(SIGTERM, SIG_DFL);
+        execv(argv[0], argv);
+        fprintf(stderr, "loraps run: error: cannot run %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(log);
+    proc *p = &g_procs[g_n_procs++];
+    p->pid = pid;
+    p->status = -1;
+    snprintf(p->name, sizeof p->name, "%s", name);
+    return 0;
+}
+
+static int reap(void) {
+    int changed = 0;
+    for (int i = 0; i < g_n_procs; i++) {
+        if (g_procs[i].status != -1) continue;
+        int st;
+        pid_t r = waitpid(g_procs[i].pid, &st, WNOHANG);
+        if (r == g_procs[i].pid) {
+            g_procs[i].status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+static void sleep_ms(int ms) {
+    struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+}
+
+/* SIGTERM to every process still running (by pid), then SIGKILL after the grace period. */
+static void stop_all(int grace_ms) {
+    for (int i = 0; i < g_n_procs; i++)
+        if (g_procs[i].status == -1) kill(g_procs[i].pid, SIGTERM);
+    for (int t = 0; t < grace_ms; t += 50) {
+        reap();
+        int running = 0;
+        for (int i = 0; i < g_n_procs; i++) running += g_procs[i].status == -1;
+        if (!running) return;
+        sleep_ms(50);
+    }
+    for (int i = 0; i < g_n_procs; i++)
+        if (g_procs[i].status == -1) {
+            fprintf(stderr, "loraps run: %s did not stop; killing it\n", g_procs[i].name);
+            kill(g_procs[i].pid, SIGKILL);
+            waitpid(g_procs[i].pid, NULL, 0);
+            g_procs[i].status = 137;
+        }
+}
+
+static int parse_count(const char *v, int lo, int hi, int *out) {
+    char *end;
+    long x = strtol(v, &end, 10);
+    if (!*v || *end || x < lo || x > hi) return -1;
+    *out = (int)x;
+    return 0;
+}
 
 int cmd_run(int argc, char **argv) {
-    (void)argc;
-    (void)argv;
-    fprintf(stderr, "loraps run: error: not built yet\n");
-    return 2;
+    const char *model_dir = NULL, *out = "loraps-out", *preset = "small", *job_file = NULL;
+    int n_workers = 2, n_servers = 1, threads_given = 0;
+    job j;
+    job_defaults(&j);
+    lp_err err;
+    /* Job flags are checked here so a typo fails before anything starts; they are then passed
+     * on to the servers, which own the job. */
+    char **pass = calloc((size_t)argc + 1, sizeof *pass);
+    int n_pass = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strcmp(argv[i], "--job") && i + 1 < argc) job_file = argv[i + 1];
+    if (job_file && job_load_file(&j, job_file, &err) < 0)
+        return free(pass), fail("--job", err.msg);
+    for (int i = 1; i < argc;) {
+        const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            usage(stdout);
+            free(pass);
+            return 0;
+        }
+        if (!strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--out") ||
+            !strcmp(a, "--preset") || !strcmp(a, "--job")) {
+            if (!v) return free(pass), fail(a, "needs a value");
+            if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &n_servers) < 0)
+                return free(pass), fail(a, "expected 1..64");
+            if (!strcmp(a, "--model")) model_dir = v;
+            if (!strcmp(a, "--out")) out = v;
+            if (!strcmp(a, "--preset")) preset = v;
+            if (!strcmp(a, "--job")) pass[n_pass++] = argv[i], pass[n_pass++] = argv[i + 1];
+            i += 2;
+            continue;
+        }
+        int start = i;
+        int r = job_parse_flag(&j, argc, argv, &i, &err);
+        if (r < 0) return free(pass), fail(a, err.msg);
+        if (r == 0) return free(pass), fail(a, "unknown option (see loraps run --help)");
+        if (!strncmp(a, "--threads", 9)) threads_given = 1;
+        for (int k = start; k < i; k++) pass[n_pass++] = argv[k];
+    }
+    if (job_apply_env(&j, &err) < 0 || job_validate(&j, &err) < 0)
+        return free(pass), fail("job", err.msg);
+    n_workers = j.workers;
+    /* --workers is both ours and the job's; the default here is 2, not the job's 1. */
+    int workers_given = 0;
+    for (int i = 1; i < argc; i++)
+        if (!strncmp(argv[i], "--workers", 9)) workers_given = 1;
+    if (!workers_given && !getenv("LORAPS_WORKERS")) n_workers = 2;
+    if (n_workers + n_servers > MAX_PROCS) return free(pass), fail("--workers", "too many");
+
+    char self[PATH_MAX], bin[PATH_MAX], ps_bin[PATH_MAX + 16], worker_bin[PATH_MAX + 16];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (n < 0) return free(pass), fail("/proc/self/exe", strerror(errno));
+    self[n] = 0;
+    snprintf(bin, sizeof bin, "%s", self);
+    char *slash = strrchr(bin, '/');
+    if (slash) *slash = 0;
+    snprintf(ps_bin, sizeof ps_bin, "%s/loraps-ps", bin);
+    snprintf(worker_bin, sizeof worker_bin, "%s/loraps-worker", bin);
+    if (access(ps_bin, X_OK) || access(worker_bin, X_OK))
+        return free(pass), fail(bin, "loraps-ps and loraps-worker are not next to loraps");
+
+    char logs[PATH_MAX + 8], demo[PATH_MAX + 64], path[PATH_MAX + 160];
+    snprintf(logs, sizeof logs, "%s/logs", out);
+    if (fs_mkdirs(logs, &err) < 0) return free(pass), fail("--out", err.msg);
+    if (!model_dir) {
+        snprintf(demo, sizeof demo, "%s/demo-model-%s", out, preset);
+        snprintf(path, sizeof path, "%s/config.json", demo);
+        if (!fs_exists(path)) {
+            gpt2_config c;
+            if (model_preset(preset, &c, &err) < 0 || model_init_write(demo, &c, 1, &err) < 0)
+                return free(pass), fail("demo model", err.msg);
+            printf("loraps run: made the demo model (%s preset) in %s\n", preset, demo);
+        }
+        model_dir = demo;
+    }
+
+    char peers[64 * 32] = "";
+    for (int k = 0; k < n_servers; k++) {
+        int port = free_port();
+        if (port < 0) return free(pass), fail("ports", "no free port on 127.0.0.1");
+        size_t used = strlen(peers);
+        snprintf(peers + used, sizeof peers - used, "%stcp://127.0.0.1:%d", k ? "," : "", port);
+    }
+    char workers_s[16], threads_s[16];
+    snprintf(workers_s, sizeof workers_s, "%d", n_workers);
+    long cores = sysconf(_SC_NPROCESSORS_ONLN);
+    int threads = (int)(cores / n_workers) > 0 ? (int)(cores / n_workers) : 1;
+    snprintf(threads_s, sizeof threads_s, "%d", threads);
+    printf("loraps run: %d server shard(s) at %s, %d worker(s), model %s\n", n_servers, peers,
+           n_workers, model_dir);
+    printf("loraps run: adapter and statistics in %s, logs in %s\n", out, logs);
+    fflush(stdout);
+
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+
+    int rc = 0;
+    for (int k = 0; k < n_servers && rc == 0; k++) {
+        char shard_s[16], name[32];
+        snprintf(shard_s, sizeof shard_s, "%d", k);
+        char *av[64 + 2 * argc];
+        int c = 0;
+        av[c++] = ps_bin;
+        av[c++] = "--model";
+        av[c++] = (char *)model_dir;
+        av[c++] = "--shard";
+        av[c++] = shard_s;
+        av[c++] = "--peers";
+        av[c++] = peers;
+        av[c++] = "--out";
+        av[c++] = (char *)out;
+        av[c++] = "--workers";
+        av[c++] = workers_s;
+        if (!threads_given) av[c++] = "--threads", av[c++] = threads_s;
+        for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
+        av[c] = NULL;
+        snprintf(name, sizeof name, "ps-%d", k);
+        snprintf(path, sizeof path, "%s/%s.log", logs, name);
+        rc = spawn(name, av, path, k != 0);
+    }
+    for (int k = 0; k < n_workers && rc == 0; k++) {
+        char rank_s[16], stats[PATH_MAX + 32], name[32];
+        snprintf(rank_s, sizeof rank_s, "%d", k);
+        snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", out, k);
+        char *av[] = {worker_bin, "--servers", peers,     "--model", (char *)model_dir,
+                      "--rank",   rank_s,      "--stats", stats,     NULL};
+        snprintf(name, sizeof name, "worker-%d", k);
+        snprintf(path, sizeof path, "%s/%s.log", logs, name);
+        rc = spawn(name, av, path, 1);
+    }
+    free(pass);
+    if (rc) {
+        stop_all(3000);
+        return 1;
+    }
+
+    /* Shard 0 ends the job; a server that fails ends it too. If every worker has gone, the
+     * servers would wait for members forever: stop them. */
+    int64_t workers_gone_at = 0;
+    int exit_code = 0;
+    while (!g_stop) {
+        sleep_ms(50);
+        if (reap()) {
+            for (int i = 0; i < g_n_procs; i++)
+                if (g_procs[i].status > 0 && g_procs[i].status != 255) {
+                    fprintf(stderr, "loraps run: %s exited with status %d (see %s/%s.log)\n",
+                            g_procs[i].name, g_procs[i].status, logs, g_procs[i].name);
+                    g_procs[i].status = 255; /* reported */
+                    if (i < n_servers) exit_code = 1;
+                }
+        }
+        if (exit_code) break;
+        int servers_running = 0, workers_running = 0;
+        for (int i = 0; i < g_n_procs; i++) {
+            if (g_procs[i].status != -1) continue;
+            if (i < n_servers)
+                servers_running++;
+            else
+                workers_running++;
+        }
+        if (!servers_running) break;
+        if (!workers_running) {
+            struct timespec ts;
+            clock_gettime(CLOCK_MONOTONIC, &ts);
+            int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+            if (!workers_gone_at) workers_gone_at = now;
+            if (now - workers_gone_at > 5000) {
+                fprintf(stderr, "loraps run: every worker has exited; stopping the servers\n");
+                exit_code = 1;
+                break;
+            }
+        }
+    }
+    if (g_stop) fprintf(stderr, "\nloraps run: stopping (signal %d)\n", (int)g_stop);
+    /* Workers finish by themselves once the servers say "done"; give them a moment. */
+    for (int t = 0; t < 5000 && !g_stop; t += 50) {
+        reap();
+        int running = 0;
+        for (int i = 0; i < g_n_procs; i++) running += g_procs[i].status == -1;
+        if (!running) break;
+        sleep_ms(50);
+    }
+    stop_all(5000);
+    for (int i = 0; i < g_n_procs; i++)
+        if (g_procs[i].status > 0 && g_procs[i].status != 255 && !g_stop) {
+            fprintf(stderr, "loraps run: %s exited with status %d (see %s/%s.log)\n",
+                    g_procs[i].name, g_procs[i].status, logs, g_procs[i].name);
+            exit_code = 1;
+        }
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
+    if (!exit_code && fs_exists(path)) printf("loraps run: adapter written to %s\n", path);
+    return g_stop ? 0 : exit_code;
 }
