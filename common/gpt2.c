@@ -15,6 +15,7 @@
 #include "hf_weights.h"
 #include "ops.h"
 
+#include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -173,6 +174,10 @@ int model_max_seq_len(const model *m) {
     return m->cfg.n_positions;
 }
 
+int model_hidden_size(const model *m) {
+    return m->cfg.n_embd;
+}
+
 int model_lora_modules(const model *m, const lora_module **modules) {
     *modules = m->modules;
     return m->n_modules;
@@ -212,6 +217,7 @@ struct model_trainer {
     float *lnf, *lnf_mean, *lnf_rstd;
     float *proj; /* output of c_proj before the residual add */
     float *dres, *dln, *dqkv, *datty, *dfch, *dfch_gelu, *att_scratch, *lora_dh;
+    int att_slots;           /* threads attention backward may use */
     float *drop_x, *drop_dx; /* dropout: x as the adapter saw it, and its gradient */
     float *logits, *losses;  /* one head chunk */
     uint64_t dropout_seed;
@@ -263,7 +269,7 @@ static void carve_all(model_trainer *t, carver *c) {
     t->datty = carve(c, N * C);
     t->dfch = carve(c, N * 4 * C);
     t->dfch_gelu = carve(c, N * 4 * C);
-    t->att_scratch = carve(c, (size_t)t->T * t->T);
+    t->att_scratch = carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
     t->lora_dh = carve(c, N * (size_t)t->max_r);
     size_t drop = t->a->cfg.dropout > 0 ? N * (size_t)t->max_in : 0;
     t->drop_x = carve(c, drop);
@@ -299,6 +305,7 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
         if (s->in > t->max_in) t->max_in = s->in;
         if (s->r > t->max_r) t->max_r = s->r;
     }
+    t->att_slots = omp_get_max_threads();
     carver count = {NULL, 0};
     carve_all(t, &count);
     t->arena_floats = count.used;
@@ -476,8 +483,8 @@ static void backward(model_trainer *t) {
         float *d_atty = input_grad(t, mod + MOD_ATTN_PROJ, t->datty, N * C);
         linear_backward(t, mod + MOD_ATTN_PROJ, d_atty, t->dres, a->atty, w->attn_proj_w, C, C);
         if (!d_atty) break;
-        attention_backward(zeroed(t->dqkv, N * 3 * C), t->att_scratch, d_atty, a->qkv, a->att, B, T,
-                           C, NH);
+        attention_backward(zeroed(t->dqkv, N * 3 * C), t->att_scratch, t->att_slots, d_atty, a->qkv,
+                           a->att, B, T, C, NH);
         float *d_ln1 = input_grad(t, mod + MOD_QKV, t->dln, N * C);
         linear_backward(t, mod + MOD_QKV, d_ln1, t->dqkv, a->ln1, w->qkv_w, C, 3 * C);
         if (!d_ln1) break;

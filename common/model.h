@@ -20,6 +20,7 @@ void model_free(model *m);
 const char *model_arch(const model *m); /* "gpt2" */
 int model_vocab_size(const model *m);
 int model_max_seq_len(const model *m);
+int model_hidden_size(const model *m);
 /* The linear layers LoRA may adapt, in forward order. */
 int model_lora_modules(const model *m, const lora_module **modules);
 /* A 64-bit hash of the config and every weight byte: workers with a different base model

@@ -102,11 +102,11 @@ void layernorm_backward(float *dinp, const float *dout, const float *inp, const 
 }
 
 /* ---------------------------------------------------------------------------------------------
- * causal self-attention, one (batch, head) pair at a time as two GEMMs over strided views of qkv
- * (leading dimension 3C), so q, k and v are never copied out. */
+ * causal self-attention: each (batch, head) pair is two GEMMs over strided views of qkv (leading
+ * dimension 3C), so q, k and v are never copied out. The pairs run in parallel, one per thread;
+ * OpenBLAS' OpenMP build runs a GEMM called inside a parallel region on that one thread. */
 
 static void causal_softmax_rows(float *att, int T) {
-#pragma omp parallel for
     for (int t = 0; t < T; t++) {
         float *row = att + (size_t)t * T;
         float max = row[0];
@@ -125,6 +125,7 @@ static void causal_softmax_rows(float *att, int T) {
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
     int hs = C / NH, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2) schedule(dynamic)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
             const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
@@ -139,35 +140,36 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                        const float *att, int B, int T, int C, int NH) {
+void attention_backward(float *dqkv, float *scratch, int scratch_slots, const float *dout,
+                        const float *qkv, const float *att, int B, int T, int C, int NH) {
     int hs = C / NH, ld = 3 * C;
     float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for collapse(2) schedule(dynamic) num_threads(scratch_slots)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
+            float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
             const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
             float *dq = dqkv + (size_t)b * T * ld + h * hs, *dk = dq + C, *dv = dq + 2 * C;
             const float *a = att + ((size_t)b * NH + h) * T * T;
             const float *dy = dout + (size_t)b * T * C + h * hs;
             /* datt = dy . v^T; dv += att^T . dy */
             cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, ld, 0.0f,
-                        scratch, T);
+                        datt, T);
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dy, C, 1.0f,
                         dv, ld);
             /* softmax backward: dscore = att * (datt - sum(att * datt)), masked entries 0 */
-#pragma omp parallel for
             for (int t = 0; t < T; t++) {
                 const float *arow = a + (size_t)t * T;
-                float *drow = scratch + (size_t)t * T;
+                float *drow = datt + (size_t)t * T;
                 float dot = 0.0f;
                 for (int u = 0; u <= t; u++) dot += arow[u] * drow[u];
                 for (int u = 0; u <= t; u++) drow[u] = arow[u] * (drow[u] - dot);
                 for (int u = t + 1; u < T; u++) drow[u] = 0.0f;
             }
             /* dq += scale * dscore . k; dk += scale * dscore^T . q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, scratch, T, k,
-                        ld, 1.0f, dq, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, scratch, T, q, ld,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, datt, T, k, ld,
+                        1.0f, dq, ld);
+            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, datt, T, q, ld,
                         1.0f, dk, ld);
         }
     }
@@ -178,20 +180,26 @@ void attention_backward(float *dqkv, float *scratch, const float *dout, const fl
 
 #define GELU_SCALE 0.7978845608028654f /* sqrt(2/pi) */
 
+/* tanh(u) = 1 - 2 / (exp(2u) + 1): written with expf, the loops vectorise (glibc's libmvec);
+ * tanhf does not. Exact at both tails: exp overflows to inf (tanh 1) or underflows to 0 (-1). */
+static inline float tanh_via_exp(float u) {
+    return 1.0f - 2.0f / (expf(2.0f * u) + 1.0f);
+}
+
 void gelu_forward(float *out, const float *inp, int n) {
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (int i = 0; i < n; i++) {
         float x = inp[i];
-        out[i] = 0.5f * x * (1.0f + tanhf(GELU_SCALE * (x + 0.044715f * x * x * x)));
+        out[i] = 0.5f * x * (1.0f + tanh_via_exp(GELU_SCALE * (x + 0.044715f * x * x * x)));
     }
 }
 
 void gelu_backward(float *dinp, const float *inp, const float *dout, int n) {
-#pragma omp parallel for
+#pragma omp parallel for simd
     for (int i = 0; i < n; i++) {
         float x = inp[i];
         float u = GELU_SCALE * (x + 0.044715f * x * x * x);
-        float th = tanhf(u);
+        float th = tanh_via_exp(u);
         float sech2 = 1.0f - th * th;
         float du = GELU_SCALE * (1.0f + 3.0f * 0.044715f * x * x);
         dinp[i] += dout[i] * (0.5f * (1.0f + th) + 0.5f * x * sech2 * du);
@@ -217,8 +225,10 @@ double crossentropy_forward(float *logits_to_probs, float *losses, const int *ta
         float *row = logits_to_probs + (size_t)i * V;
         float max = row[0];
         for (int v = 1; v < V; v++) max = row[v] > max ? row[v] : max;
-        double sum = 0.0;
         float target_logit = targets[i] >= 0 ? row[targets[i]] : 0.0f;
+        /* float lanes in a vectorised reduction: each lane sums V/width terms, all positive */
+        float sum = 0.0f;
+#pragma omp simd reduction(+ : sum)
         for (int v = 0; v < V; v++) {
             row[v] = expf(row[v] - max);
             sum += row[v];
@@ -226,7 +236,7 @@ double crossentropy_forward(float *logits_to_probs, float *losses, const int *ta
         float inv = (float)(1.0 / sum);
         for (int v = 0; v < V; v++) row[v] *= inv;
         /* -log softmax = log(sum exp(l - max)) - (l_target - max), kept in double */
-        double loss = targets[i] >= 0 ? log(sum) - (double)(target_logit - max) : 0.0;
+        double loss = targets[i] >= 0 ? log((double)sum) - (double)(target_logit - max) : 0.0;
         losses[i] = (float)loss;
         total += loss;
     }

@@ -33,9 +33,10 @@ void layernorm_backward(float *dinp, const float *dout, const float *inp, const 
 /* Causal multi-head self-attention. qkv [B,T,3C] holds q, k, v side by side; out [B,T,C];
  * att [B,NH,T,T] keeps the softmax probabilities for backward. */
 void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
-/* dqkv [B,T,3C] += ...; scratch holds T*T floats. */
-void attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv,
-                        const float *att, int B, int T, int C, int NH);
+/* dqkv [B,T,3C] += ...; scratch holds scratch_slots * T*T floats, one T x T slot per thread,
+ * and at most scratch_slots threads run. */
+void attention_backward(float *dqkv, float *scratch, int scratch_slots, const float *dout,
+                        const float *qkv, const float *att, int B, int T, int C, int NH);
 
 /* GELU, tanh approximation (HF "gelu_new"). */
 void gelu_forward(float *out, const float *inp, int n);
