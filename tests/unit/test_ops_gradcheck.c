@@ -395,11 +395,11 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     check_forward(what, c.out, ref, mag, no);
 
     float *dqkv = fvec(nq), *pre = fvec(nq), *scratch = fvec((size_t)T * T);
-    attention_backward(dqkv, scratch, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
     fill_normal(&r, pre, nq, 0, 3);
     float *dqkv2 = fdup(pre, nq);
     fill_normal(&r, scratch, (size_t)T * T, 0, 100); /* scratch must be overwritten, not read */
-    attention_backward(dqkv2, scratch, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv2, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
     check_added(what, dqkv2, pre, dqkv, nq);
 
     /* q and k enter through the softmax (non-linear), v linearly: every element at once */
@@ -411,7 +411,7 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     for (int b = 0; b < B; b++) fill_normal(&r, c.w + (size_t)b * T * C, C, 0, 1);
     at_loss(&c);
     memset(dqkv, 0, nq * sizeof(float));
-    attention_backward(dqkv, scratch, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
     for (int b = 0; b < B; b++)
         for (int t = 1; t < T; t++)
             for (int i = 0; i < 3 * C; i++)
