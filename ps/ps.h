@@ -91,6 +91,8 @@ typedef struct ps_counters {
     uint64_t pushes_accepted, pushes_duplicate, pushes_stale;
     uint64_t pulls_served, joins, drops, byes;
     uint64_t log_suppressed;
+    uint64_t pulls_held_staleness; /* pulls that waited for the slowest worker */
+    uint64_t max_spread;           /* async: most steps a push ran ahead of the slowest */
 } ps_counters;
 
 typedef enum ps_phase { PS_WAITING, PS_RUNNING, PS_FINISHING, PS_DONE } ps_phase;

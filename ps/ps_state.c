@@ -234,6 +234,9 @@ int ps_write_stats(ps *s, lp_err *err) {
     json_object_set_new(o, "pushes_duplicate", json_integer((json_int_t)s->count.pushes_duplicate));
     json_object_set_new(o, "pushes_stale", json_integer((json_int_t)s->count.pushes_stale));
     json_object_set_new(o, "pulls_served", json_integer((json_int_t)s->count.pulls_served));
+    json_object_set_new(o, "pulls_held_staleness",
+                        json_integer((json_int_t)s->count.pulls_held_staleness));
+    json_object_set_new(o, "max_spread", json_integer((json_int_t)s->count.max_spread));
     json_object_set_new(o, "joins", json_integer((json_int_t)s->count.joins));
     json_object_set_new(o, "drops", json_integer((json_int_t)s->count.drops));
     json_object_set_new(o, "rejected", json_integer((json_int_t)s->count.rejected_total));

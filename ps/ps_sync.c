@@ -187,6 +187,7 @@ static void handle_pull(ps *s, wire_msg *m, ps_member *mem) {
         answer_pull(s, &pl);
         return;
     }
+    if (s->phase == PS_RUNNING && !s->cfg.sync) s->count.pulls_held_staleness++;
     /* A resent Pull replaces the waiting one: one answer per worker. */
     for (int i = 0; i < s->n_pulls; i++)
         if (s->pulls[i].worker_id == mem->id) {
@@ -532,6 +533,9 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
         send_ack(s, m, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
         return;
     }
+    uint64_t mc = min_clock(s);
+    if (mc != UINT64_MAX && p->step > mc && p->step - mc > s->count.max_spread)
+        s->count.max_spread = p->step - mc;
     wire_frames_apply(m, &e, a->grad_ptr, 1.0f, 0);
     double ss = s->cfg.n_shards == 1 ? sum_of_squares(a->grad_sum, a->n_params) : p->grad_sum_sq;
     ps_apply_update(s, clip_factor(ss, j->max_grad_norm), V);

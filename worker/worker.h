@@ -46,7 +46,8 @@ typedef struct worker_config {
     int quiet;
     char stats_path[PATH_MAX];
     int connect_timeout_ms;
-    int threads; /* -1: the job's */
+    int threads;       /* -1: the job's */
+    int step_delay_ms; /* a simulated straggler, for tests and benchmarks */
 } worker_config;
 
 typedef struct worker {

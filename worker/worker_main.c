@@ -45,6 +45,7 @@ static void usage(FILE *out) {
             "  --threads N           compute threads (default: the job's setting)\n"
             "  --connect-timeout S   give up joining after S seconds (default 60)\n"
             "  --stats FILE          write traffic and timing statistics (JSON) at exit\n"
+            "  --step-delay-ms MS    sleep this long per step (simulates a straggler)\n"
             "  --quiet               no per-step lines\n"
             "  --help                this text\n");
 }
@@ -80,7 +81,7 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         }
         int known = !strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--rank") ||
                     !strcmp(a, "--stats") || !strcmp(a, "--connect-timeout") ||
-                    !strcmp(a, "--threads");
+                    !strcmp(a, "--step-delay-ms") || !strcmp(a, "--threads");
         if (!known) return fail(a, "unknown option (see --help)");
         if (i + 1 >= argc) return fail(a, "needs a value");
         const char *v = argv[++i];
@@ -89,6 +90,8 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         if (!strcmp(a, "--stats")) snprintf(c->stats_path, sizeof c->stats_path, "%s", v);
         if (!strcmp(a, "--rank") && parse_int(v, 0, 65535, &c->rank) < 0)
             return fail("--rank", "expected an integer in 0..65535");
+        if (!strcmp(a, "--step-delay-ms") && parse_int(v, 0, 600000, &c->step_delay_ms) < 0)
+            return fail("--step-delay-ms", "expected milliseconds in 0..600000");
         if (!strcmp(a, "--threads") && parse_int(v, 0, 4096, &c->threads) < 0)
             return fail("--threads", "expected an integer in 0..4096");
         if (!strcmp(a, "--connect-timeout")) {
@@ -327,6 +330,11 @@ static int train(worker *w, lp_err *err) {
         double loss, ss, secs;
         if (compute(w, step, &tokens, &loss, &ss, &secs, err) < 0) return -1;
         w->compute_s += secs;
+        if (w->cfg.step_delay_ms) {
+            struct timespec d = {w->cfg.step_delay_ms / 1000,
+                                 (long)(w->cfg.step_delay_ms % 1000) * 1000000L};
+            nanosleep(&d, NULL);
+        }
         rc = worker_push_all(w, step, vmin, tokens, loss, ss, secs, err);
         if (rc == WN_REJOIN) {
             if ((rc = worker_rejoin_lost(w, &step, err)) != WN_OK) return rc == WN_FATAL ? -1 : 0;
