@@ -326,8 +326,8 @@ static int train(worker *w, lp_err *err) {
             step = vmax;
             if (step >= (uint64_t)w->job.max_steps) break;
         }
-        uint64_t tokens;
-        double loss, ss, secs;
+        uint64_t tokens = 0;
+        double loss = 0, ss = 0, secs = 0;
         if (compute(w, step, &tokens, &loss, &ss, &secs, err) < 0) return -1;
         w->compute_s += secs;
         if (w->cfg.step_delay_ms) {
