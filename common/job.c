@@ -117,8 +117,9 @@ static int parse_value(job *j, const job_key *k, const char *value, lp_err *err)
         return 0;
     }
     case K_U64: {
+        /* strtoull accepts " -1" and wraps it: insist on a plain run of digits */
         unsigned long long v = strtoull(value, &end, 10);
-        if (errno || end == value || *end || value[0] == '-')
+        if (errno || end == value || *end || !isdigit((unsigned char)value[0]))
             return lp_fail(err, "%s: expected a non-negative integer, got '%s'", k->name, value);
         *(unsigned long long *)field = v;
         return 0;
@@ -189,8 +190,20 @@ int job_load_file(job *j, const char *path, lp_err *err) {
     } else {
         const char *key;
         json_t *value;
+        const job_key *seen[N_KEYS];
+        size_t n_seen = 0;
         json_object_foreach(root, key, value) {
             char text[1024];
+            /* "lora_alpha" and "lora-alpha" are one key: given twice, which one wins? */
+            const job_key *k = find_key(key);
+            int twice = 0;
+            for (size_t i = 0; k && i < n_seen; i++) twice |= seen[i] == k;
+            if (twice) {
+                rc = lp_fail(err, "%s: '%s' is set twice (as '%s' and another spelling)", path,
+                             k->name, key);
+                break;
+            }
+            if (k) seen[n_seen++] = k;
             if (json_to_text(key, value, text, sizeof text, err) < 0 ||
                 job_set(j, key, text, err) < 0) {
                 rc = lp_wrap(err, "%s", path);
@@ -227,7 +240,9 @@ int job_parse_flag(job *j, int argc, char **argv, int *i, lp_err *err) {
     const job_key *k = find_key(name);
     if (!k) return 0;
     const char *value = eq ? eq + 1 : NULL;
-    if (!value) {
+    if (!value && k->type == K_BOOL && (*i + 1 >= argc || !strncmp(argv[*i + 1], "--", 2))) {
+        value = "true"; /* a bare boolean flag, like --use-rslora */
+    } else if (!value) {
         if (*i + 1 >= argc) return lp_fail(err, "--%s needs a value", name);
         value = argv[++*i];
     }
@@ -237,7 +252,8 @@ int job_parse_flag(job *j, int argc, char **argv, int *i, lp_err *err) {
 }
 
 int job_validate(const job *j, lp_err *err) {
-    if (j->r <= 0 || j->r > 4096) return lp_fail(err, "r must be in 1..4096, got %d", j->r);
+    if (j->r <= 0 || j->r > LORA_MAX_RANK)
+        return lp_fail(err, "r must be in 1..%d, got %d", LORA_MAX_RANK, j->r);
     if (j->lora_alpha <= 0) return lp_fail(err, "lora_alpha must be positive");
     if (j->lora_dropout < 0 || j->lora_dropout >= 1)
         return lp_fail(err, "lora_dropout must be in [0, 1), got %g", j->lora_dropout);
@@ -269,8 +285,9 @@ int job_validate(const job *j, lp_err *err) {
         strcmp(j->wire_dtype, "f16"))
         return lp_fail(err, "wire_dtype must be f32, bf16 or f16, got '%s'", j->wire_dtype);
     if (j->heartbeat_ms < 10 || j->heartbeat_timeout_ms < 2 * j->heartbeat_ms)
-        return lp_fail(err, "heartbeat_ms must be >= 10 and heartbeat_timeout_ms at least twice "
-                            "it (got %d and %d)",
+        return lp_fail(err,
+                       "heartbeat_ms must be >= 10 and heartbeat_timeout_ms at least twice "
+                       "it (got %d and %d)",
                        j->heartbeat_ms, j->heartbeat_timeout_ms);
     lora_config c;
     if (job_lora_config(j, &c, err) < 0) return -1;

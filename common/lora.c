@@ -122,9 +122,16 @@ int lora_config_set_patterns(lora_config *c, int alpha, const char *spec, lp_err
         }
         *eq = 0;
         float value = strtof(eq + 1, &end);
-        if (end == eq + 1 || *end || value <= 0 || (!alpha && value != floorf(value))) {
+        if (end == eq + 1 || *end || !(value > 0) || !isfinite(value) ||
+            (!alpha && (value != floorf(value) || value > LORA_MAX_RANK))) {
             rc = lp_fail(err, "%s: '%s' needs a positive %s, got '%s'", what, tok,
-                         alpha ? "number" : "integer", eq + 1);
+                         alpha ? "number" : "integer rank up to " LORA_MAX_RANK_TEXT, eq + 1);
+            break;
+        }
+        int repeated = 0;
+        for (int i = 0; i < *count; i++) repeated |= !strcmp((*list)[i].pattern, tok);
+        if (repeated) {
+            rc = lp_fail(err, "%s: '%s' is given twice", what, tok);
             break;
         }
         if (pattern_key_matches(tok, "", err) < 0) {

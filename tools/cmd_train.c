@@ -5,7 +5,6 @@
 #include "local_train.h"
 #include "model.h"
 #include "peft.h"
-#include "rng.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,7 +89,7 @@ int cmd_train(int argc, char **argv) {
         return fail("adapter", &err);
     }
     lora_config_free(&lc);
-    lora_adapter_init(&a, rng_mix(j.seed, 0xada));
+    lora_adapter_init(&a, j.seed); /* as the parameter server does */
 
     printf("loraps train: model %s (%s, %.1f MB of frozen weights, fingerprint %016llx)\n",
            model_dir, model_arch(m), model_weight_bytes(m) / 1e6,
