@@ -44,10 +44,14 @@ const char *wire_dtype_name(Loraps__WireDtype d) {
 }
 
 int wire_dtype_parse(const char *name, Loraps__WireDtype *out) {
-    if (!strcmp(name, "f32")) *out = LORAPS__WIRE_DTYPE__WIRE_F32;
-    else if (!strcmp(name, "bf16")) *out = LORAPS__WIRE_DTYPE__WIRE_BF16;
-    else if (!strcmp(name, "f16")) *out = LORAPS__WIRE_DTYPE__WIRE_F16;
-    else return -1;
+    if (!strcmp(name, "f32"))
+        *out = LORAPS__WIRE_DTYPE__WIRE_F32;
+    else if (!strcmp(name, "bf16"))
+        *out = LORAPS__WIRE_DTYPE__WIRE_BF16;
+    else if (!strcmp(name, "f16"))
+        *out = LORAPS__WIRE_DTYPE__WIRE_F16;
+    else
+        return -1;
     return 0;
 }
 
@@ -271,8 +275,8 @@ static int convert(const void *src, Loraps__WireDtype from, Loraps__WireDtype to
     return dtype_from_f32(src, to == LORAPS__WIRE_DTYPE__WIRE_BF16 ? DT_BF16 : DT_F16, dst, n);
 }
 
-int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n,
-              const wire_send_opts *o, wire_counters *c, lp_err *err) {
+int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n, const wire_send_opts *o,
+              wire_counters *c, lp_err *err) {
     size_t chunk = o->chunk_elems ? o->chunk_elems : WIRE_CHUNK_ELEMS;
     size_t wsz = wire_dtype_size(o->wire_dtype), ssz = wire_dtype_size(o->src_dtype);
     if (!wsz || !ssz) return lp_fail(err, "unknown wire dtype");
@@ -345,7 +349,7 @@ int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n,
 int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
                       lp_err *err) {
     size_t wsz = wire_dtype_size(e->dtype);
-    int t = 0;         /* the expected tensor being covered */
+    int t = 0;          /* the expected tensor being covered */
     size_t covered = 0; /* elements of it covered so far */
     for (int i = 0; i < m->n_frames; i++) {
         const Loraps__TensorFrame *f = m->hdr->frames[i];
@@ -373,8 +377,8 @@ int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode
             return lp_fail(err,
                            "frame %d: elements [%llu, +%llu) of tensor %u do not continue "
                            "[0, %zu) of its %zu",
-                           i, (unsigned long long)f->offset, (unsigned long long)f->numel,
-                           f->index, covered, e->numel[t]);
+                           i, (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
+                           covered, e->numel[t]);
         }
         size_t bytes = zmq_msg_size((zmq_msg_t *)&m->frames[i]);
         if (bytes != f->numel * wsz) {
@@ -393,35 +397,41 @@ int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode
     return 0;
 }
 
+/* Branch-free over each frame so the compiler vectorises it; frames from libzmq are malloc'd
+ * (aligned), small ones may not be, and those take the memcpy path. */
 int wire_frames_finite(const wire_msg *m) {
     for (int i = 0; i < m->n_frames; i++) {
         const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
         size_t n = m->hdr->frames[i]->numel;
+        unsigned bad = 0;
         switch (m->hdr->frames[i]->dtype) {
         case LORAPS__WIRE_DTYPE__WIRE_F32:
-            for (size_t j = 0; j < n; j++) {
-                uint32_t u;
-                memcpy(&u, p + 4 * j, 4);
-                if ((u & 0x7f800000u) == 0x7f800000u) return 0;
+            if ((uintptr_t)p % 4 == 0) {
+                const uint32_t *u = (const uint32_t *)(const void *)p;
+                for (size_t j = 0; j < n; j++) bad |= (u[j] & 0x7f800000u) == 0x7f800000u;
+            } else {
+                for (size_t j = 0; j < n; j++) {
+                    uint32_t u;
+                    memcpy(&u, p + 4 * j, 4);
+                    bad |= (u & 0x7f800000u) == 0x7f800000u;
+                }
             }
             break;
         case LORAPS__WIRE_DTYPE__WIRE_BF16:
+        case LORAPS__WIRE_DTYPE__WIRE_F16: {
+            uint16_t mask =
+                m->hdr->frames[i]->dtype == LORAPS__WIRE_DTYPE__WIRE_BF16 ? 0x7f80u : 0x7c00u;
             for (size_t j = 0; j < n; j++) {
                 uint16_t u;
                 memcpy(&u, p + 2 * j, 2);
-                if ((u & 0x7f80u) == 0x7f80u) return 0;
+                bad |= (u & mask) == mask;
             }
             break;
-        case LORAPS__WIRE_DTYPE__WIRE_F16:
-            for (size_t j = 0; j < n; j++) {
-                uint16_t u;
-                memcpy(&u, p + 2 * j, 2);
-                if ((u & 0x7c00u) == 0x7c00u) return 0;
-            }
-            break;
+        }
         default:
             return 0;
         }
+        if (bad) return 0;
     }
     return 1;
 }
@@ -430,15 +440,26 @@ void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *ds
                        int accumulate) {
     int t = -1;
     uint32_t cur = UINT32_MAX;
+    (void)e;
     for (int i = 0; i < m->n_frames; i++) {
         const Loraps__TensorFrame *f = m->hdr->frames[i];
         if (f->offset == 0 || f->index != cur) {
             t++;
             cur = f->index;
         }
-        float *d = dst[t] + f->offset;
+        float *restrict d = dst[t] + f->offset;
         const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
         size_t n = f->numel;
+        if (f->dtype == LORAPS__WIRE_DTYPE__WIRE_F32 && (uintptr_t)p % 4 == 0) {
+            const float *restrict x = (const float *)(const void *)p;
+            if (!accumulate)
+                memcpy(d, x, n * sizeof(float));
+            else if (alpha == 1.0f)
+                for (size_t j = 0; j < n; j++) d[j] += x[j];
+            else
+                for (size_t j = 0; j < n; j++) d[j] += alpha * x[j];
+            continue;
+        }
         for (size_t j = 0; j < n; j++) {
             float x;
             if (f->dtype == LORAPS__WIRE_DTYPE__WIRE_F32) {
@@ -451,5 +472,4 @@ void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *ds
             d[j] = accumulate ? d[j] + alpha * x : x;
         }
     }
-    (void)e;
 }

@@ -26,6 +26,7 @@ typedef struct ps_config {
     int shard, n_shards;
     char **peers; /* endpoints of all shards, in shard order (n_shards of them) */
     int quiet;    /* no progress lines */
+    int threads;  /* for AdamW and the norm (OpenMP); the job's threads are the workers' */
     Loraps__WireDtype wire_dtype;
     int sync; /* mode == sync */
 } ps_config;
@@ -93,6 +94,10 @@ typedef struct ps_counters {
     uint64_t log_suppressed;
     uint64_t pulls_held_staleness; /* pulls that waited for the slowest worker */
     uint64_t max_spread;           /* async: most steps a push ran ahead of the slowest */
+    /* sync: from accepting a step's last push to the new version handed to libzmq for every
+     * waiting pull (the server's own step overhead) */
+    double overhead_ms_sum, overhead_ms_max;
+    uint64_t overhead_n;
 } ps_counters;
 
 typedef enum ps_phase { PS_WAITING, PS_RUNNING, PS_FINISHING, PS_DONE } ps_phase;
@@ -141,6 +146,8 @@ typedef struct ps {
     uint64_t tokens_total;
     double last_loss;
     int64_t log_window_ms;
+    double last_push_s;   /* when the open step's latest push was accepted */
+    int overhead_pending; /* a version was published; measure once its pulls are answered */
     int log_in_window;
 } ps;
 

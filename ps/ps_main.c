@@ -1,6 +1,8 @@
 /* loraps-ps: flags, the effective configuration, signals and the event loop. */
 #include "ps.h"
 
+#include "ops.h"
+
 #include <errno.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -42,6 +44,7 @@ static void usage(FILE *out) {
             "  --out DIR        write DIR/adapter_model.safetensors at the end (shard 0)\n"
             "  --job FILE       a JSON job file; flags override it, LORAPS_* variables override\n"
             "                   flags\n"
+            "  --ps-threads N   threads for the optimizer on this shard (default 1)\n"
             "  --quiet          no progress lines\n"
             "  --help           this text\n\njob settings:\n");
     job_print_help(out);
@@ -69,6 +72,7 @@ static int parse_args(ps_config *c, int argc, char **argv) {
     memset(c, 0, sizeof *c);
     job_defaults(&c->job);
     c->n_shards = 1;
+    c->threads = 1;
     const char *job_file = NULL, *peers = NULL;
     /* The job file first: flags and then the environment override it. */
     for (int i = 1; i < argc; i++)
@@ -90,12 +94,20 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         if (r < 0) return fail(a, err.msg);
         if (r > 0) continue;
         if (!strcmp(a, "--model") || !strcmp(a, "--bind") || !strcmp(a, "--out") ||
-            !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers")) {
+            !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers") ||
+            !strcmp(a, "--ps-threads")) {
             if (!v) return fail(a, "needs a value");
             if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
             if (!strcmp(a, "--bind")) snprintf(c->bind, sizeof c->bind, "%s", v);
             if (!strcmp(a, "--out")) snprintf(c->out_dir, sizeof c->out_dir, "%s", v);
             if (!strcmp(a, "--peers")) peers = v;
+            if (!strcmp(a, "--ps-threads")) {
+                char *end;
+                long t = strtol(v, &end, 10);
+                if (*end || !*v || t < 1 || t > 1024)
+                    return fail("--ps-threads", "expected 1..1024");
+                c->threads = (int)t;
+            }
             if (!strcmp(a, "--shard")) {
                 char *end;
                 long s = strtol(v, &end, 10);
@@ -132,6 +144,7 @@ static uint64_t random_u64(void) {
 
 static int setup(ps *s, lp_err *err) {
     ps_config *c = &s->cfg;
+    ops_set_threads(c->threads);
     if (ps_spec_from_model(s, err) < 0) return -1;
     if (ps_adapter_init(s, err) < 0) return -1;
     job_adamw(&c->job, &s->adamw);
@@ -193,6 +206,7 @@ static void print_config(ps *s) {
     fprintf(stderr, "  this shard       %d tensors, %zu params (balance %.3f)\n", a->n, a->n_params,
             shard_map_imbalance(&s->map));
     fprintf(stderr, "  updates          %llu\n", (unsigned long long)s->total_updates);
+    fprintf(stderr, "  ps threads       %d\n", c->threads);
     job_print(&c->job, stderr, "  ");
     fflush(stderr);
 }

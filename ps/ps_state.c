@@ -237,6 +237,11 @@ int ps_write_stats(ps *s, lp_err *err) {
     json_object_set_new(o, "pulls_held_staleness",
                         json_integer((json_int_t)s->count.pulls_held_staleness));
     json_object_set_new(o, "max_spread", json_integer((json_int_t)s->count.max_spread));
+    json_object_set_new(o, "step_overhead_ms_mean",
+                        json_real(s->count.overhead_n
+                                      ? s->count.overhead_ms_sum / (double)s->count.overhead_n
+                                      : 0));
+    json_object_set_new(o, "step_overhead_ms_max", json_real(s->count.overhead_ms_max));
     json_object_set_new(o, "joins", json_integer((json_int_t)s->count.joins));
     json_object_set_new(o, "drops", json_integer((json_int_t)s->count.drops));
     json_object_set_new(o, "rejected", json_integer((json_int_t)s->count.rejected_total));

@@ -15,6 +15,13 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+
+static double now_seconds(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
 
 static void send_ack(ps *s, const wire_msg *m, uint64_t step, Loraps__AckStatus status) {
     Loraps__Header hdr = LORAPS__HEADER__INIT;
@@ -372,6 +379,7 @@ static void complete_step(ps *s, double global_ss) {
     progress(s, V, s->step_tokens, loss, s->n_contrib ? g_step_compute / s->n_contrib : -1);
     g_step_compute = 0;
     ps_reset_step(s);
+    s->overhead_pending = 1;
     if (s->adapter.version >= s->total_updates) begin_finish(s);
 }
 
@@ -531,6 +539,7 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
         g_step_compute += p->compute_seconds;
         s->rank_next[r] = V + 1;
         send_ack(s, m, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
+        s->last_push_s = now_seconds();
         return;
     }
     uint64_t mc = min_clock(s);
@@ -656,6 +665,13 @@ void ps_tick(ps *s) {
             begin_finish(s);
     }
     answer_ready_pulls(s);
+    if (s->overhead_pending) {
+        double ms = (now_seconds() - s->last_push_s) * 1e3;
+        s->count.overhead_ms_sum += ms;
+        s->count.overhead_n++;
+        if (ms > s->count.overhead_ms_max) s->count.overhead_ms_max = ms;
+        s->overhead_pending = 0;
+    }
     if (s->phase == PS_FINISHING && s->cfg.shard == 0 && g_finals_missing <= 0 && g_final)
         write_final(s);
 }

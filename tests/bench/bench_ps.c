@@ -184,13 +184,15 @@ static void bench_server(const char *model_dir, uint64_t fingerprint, int worker
     snprintf(ps_bin, sizeof ps_bin, "%s/loraps-ps", g_bin);
     snprintf(wstr, sizeof wstr, "%d", workers);
     snprintf(sstr, sizeof sstr, "%d", steps);
+    char out[] = "/tmp/loraps-bench-ps.XXXXXX";
+    if (!mkdtemp(out)) return;
     pid_t pid = fork();
     if (pid == 0) {
         int devnull = open("/dev/null", O_WRONLY);
         dup2(devnull, 2);
         execl(ps_bin, ps_bin, "--model", model_dir, "--bind", ep, "--workers", wstr, "--max-steps",
               sstr, "--quiet", "--target-modules", "c_attn", "--r", "8", "--heartbeat-timeout-ms",
-              "120000", "--threads", "1", (char *)NULL);
+              "120000", "--threads", "1", "--out", out, (char *)NULL);
         _exit(127);
     }
     void *ctx = zmq_ctx_new();
@@ -237,12 +239,25 @@ static void bench_server(const char *model_dir, uint64_t fingerprint, int worker
         }
         qsort(over, (size_t)n_over, sizeof *over, cmp_double);
         double step_ms = secs / (steps - 1) * 1e3;
-        printf("server, %2d synthetic workers: %7.0f pushes/s  aggregation %.3f GB/s (%.3f of "
-               "memcpy)  step %.2f ms  sync-step overhead median %.2f ms (%.2f of the step)\n",
-               workers, pushes / secs, gbs, gbs / mem_gbs, step_ms, over[n_over / 2],
-               over[n_over / 2] / step_ms);
+        char path[200];
+        snprintf(path, sizeof path, "%s/ps_stats_0.json", out);
+        json_t *st = json_load_file(path, 0, NULL);
+        double srv = st ? json_real_value(json_object_get(st, "step_overhead_ms_mean")) : -1;
+        double srv_max = st ? json_real_value(json_object_get(st, "step_overhead_ms_max")) : -1;
+        json_decref(st);
+        printf("server, %2d synthetic workers: %6.0f pushes/s, aggregation %.3f GB/s (%.3f of "
+               "memcpy), step %.2f ms\n"
+               "    sync-step overhead (server: last push accepted -> new version sent to all): "
+               "mean %.2f ms, max %.2f ms (%.3f of the step)\n"
+               "    seen by the workers (last push sent -> first new version received, incl. "
+               "the transfer of every push): median %.2f ms\n",
+               workers, pushes / secs, gbs, gbs / mem_gbs, step_ms, srv, srv_max, srv / step_ms,
+               over[n_over / 2]);
         free(over);
     }
+    char rm[300];
+    snprintf(rm, sizeof rm, "rm -rf %s", out);
+    if (system(rm) != 0) fprintf(stderr, "bench_ps: could not remove %s\n", out);
     for (int k = 0; k < workers; k++) free(ws[k].push_sent), free(ws[k].params_at);
     free(ws);
     free(th);
