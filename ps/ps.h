@@ -77,6 +77,9 @@ typedef struct ps_member {
     /* reported by the worker in its pushes */
     uint64_t bytes_sent, bytes_received;
     double compute_seconds;
+    /* the version its latest Pull asked for: a member waiting for a later version than the
+     * open step will not push for it, and the step does not wait for it */
+    uint64_t pull_version;
 } ps_member;
 
 typedef struct ps_pull {

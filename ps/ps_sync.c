@@ -184,6 +184,7 @@ static void handle_pull(ps *s, wire_msg *m, ps_member *mem) {
                   (unsigned long long)p->version, (unsigned long long)s->adapter.version);
         return;
     }
+    mem->pull_version = p->version;
     ps_pull pl;
     memcpy(pl.routing, m->routing, m->routing_len);
     pl.routing_len = m->routing_len;
@@ -400,8 +401,10 @@ static void send_norm_share(ps *s) {
 static void sync_tick(ps *s) {
     ps_adapter *a = &s->adapter;
     if (!s->closing && s->n_contrib > 0) {
-        for (int i = 0; i < s->n_members; i++)
-            if (s->members[i].alive && !s->contributed[s->members[i].rank]) return;
+        for (int i = 0; i < s->n_members; i++) {
+            const ps_member *mb = &s->members[i];
+            if (mb->alive && !s->contributed[mb->rank] && mb->pull_version <= a->version) return;
+        }
         float inv = 1.0f / (float)s->step_tokens;
         for (size_t i = 0; i < a->n_params; i++) a->grad_sum[i] *= inv;
         s->local_ss = sum_of_squares(a->grad_sum, a->n_params);
