@@ -212,7 +212,10 @@ static void free_buffer(void *data, void *hint) {
 
 static int send_part(void *sock, zmq_msg_t *msg, int more, wire_counters *c, lp_err *err) {
     size_t n = zmq_msg_size(msg);
-    if (zmq_msg_send(msg, sock, more ? ZMQ_SNDMORE : 0) < 0) {
+    /* Never block: a peer that does not read (or a queue at its high-water mark) must not
+     * stall a server's loop or a worker's heartbeat thread. libzmq checks the limit at the first
+     * part only, so a multipart message goes whole or not at all. */
+    if (zmq_msg_send(msg, sock, (more ? ZMQ_SNDMORE : 0) | ZMQ_DONTWAIT) < 0) {
         int e = zmq_errno();
         zmq_msg_close(msg);
         return lp_fail(err, "send: %s", zmq_strerror(e));

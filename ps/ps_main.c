@@ -169,8 +169,8 @@ static int setup(ps *s, lp_err *err) {
     s->ctx = zmq_ctx_new();
     s->router = zmq_socket(s->ctx, ZMQ_ROUTER);
     if (!s->router || wire_socket_setup(s->router, 0, err) < 0) return -1;
-    int one = 1;
-    zmq_setsockopt(s->router, ZMQ_ROUTER_MANDATORY, &one, sizeof one);
+    /* No ROUTER_MANDATORY: a reply to a peer that went away, or that stopped reading (its
+     * queue at the high-water mark), is dropped instead of blocking the server. */
     if (zmq_bind(s->router, c->bind) < 0)
         return lp_fail(err, "bind %s: %s", c->bind, zmq_strerror(zmq_errno()));
     for (int k = 0; k < c->n_shards && c->n_shards > 1; k++) {
