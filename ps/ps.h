@@ -23,6 +23,7 @@ typedef struct ps_config {
     char model_dir[PATH_MAX];
     char out_dir[PATH_MAX];
     char bind[256];
+    char metrics_path[PATH_MAX]; /* shard 0: one JSON line per step */
     int shard, n_shards;
     char **peers; /* endpoints of all shards, in shard order (n_shards of them) */
     int quiet;    /* no progress lines */
@@ -145,6 +146,7 @@ typedef struct ps {
     unsigned char *peer_final;
 
     /* progress */
+    FILE *metrics;
     int64_t start_ms, last_step_ms;
     uint64_t tokens_total;
     double last_loss;

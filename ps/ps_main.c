@@ -45,6 +45,7 @@ static void usage(FILE *out) {
             "  --job FILE       a JSON job file; flags override it, LORAPS_* variables override\n"
             "                   flags\n"
             "  --ps-threads N   threads for the optimizer on this shard (default 1)\n"
+            "  --metrics FILE   append one JSON line per step (shard 0)\n"
             "  --quiet          no progress lines\n"
             "  --help           this text\n\njob settings:\n");
     job_print_help(out);
@@ -95,12 +96,13 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         if (r > 0) continue;
         if (!strcmp(a, "--model") || !strcmp(a, "--bind") || !strcmp(a, "--out") ||
             !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers") ||
-            !strcmp(a, "--ps-threads")) {
+            !strcmp(a, "--ps-threads") || !strcmp(a, "--metrics")) {
             if (!v) return fail(a, "needs a value");
             if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
             if (!strcmp(a, "--bind")) snprintf(c->bind, sizeof c->bind, "%s", v);
             if (!strcmp(a, "--out")) snprintf(c->out_dir, sizeof c->out_dir, "%s", v);
             if (!strcmp(a, "--peers")) peers = v;
+            if (!strcmp(a, "--metrics")) snprintf(c->metrics_path, sizeof c->metrics_path, "%s", v);
             if (!strcmp(a, "--ps-threads")) {
                 char *end;
                 long t = strtol(v, &end, 10);
@@ -145,6 +147,8 @@ static uint64_t random_u64(void) {
 static int setup(ps *s, lp_err *err) {
     ps_config *c = &s->cfg;
     ops_set_threads(c->threads);
+    if (c->metrics_path[0] && c->shard == 0 && !(s->metrics = fopen(c->metrics_path, "a")))
+        return lp_fail(err, "%s: %s", c->metrics_path, strerror(errno));
     if (ps_spec_from_model(s, err) < 0) return -1;
     if (ps_adapter_init(s, err) < 0) return -1;
     job_adamw(&c->job, &s->adamw);
@@ -231,6 +235,7 @@ static void shutdown_ps(ps *s) {
     free(s->peer);
     for (int k = 0; s->cfg.peers && k < s->cfg.n_shards; k++) free(s->cfg.peers[k]);
     free(s->cfg.peers);
+    if (s->metrics) fclose(s->metrics);
 }
 
 int main(int argc, char **argv) {

@@ -12,6 +12,7 @@
  * has pushed step s - k. */
 #include "ps.h"
 
+#include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -234,6 +235,33 @@ static void progress(ps *s, uint64_t step, uint64_t tokens, double loss, double 
     s->last_step_ms = now;
     s->tokens_total += tokens;
     s->last_loss = loss;
+    if (s->cfg.shard == 0 && s->metrics) {
+        json_t *o = json_object();
+        json_object_set_new(o, "step", json_integer((json_int_t)step + 1));
+        json_object_set_new(o, "version", json_integer((json_int_t)s->adapter.version));
+        json_object_set_new(o, "loss", json_real(loss));
+        json_object_set_new(o, "tokens", json_integer((json_int_t)tokens));
+        json_object_set_new(o, "step_ms", json_real(step_ms));
+        json_object_set_new(o, "lr", json_real(lr_at(&s->sched, (int)step)));
+        if (compute_s >= 0) json_object_set_new(o, "compute_s", json_real(compute_s));
+        json_object_set_new(o, "workers", json_integer(ps_members_alive(s)));
+        json_t *w = json_object();
+        for (int i = 0; i < s->n_members; i++) {
+            const ps_member *mb = &s->members[i];
+            if (!mb->alive) continue;
+            char key[16];
+            snprintf(key, sizeof key, "%d", mb->rank);
+            json_t *b = json_object();
+            json_object_set_new(b, "sent", json_integer((json_int_t)mb->bytes_sent));
+            json_object_set_new(b, "received", json_integer((json_int_t)mb->bytes_received));
+            json_object_set_new(w, key, b);
+        }
+        json_object_set_new(o, "bytes", w);
+        json_dumpf(o, s->metrics, JSON_COMPACT);
+        fputc('\n', s->metrics);
+        fflush(s->metrics);
+        json_decref(o);
+    }
     if (s->cfg.shard != 0 || s->cfg.quiet) return;
     double elapsed = (now - s->start_ms) / 1000.0;
     uint64_t done = s->adapter.version, total = s->total_updates;

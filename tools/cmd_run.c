@@ -252,6 +252,9 @@ int cmd_run(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
 
+    char metrics[PATH_MAX + 32];
+    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
+    unlink(metrics);
     int rc = 0;
     for (int k = 0; k < n_servers && rc == 0; k++) {
         char shard_s[16], name[32];
@@ -269,6 +272,8 @@ int cmd_run(int argc, char **argv) {
         av[c++] = (char *)out;
         av[c++] = "--workers";
         av[c++] = workers_s;
+        av[c++] = "--metrics";
+        av[c++] = metrics;
         if (!threads_given) av[c++] = "--threads", av[c++] = threads_s;
         for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
         av[c] = NULL;

@@ -32,6 +32,7 @@ grep -q "tok/s" "$TMP/run.out" && grep -q "w1 " "$TMP/run.out" && grep -q "eta" 
     fail "progress lines lack tokens/s, per-worker bytes or ETA"
 [ -f "$TMP/run/adapter_model.safetensors" ] || fail "no adapter"
 [ -f "$TMP/run/worker_stats_1.json" ] || fail "no worker stats"
+[ "$(grep -c '"loss":' "$TMP/run/metrics.jsonl")" = 6 ] || fail "metrics.jsonl lacks a line per step"
 
 # Ctrl-C: the launcher stops every process it started, and exits 0.
 bg runlong "$B/loraps" run --workers 2 --preset tiny --out "$TMP/run2" --max-steps 100000 --seq-len 32
