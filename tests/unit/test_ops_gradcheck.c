@@ -402,6 +402,19 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     attention_backward(dqkv2, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
     check_added(what, dqkv2, pre, dqkv, nq);
 
+    /* With several scratch slots the (batch, head) pairs run on several threads, each in its own
+     * slot: the same result (every pair writes its own part of dqkv). */
+    const int slots = B * NH > 1 ? B * NH : 2;
+    float *scratch_n = fvec((size_t)slots * T * T), *dqkv3 = fvec(nq);
+    fill_normal(&r, scratch_n, (size_t)slots * T * T, 0, 100);
+    attention_backward(dqkv3, scratch_n, slots, c.w, c.qkv, c.att, B, T, C, NH);
+    for (size_t i = 0; i < nq; i++)
+        if (!(fabs(dqkv3[i] - dqkv[i]) <= 1e-6 * fabs(dqkv[i]) + 1e-7))
+            fail_msg("%s: %d scratch slots give dqkv[%zu] = %.8g, one slot %.8g", what, slots, i,
+                     (double)dqkv3[i], (double)dqkv[i]);
+    free(scratch_n);
+    free(dqkv3);
+
     /* q and k enter through the softmax (non-linear), v linearly: every element at once */
     fd_check(what, c.qkv, nq, dqkv, at_loss, &c, FD_SMOOTH);
 
