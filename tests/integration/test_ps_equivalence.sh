@@ -1,4 +1,4 @@
-# Sync mode is exactly one process training on the union of the batches: 2 workers with batch b
+# Sync mode is exactly one process training on the union of the batches (loraps train, too): 2 workers with batch b
 # give the same adapter after 20 steps as 1 worker with batch 2b (relative difference <= 1e-5),
 # with 1 server shard and with 2 (global-norm clipping across shards included: max_grad_norm is
 # set low enough that it clips).
@@ -41,6 +41,12 @@ grep -q "step 20/20" "$TMP/one-ps0.out" || fail "no progress line for step 20"
     fail "1 shard vs 2 shards differ"
 "$B/adapter_diff" "$TMP/one/adapter_model.safetensors" "$TMP/two_2shards/adapter_model.safetensors" 1e-5 ||
     fail "1 x 2b on 1 shard vs 2 x b on 2 shards differ"
+# And the same as the single-process trainer (loraps train) on the union of the batches.
+"$B/loraps" train --model "$TMP/tiny" --out "$TMP/train" --micro-batch 8 "${JOB[@]}" \
+    >"$TMP/train.out" 2>"$TMP/train.err" || fail "loraps train failed"
+"$B/adapter_diff" "$TMP/train/adapter_model.safetensors" "$TMP/two_2shards/adapter_model.safetensors" 1e-5 ||
+    fail "loraps train (1 process, 2b) vs 2 workers x b on 2 shards differ"
+
 # Clipping is really active in these runs (so 2 shards matching 1 shard means the shards clip by
 # the global norm, not each by its own part's norm).
 run noclip 1 1 8 1 --max-grad-norm 0
