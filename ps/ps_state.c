@@ -7,7 +7,7 @@
 #include "hash.h"
 #include "lora.h"
 #include "model.h"
-#include "safetensors.h"
+#include "peft.h"
 
 #include <jansson.h>
 #include <stdlib.h>
@@ -18,6 +18,10 @@
  * once for the fingerprint, and unmapped again. Initial values: PEFT's init with the job seed,
  * computed identically on every shard. */
 static float *g_initial; /* full initial params, freed once the shard has copied its part */
+/* The adapter as built from the model, kept (without gradients' use) to write the final PEFT
+ * folder with the same config the workers used. */
+static lora_adapter g_adapter;
+static int g_fan_in_fan_out;
 
 int ps_spec_from_model(ps *s, lp_err *err) {
     model *mdl;
@@ -33,6 +37,7 @@ int ps_spec_from_model(ps *s, lp_err *err) {
         rc = lora_adapter_build(&a, &lc, mods, n_mods, err);
         lora_config_free(&lc);
     }
+    g_fan_in_fan_out = !strcmp(model_arch(mdl), "gpt2"); /* Conv1D weights are [in, out] */
     model_free(mdl);
     if (rc < 0) return -1;
     if (a.n_tensors == 0) {
@@ -62,7 +67,7 @@ int ps_spec_from_model(ps *s, lp_err *err) {
         memcpy(g_initial + pos, a.params + a.tensors[i].offset, a.tensors[i].numel * sizeof(float));
         pos += a.tensors[i].numel;
     }
-    lora_adapter_free(&a);
+    g_adapter = a;
     return 0;
 }
 
@@ -203,25 +208,13 @@ void ps_apply_update(ps *s, float clip, uint64_t update_index) {
 
 int ps_write_adapter(ps *s, const float *full, lp_err *err) {
     if (!s->cfg.out_dir[0]) return 0;
-    if (fs_mkdirs(s->cfg.out_dir, err) < 0) return -1;
-    st_writer *w = st_writer_new();
-    if (!w) return lp_fail(err, "out of memory");
     size_t pos = 0;
-    int rc = 0;
-    for (int i = 0; i < s->spec.n && rc == 0; i++) {
-        int64_t shape[2] = {(int64_t)s->spec.rows[i], (int64_t)s->spec.cols[i]};
-        rc = st_writer_add_f32(w, s->spec.names[i], DT_F32, 2, shape, full + pos, err);
-        pos += s->spec.numel[i];
+    for (int i = 0; i < g_adapter.n_tensors; i++) {
+        memcpy(g_adapter.params + g_adapter.tensors[i].offset, full + pos,
+               g_adapter.tensors[i].numel * sizeof(float));
+        pos += g_adapter.tensors[i].numel;
     }
-    char version[32];
-    snprintf(version, sizeof version, "%llu", (unsigned long long)s->adapter.version);
-    if (rc == 0) rc = st_writer_set_metadata(w, "format", "pt", err);
-    if (rc == 0) rc = st_writer_set_metadata(w, "loraps_version", version, err);
-    char path[PATH_MAX + 32];
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", s->cfg.out_dir);
-    if (rc == 0) rc = st_writer_write(w, path, err);
-    st_writer_free(w);
-    return rc;
+    return peft_save(s->cfg.out_dir, &g_adapter, s->cfg.model_dir, g_fan_in_fan_out, err);
 }
 
 int ps_write_stats(ps *s, lp_err *err) {
@@ -290,4 +283,5 @@ void ps_adapter_free(ps_adapter *a) {
     free(a->param_ptr);
     if (a->snap) snap_unref(NULL, a->snap);
     memset(a, 0, sizeof *a);
+    lora_adapter_free(&g_adapter);
 }

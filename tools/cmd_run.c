@@ -5,7 +5,7 @@
 
 #include "fsutil.h"
 #include "job.h"
-#include "model_init.h"
+#include "demo_model.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -218,14 +218,9 @@ int cmd_run(int argc, char **argv) {
     snprintf(logs, sizeof logs, "%s/logs", out);
     if (fs_mkdirs(logs, &err) < 0) return free(pass), fail("--out", err.msg);
     if (!model_dir) {
-        snprintf(demo, sizeof demo, "%s/demo-model-%s", out, preset);
-        snprintf(path, sizeof path, "%s/config.json", demo);
-        if (!fs_exists(path)) {
-            gpt2_config c;
-            if (model_preset(preset, &c, &err) < 0 || model_init_write(demo, &c, 1, &err) < 0)
-                return free(pass), fail("demo model", err.msg);
-            printf("loraps run: made the demo model (%s preset) in %s\n", preset, demo);
-        }
+        /* The same cached demo model as loraps train uses, made once. */
+        if (demo_model_ensure(preset, demo, sizeof demo, &err) < 0)
+            return free(pass), fail("demo model", err.msg);
         model_dir = demo;
     }
 

@@ -6,6 +6,7 @@ TMP=$(mktemp -d /tmp/loraps-test.XXXXXX)
 PIDS=()
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1}
 export LORAPS_THREADS=1
+export LORAPS_CACHE=$TMP/cache # the demo model of loraps run/train
 
 cleanup() {
     local rc=$?

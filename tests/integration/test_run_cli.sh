@@ -30,7 +30,7 @@ expect_error "loraps run: error: --max-steps: " "$B/loraps" run --max-steps many
 for s in 1 2 3 4 5 6; do grep -q "^step $s/6  loss" "$TMP/run.out" || fail "no progress line $s"; done
 grep -q "tok/s" "$TMP/run.out" && grep -q "w1 " "$TMP/run.out" && grep -q "eta" "$TMP/run.out" ||
     fail "progress lines lack tokens/s, per-worker bytes or ETA"
-[ -f "$TMP/run/adapter_model.safetensors" ] || fail "no adapter"
+[ -f "$TMP/run/adapter_model.safetensors" ] && [ -f "$TMP/run/adapter_config.json" ] || fail "no PEFT adapter"
 [ -f "$TMP/run/worker_stats_1.json" ] || fail "no worker stats"
 [ "$(grep -c '"loss":' "$TMP/run/metrics.jsonl")" = 6 ] || fail "metrics.jsonl lacks a line per step"
 
