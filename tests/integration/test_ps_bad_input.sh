@@ -11,6 +11,14 @@ bg ps "$B/loraps-ps" --model "$TMP/tiny" --bind "$EP" --out "$TMP/out" --workers
 PS=$LAST_PID
 bg w0 "$B/loraps-worker" --servers "$EP" --model "$TMP/tiny" --rank 0
 W0=$LAST_PID
+# A worker with another base model is refused with a clear error and exits non-zero.
+"$B/loraps" init-model --arch gpt2 --preset tiny --seed 8 --out "$TMP/other" >/dev/null
+rc=0
+"$B/loraps-worker" --servers "$EP" --model "$TMP/other" --rank 1 >"$TMP/other.out" 2>"$TMP/other.err" || rc=$?
+[ $rc -ne 0 ] || fail "a worker with the wrong model was not refused"
+grep -q "loraps-worker: error: .*refused us: base model fingerprint .* is not the job's" "$TMP/other.err" ||
+    fail "no clear fingerprint error: $(tail -n 1 "$TMP/other.err")"
+tail -n 1 "$TMP/other.err"
 bg bad "$B/bad_client" --server "$EP" --model "$TMP/tiny" --rank 1 --steps 3
 BAD=$LAST_PID
 wait_for "$BAD" 120 || { cat "$TMP/bad.out" "$TMP/bad.err"; fail "bad_client found a problem"; }
