@@ -1,4 +1,4 @@
-/* GPT-2 with LoRA, behind the model.h interface (the only family until Llama adds a dispatch).
+/* GPT-2 with LoRA: the first model family behind model.h.
  *
  * Forward per layer, as in HF GPT2LMHeadModel (Conv1D weights are [in,out]):
  *   ln1 = LN(res); qkv = ln1 . Wqkv + b; atty = attn(qkv); res2 = res + atty . Wo + b
@@ -8,12 +8,9 @@
  *
  * Backward computes only input gradients through the frozen weights, and LoRA gradients. It
  * stops at the lowest adapted module: nothing below it has anything to learn. */
-#include "model.h"
-
 #include "gpt2_config.h"
 #include "hash.h"
-#include "hf_weights.h"
-#include "ops.h"
+#include "model_family.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -27,66 +24,23 @@ typedef struct gpt2_layer {
     const float *ln2_w, *ln2_b, *fc_w, *fc_b, *fc_proj_w, *fc_proj_b;
 } gpt2_layer;
 
-struct model {
+typedef struct gpt2 {
     gpt2_config cfg;
-    hf_weights files;
     const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head; /* lm_head == wte when tied */
     gpt2_layer *layers;
-    float **owned; /* converted copies of weights that could not be mapped as f32 */
-    int n_owned;
-    lora_module *modules;
-    int n_modules;
-    uint64_t fingerprint;
-    size_t weight_bytes;
-};
+} gpt2;
 
 /* ---------------------------------------------------------------------------------------------
  * loading */
 
-static const float *load_weight(model *m, const char *name, int64_t rows, int64_t cols,
-                                lp_err *err) {
-    const st_tensor *t = hf_weights_find(&m->files, "transformer.", name);
-    if (!t) {
-        lp_fail(err, "model weights: tensor '%s' is missing", name);
-        return NULL;
-    }
-    int ndim = cols ? 2 : 1;
-    if (t->ndim != ndim || t->shape[0] != rows || (ndim == 2 && t->shape[1] != cols)) {
-        char got[96] = "", want[48];
-        for (int i = 0; i < t->ndim; i++)
-            snprintf(got + strlen(got), sizeof got - strlen(got), "%s%lld", i ? "," : "",
-                     (long long)t->shape[i]);
-        if (ndim == 2)
-            snprintf(want, sizeof want, "%lld,%lld", (long long)rows, (long long)cols);
-        else
-            snprintf(want, sizeof want, "%lld", (long long)rows);
-        lp_fail(err, "model weights: tensor '%s' has shape [%s], expected [%s]", name, got, want);
-        return NULL;
-    }
-    m->fingerprint = hash64(m->fingerprint, name, strlen(name));
-    m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
-    m->weight_bytes += (size_t)t->numel * sizeof(float);
-    const float *view = st_f32_view(t);
-    if (view) return view;
-    float *copy = malloc((size_t)t->numel * sizeof(float));
-    if (!copy || st_read_f32(t, copy, (size_t)t->numel, err) < 0) {
-        free(copy);
-        if (!copy) lp_fail(err, "out of memory converting '%s'", name);
-        return NULL;
-    }
-    m->owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
-    m->owned[m->n_owned++] = copy;
-    return copy;
-}
-
-static void list_modules(model *m) {
+static void list_modules(model *m, const gpt2_config *c) {
     static const char *names[MODS_PER_LAYER] = {"attn.c_attn", "attn.c_proj", "mlp.c_fc",
                                                 "mlp.c_proj"};
-    int C = m->cfg.n_embd;
+    int C = c->n_embd;
     int dims[MODS_PER_LAYER][2] = {{C, 3 * C}, {C, C}, {C, 4 * C}, {4 * C, C}};
-    m->n_modules = m->cfg.n_layer * MODS_PER_LAYER;
+    m->n_modules = c->n_layer * MODS_PER_LAYER;
     m->modules = calloc((size_t)m->n_modules, sizeof *m->modules);
-    for (int l = 0; l < m->cfg.n_layer; l++) {
+    for (int l = 0; l < c->n_layer; l++) {
         for (int k = 0; k < MODS_PER_LAYER; k++) {
             lora_module *mod = &m->modules[l * MODS_PER_LAYER + k];
             snprintf(mod->name, sizeof mod->name, "transformer.h.%d.%s", l, names[k]);
@@ -97,98 +51,71 @@ static void list_modules(model *m) {
     }
 }
 
-int model_load(model **out, const char *dir, lp_err *err) {
-    model *m = calloc(1, sizeof *m);
+/* HF saves GPT2LMHeadModel's weights with a "transformer." prefix and GPT2Model's without. */
+static const float *weight(model *m, const char *name, int64_t rows, int64_t cols, lp_err *err) {
+    return model_weight(m, "transformer.", name, rows, cols, err);
+}
+
+static int load_layer(model *m, gpt2_layer *w, int l, int C, lp_err *err) {
+    char n[12][96];
+    static const char *suffix[12] = {"ln_1.weight",      "ln_1.bias",          "attn.c_attn.weight",
+                                     "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
+                                     "ln_2.weight",      "ln_2.bias",          "mlp.c_fc.weight",
+                                     "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
+    for (int i = 0; i < 12; i++) snprintf(n[i], sizeof n[i], "h.%d.%s", l, suffix[i]);
+    return (w->ln1_w = weight(m, n[0], C, 0, err)) && (w->ln1_b = weight(m, n[1], C, 0, err)) &&
+                   (w->qkv_w = weight(m, n[2], C, 3 * C, err)) &&
+                   (w->qkv_b = weight(m, n[3], 3 * C, 0, err)) &&
+                   (w->attn_proj_w = weight(m, n[4], C, C, err)) &&
+                   (w->attn_proj_b = weight(m, n[5], C, 0, err)) &&
+                   (w->ln2_w = weight(m, n[6], C, 0, err)) &&
+                   (w->ln2_b = weight(m, n[7], C, 0, err)) &&
+                   (w->fc_w = weight(m, n[8], C, 4 * C, err)) &&
+                   (w->fc_b = weight(m, n[9], 4 * C, 0, err)) &&
+                   (w->fc_proj_w = weight(m, n[10], 4 * C, C, err)) &&
+                   (w->fc_proj_b = weight(m, n[11], C, 0, err))
+               ? 0
+               : -1;
+}
+
+static void gpt2_free_family(void *family) {
+    gpt2 *g = family;
+    free(g->layers);
+    free(g);
+}
+
+static const model_family_ops GPT2_OPS;
+
+int gpt2_load(model *m, const char *dir, lp_err *err) {
+    gpt2 *g = calloc(1, sizeof *g);
+    m->ops = &GPT2_OPS;
+    m->family = g;
     char path[4096];
     snprintf(path, sizeof path, "%s/config.json", dir);
-    if (gpt2_config_read(&m->cfg, path, err) < 0 || hf_weights_open(&m->files, dir, err) < 0) {
-        free(m);
+    if (gpt2_config_read(&g->cfg, path, err) < 0) return -1;
+    const gpt2_config *c = &g->cfg;
+    int C = c->n_embd;
+    m->arch = "gpt2";
+    m->vocab_size = c->vocab_size;
+    m->max_seq_len = c->n_positions;
+    m->hidden_size = C;
+    m->layout = W_IN_OUT; /* Conv1D */
+    m->fingerprint = hash64(m->fingerprint, c, sizeof *c);
+    g->layers = calloc((size_t)c->n_layer, sizeof *g->layers);
+    if (!(g->wte = weight(m, "wte.weight", c->vocab_size, C, err)) ||
+        !(g->wpe = weight(m, "wpe.weight", c->n_positions, C, err)) ||
+        !(g->lnf_w = weight(m, "ln_f.weight", C, 0, err)) ||
+        !(g->lnf_b = weight(m, "ln_f.bias", C, 0, err)))
         return -1;
-    }
-    const gpt2_config *c = &m->cfg;
-    int C = c->n_embd, L = c->n_layer;
-    m->fingerprint = hash64(HASH64_INIT, c, sizeof *c);
-    m->layers = calloc((size_t)L, sizeof *m->layers);
-    int ok = (m->wte = load_weight(m, "wte.weight", c->vocab_size, C, err)) &&
-             (m->wpe = load_weight(m, "wpe.weight", c->n_positions, C, err)) &&
-             (m->lnf_w = load_weight(m, "ln_f.weight", C, 0, err)) &&
-             (m->lnf_b = load_weight(m, "ln_f.bias", C, 0, err));
-    for (int l = 0; ok && l < L; l++) {
-        gpt2_layer *w = &m->layers[l];
-        char n[12][96];
-        const char *suffix[12] = {"ln_1.weight",      "ln_1.bias",          "attn.c_attn.weight",
-                                  "attn.c_attn.bias", "attn.c_proj.weight", "attn.c_proj.bias",
-                                  "ln_2.weight",      "ln_2.bias",          "mlp.c_fc.weight",
-                                  "mlp.c_fc.bias",    "mlp.c_proj.weight",  "mlp.c_proj.bias"};
-        for (int i = 0; i < 12; i++) snprintf(n[i], sizeof n[i], "h.%d.%s", l, suffix[i]);
-        ok = (w->ln1_w = load_weight(m, n[0], C, 0, err)) &&
-             (w->ln1_b = load_weight(m, n[1], C, 0, err)) &&
-             (w->qkv_w = load_weight(m, n[2], C, 3 * C, err)) &&
-             (w->qkv_b = load_weight(m, n[3], 3 * C, 0, err)) &&
-             (w->attn_proj_w = load_weight(m, n[4], C, C, err)) &&
-             (w->attn_proj_b = load_weight(m, n[5], C, 0, err)) &&
-             (w->ln2_w = load_weight(m, n[6], C, 0, err)) &&
-             (w->ln2_b = load_weight(m, n[7], C, 0, err)) &&
-             (w->fc_w = load_weight(m, n[8], C, 4 * C, err)) &&
-             (w->fc_b = load_weight(m, n[9], 4 * C, 0, err)) &&
-             (w->fc_proj_w = load_weight(m, n[10], 4 * C, C, err)) &&
-             (w->fc_proj_b = load_weight(m, n[11], C, 0, err));
-    }
-    if (ok) {
-        m->lm_head = m->wte;
-        if (!c->tie_word_embeddings) {
-            /* lm_head lives outside "transformer."; an untied folder must have it. */
-            ok = (m->lm_head = load_weight(m, "lm_head.weight", c->vocab_size, C, err)) != NULL;
-        }
-    }
-    if (!ok) {
-        lp_wrap(err, "%s", dir);
-        model_free(m);
-        return -1;
-    }
-    list_modules(m);
-    *out = m;
+    for (int l = 0; l < c->n_layer; l++)
+        if (load_layer(m, &g->layers[l], l, C, err) < 0) return -1;
+    /* An untied head lives outside "transformer.": lm_head.weight [V,C]. */
+    g->lm_head = c->tie_word_embeddings
+                     ? g->wte
+                     : model_weight(m, "", "lm_head.weight", c->vocab_size, C, err);
+    if (!g->lm_head) return -1;
+    list_modules(m, c);
     return 0;
-}
-
-void model_free(model *m) {
-    if (!m) return;
-    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
-    free(m->owned);
-    free(m->layers);
-    free(m->modules);
-    hf_weights_close(&m->files);
-    free(m);
-}
-
-const char *model_arch(const model *m) {
-    (void)m;
-    return "gpt2";
-}
-
-int model_vocab_size(const model *m) {
-    return m->cfg.vocab_size;
-}
-
-int model_max_seq_len(const model *m) {
-    return m->cfg.n_positions;
-}
-
-int model_hidden_size(const model *m) {
-    return m->cfg.n_embd;
-}
-
-int model_lora_modules(const model *m, const lora_module **modules) {
-    *modules = m->modules;
-    return m->n_modules;
-}
-
-uint64_t model_fingerprint(const model *m) {
-    return m->fingerprint;
-}
-
-size_t model_weight_bytes(const model *m) {
-    return m->weight_bytes;
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -201,8 +128,9 @@ typedef struct layer_acts {
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
 } layer_acts;
 
-struct model_trainer {
+typedef struct gpt2_trainer {
     const model *m;
+    const gpt2 *g;
     lora_adapter *a;
     int B, T;
     float *arena;
@@ -222,7 +150,7 @@ struct model_trainer {
     float *logits, *losses;  /* one head chunk */
     uint64_t dropout_seed;
     int training; /* LoRA dropout is active only while training, as in PEFT */
-};
+} gpt2_trainer;
 
 /* Hands out consecutive slices of the arena; with base == NULL it only counts. */
 typedef struct carver {
@@ -236,8 +164,8 @@ static float *carve(carver *c, size_t n) {
     return p;
 }
 
-static void carve_all(model_trainer *t, carver *c) {
-    const gpt2_config *cfg = &t->m->cfg;
+static void carve_all(gpt2_trainer *t, carver *c) {
+    const gpt2_config *cfg = &t->g->cfg;
     size_t N = (size_t)t->B * t->T, C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
     size_t V = (size_t)cfg->vocab_size;
     t->encoded = carve(c, N * C);
@@ -278,28 +206,30 @@ static void carve_all(model_trainer *t, carver *c) {
     t->losses = carve(c, HEAD_CHUNK);
 }
 
-int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
-                      lp_err *err) {
-    if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
-    if (T > m->cfg.n_positions)
-        return lp_fail(err, "sequence length %d exceeds the model's n_positions %d", T,
-                       m->cfg.n_positions);
-    model_trainer *t = calloc(1, sizeof *t);
+static void trainer_free(void *impl) {
+    gpt2_trainer *t = impl;
+    if (!t) return;
+    free(t->arena);
+    free(t->site_of);
+    free(t->lora_h);
+    free(t->acts);
+    free(t);
+}
+
+/* model.c has checked B, T and that the adapter's sites fit the modules. */
+static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T, lp_err *err) {
+    gpt2_trainer *t = calloc(1, sizeof *t);
     t->m = m;
+    t->g = m->family;
     t->a = a;
     t->B = B;
     t->T = T;
     t->site_of = calloc((size_t)m->n_modules, sizeof *t->site_of);
     t->lora_h = calloc((size_t)m->n_modules, sizeof *t->lora_h);
-    t->acts = calloc((size_t)m->cfg.n_layer, sizeof *t->acts);
+    t->acts = calloc((size_t)t->g->cfg.n_layer, sizeof *t->acts);
     t->lowest_site = m->n_modules;
     for (int i = 0; i < a->n_sites; i++) {
         const lora_site *s = &a->sites[i];
-        if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
-            s->out != m->modules[s->module].out) {
-            model_trainer_free(t);
-            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
-        }
         t->site_of[s->module] = s;
         if (s->module < t->lowest_site) t->lowest_site = s->module;
         if (s->in > t->max_in) t->max_in = s->in;
@@ -311,7 +241,7 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
     t->arena_floats = count.used;
     if (posix_memalign((void **)&t->arena, 64, t->arena_floats * sizeof(float)) != 0) {
         t->arena = NULL;
-        model_trainer_free(t);
+        trainer_free(t);
         return lp_fail(err, "cannot allocate the %.1f MiB activation arena",
                        (double)count.used * 4 / (1 << 20));
     }
@@ -321,23 +251,14 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
     return 0;
 }
 
-void model_trainer_free(model_trainer *t) {
-    if (!t) return;
-    free(t->arena);
-    free(t->site_of);
-    free(t->lora_h);
-    free(t->acts);
-    free(t);
-}
-
-size_t model_trainer_arena_bytes(const model_trainer *t) {
-    return t->arena_floats * sizeof(float);
+static size_t trainer_arena_bytes(const void *impl) {
+    return ((const gpt2_trainer *)impl)->arena_floats * sizeof(float);
 }
 
 /* ---------------------------------------------------------------------------------------------
  * an adapted linear layer: frozen matmul plus, where the adapter has a site, its LoRA branch */
 
-static lora_segment segment_of(const model_trainer *t, const lora_site *s) {
+static lora_segment segment_of(const gpt2_trainer *t, const lora_site *s) {
     lora_segment g = {
         .row0 = 0,
         .rows = t->B * t->T,
@@ -351,11 +272,11 @@ static lora_segment segment_of(const model_trainer *t, const lora_site *s) {
     return g;
 }
 
-static uint64_t dropout_seed_of(const model_trainer *t, int module) {
+static uint64_t dropout_seed_of(const gpt2_trainer *t, int module) {
     return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1));
 }
 
-static void linear_forward(model_trainer *t, int module, float *out, const float *inp,
+static void linear_forward(gpt2_trainer *t, int module, float *out, const float *inp,
                            const float *weight, const float *bias, int IC, int OC) {
     int N = t->B * t->T;
     matmul_forward(out, inp, weight, W_IN_OUT, bias, N, IC, OC);
@@ -372,7 +293,7 @@ static void linear_forward(model_trainer *t, int module, float *out, const float
 }
 
 /* dinp may be NULL when nothing below needs the input gradient. */
-static void linear_backward(model_trainer *t, int module, float *dinp, const float *dout,
+static void linear_backward(gpt2_trainer *t, int module, float *dinp, const float *dout,
                             const float *inp, const float *weight, int IC, int OC) {
     int N = t->B * t->T;
     if (dinp) matmul_backward(dinp, dout, weight, W_IN_OUT, N, IC, OC);
@@ -396,8 +317,8 @@ static void linear_backward(model_trainer *t, int module, float *dinp, const flo
 /* ---------------------------------------------------------------------------------------------
  * forward and backward */
 
-static void forward(model_trainer *t, const int *inputs) {
-    const model *m = t->m;
+static void forward(gpt2_trainer *t, const int *inputs) {
+    const gpt2 *m = t->g;
     const gpt2_config *c = &m->cfg;
     int B = t->B, T = t->T, C = c->n_embd, NH = c->n_head, N = B * T;
     float eps = c->layer_norm_epsilon;
@@ -426,19 +347,19 @@ static void forward(model_trainer *t, const int *inputs) {
 
 /* Logits, softmax and cross-entropy chunk by chunk; with grad_scale != 0 also their backward
  * into dlnf (= t->dln). Returns the summed loss. */
-static double head_loss(model_trainer *t, const int *targets, float grad_scale) {
-    const gpt2_config *c = &t->m->cfg;
+static double head_loss(gpt2_trainer *t, const int *targets, float grad_scale) {
+    const gpt2_config *c = &t->g->cfg;
     int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
     double total = 0;
     if (grad_scale != 0) memset(t->dln, 0, (size_t)N * C * sizeof(float));
     for (int start = 0; start < N; start += HEAD_CHUNK) {
         int n = N - start < HEAD_CHUNK ? N - start : HEAD_CHUNK;
         const float *x = t->lnf + (size_t)start * C;
-        matmul_forward(t->logits, x, t->m->lm_head, W_OUT_IN, NULL, n, C, V);
+        matmul_forward(t->logits, x, t->g->lm_head, W_OUT_IN, NULL, n, C, V);
         total += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
         if (grad_scale == 0) continue;
         crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
-        matmul_backward(t->dln + (size_t)start * C, t->logits, t->m->lm_head, W_OUT_IN, n, C, V);
+        matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C, V);
     }
     return total;
 }
@@ -449,12 +370,12 @@ static float *zeroed(float *p, size_t n) {
 }
 
 /* The gradient of the input of module `mod` is needed only if an adapted module lies below. */
-static float *input_grad(const model_trainer *t, int mod, float *buf, size_t n) {
+static float *input_grad(const gpt2_trainer *t, int mod, float *buf, size_t n) {
     return t->lowest_site < mod ? zeroed(buf, n) : NULL;
 }
 
-static void backward(model_trainer *t) {
-    const model *m = t->m;
+static void backward(gpt2_trainer *t) {
+    const gpt2 *m = t->g;
     const gpt2_config *c = &m->cfg;
     int B = t->B, T = t->T, C = c->n_embd, NH = c->n_head, L = c->n_layer;
     size_t N = (size_t)B * T;
@@ -492,9 +413,8 @@ static void backward(model_trainer *t) {
     }
 }
 
-static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
-                        lp_err *err) {
-    int V = t->m->cfg.vocab_size, N = t->B * t->T;
+static int check_tokens(const gpt2_trainer *t, const int *inputs, const int *targets, lp_err *err) {
+    int V = t->g->cfg.vocab_size, N = t->B * t->T;
     for (int i = 0; i < N; i++) {
         if (inputs[i] < 0 || inputs[i] >= V)
             return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
@@ -506,8 +426,9 @@ static int check_tokens(const model_trainer *t, const int *inputs, const int *ta
     return 0;
 }
 
-int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
-                       uint64_t dropout_seed, model_step *out, lp_err *err) {
+static int trainer_step(void *impl, const int *inputs, const int *targets, float grad_scale,
+                        uint64_t dropout_seed, model_step *out, lp_err *err) {
+    gpt2_trainer *t = impl;
     if (check_tokens(t, inputs, targets, err) < 0) return -1;
     t->dropout_seed = dropout_seed;
     t->training = grad_scale != 0;
@@ -519,12 +440,13 @@ int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, 
     return 0;
 }
 
-int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
+static int trainer_logits(void *impl, const int *inputs, float *logits, lp_err *err) {
+    gpt2_trainer *t = impl;
     if (check_tokens(t, inputs, NULL, err) < 0) return -1;
     t->training = 0;
     forward(t, inputs);
-    const gpt2_config *c = &t->m->cfg;
-    matmul_forward(logits, t->lnf, t->m->lm_head, W_OUT_IN, NULL, t->B * t->T, c->n_embd,
+    const gpt2_config *c = &t->g->cfg;
+    matmul_forward(logits, t->lnf, t->g->lm_head, W_OUT_IN, NULL, t->B * t->T, c->n_embd,
                    c->vocab_size);
     return 0;
 }
@@ -533,8 +455,8 @@ int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_
  * FLOPs of one training step, counted the way the code runs it (2 per multiply-add; attention
  * scores over the full T x T square, as computed before masking). */
 
-double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
-    const gpt2_config *c = &m->cfg;
+static double train_flops(const model *m, const lora_adapter *a, int B, int T) {
+    const gpt2_config *c = &((const gpt2 *)m->family)->cfg;
     double N = (double)B * T, C = c->n_embd, V = c->vocab_size;
     int lo = m->n_modules;
     for (int i = 0; i < a->n_sites; i++)
@@ -558,3 +480,13 @@ double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
     }
     return f;
 }
+
+static const model_family_ops GPT2_OPS = {
+    .trainer_new = trainer_new,
+    .trainer_free = trainer_free,
+    .trainer_arena_bytes = trainer_arena_bytes,
+    .trainer_step = trainer_step,
+    .trainer_logits = trainer_logits,
+    .train_flops = train_flops,
+    .free_family = gpt2_free_family,
+};

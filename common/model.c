@@ -1,0 +1,185 @@
+/* The model interface: picks the family from config.json's model_type and dispatches to it.
+ * Everything families share (weight files, module list, fingerprint) is kept here. */
+#include "model_family.h"
+
+#include "hash.h"
+
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct model_trainer {
+    const model_family_ops *ops;
+    void *impl;
+};
+
+typedef struct family {
+    const char *model_type;
+    int (*load)(model *m, const char *dir, lp_err *err);
+} family;
+
+static const family FAMILIES[] = {
+    {"gpt2", gpt2_load},
+};
+
+static int read_model_type(const char *dir, char *out, size_t size, lp_err *err) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/config.json", dir);
+    json_error_t jerr;
+    json_t *root = json_load_file(path, 0, &jerr);
+    if (!root) return lp_fail(err, "%s: %s", path, jerr.text);
+    json_t *type = json_object_get(root, "model_type");
+    /* HF GPT-2 configs always carry model_type; a bare one is taken as GPT-2 too. */
+    snprintf(out, size, "%s", json_is_string(type) ? json_string_value(type) : "gpt2");
+    json_decref(root);
+    return 0;
+}
+
+int model_load(model **out, const char *dir, lp_err *err) {
+    char type[64];
+    if (read_model_type(dir, type, sizeof type, err) < 0) return -1;
+    const family *f = NULL;
+    for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
+        if (!strcmp(FAMILIES[i].model_type, type)) f = &FAMILIES[i];
+    if (!f) {
+        lp_fail(err, "%s/config.json: model_type '%s' is not supported (gpt2)", dir, type);
+        return -1;
+    }
+    model *m = calloc(1, sizeof *m);
+    if (hf_weights_open(&m->files, dir, err) < 0) {
+        free(m);
+        return lp_wrap(err, "%s", dir);
+    }
+    m->fingerprint = hash64(HASH64_INIT, type, strlen(type));
+    if (f->load(m, dir, err) < 0) {
+        lp_wrap(err, "%s", dir);
+        model_free(m);
+        return -1;
+    }
+    *out = m;
+    return 0;
+}
+
+void model_free(model *m) {
+    if (!m) return;
+    if (m->ops && m->family) m->ops->free_family(m->family);
+    for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
+    free(m->owned);
+    free(m->modules);
+    hf_weights_close(&m->files);
+    free(m);
+}
+
+static void shape_text(char *buf, size_t size, const int64_t *shape, int ndim) {
+    buf[0] = 0;
+    for (int i = 0; i < ndim; i++)
+        snprintf(buf + strlen(buf), size - strlen(buf), "%s%lld", i ? "," : "",
+                 (long long)shape[i]);
+}
+
+const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
+                          int64_t cols, lp_err *err) {
+    const st_tensor *t = hf_weights_find(&m->files, prefix, name);
+    if (!t) {
+        lp_fail(err, "model weights: tensor '%s' is missing", name);
+        return NULL;
+    }
+    int ndim = cols ? 2 : 1;
+    int64_t want[2] = {rows, cols};
+    if (t->ndim != ndim || t->shape[0] != rows || (ndim == 2 && t->shape[1] != cols)) {
+        char got[96], expected[48];
+        shape_text(got, sizeof got, t->shape, t->ndim);
+        shape_text(expected, sizeof expected, want, ndim);
+        lp_fail(err, "model weights: tensor '%s' has shape [%s], expected [%s]", name, got,
+                expected);
+        return NULL;
+    }
+    m->fingerprint = hash64(m->fingerprint, name, strlen(name));
+    m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
+    m->weight_bytes += (size_t)t->numel * sizeof(float);
+    const float *view = st_f32_view(t);
+    if (view) return view;
+    float *copy = malloc((size_t)t->numel * sizeof(float));
+    if (!copy || st_read_f32(t, copy, (size_t)t->numel, err) < 0) {
+        if (!copy) lp_fail(err, "out of memory converting '%s'", name);
+        free(copy);
+        return NULL;
+    }
+    m->owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+    m->owned[m->n_owned++] = copy;
+    return copy;
+}
+
+const char *model_arch(const model *m) {
+    return m->arch;
+}
+
+int model_vocab_size(const model *m) {
+    return m->vocab_size;
+}
+
+int model_max_seq_len(const model *m) {
+    return m->max_seq_len;
+}
+
+int model_hidden_size(const model *m) {
+    return m->hidden_size;
+}
+
+int model_lora_modules(const model *m, const lora_module **modules) {
+    *modules = m->modules;
+    return m->n_modules;
+}
+
+uint64_t model_fingerprint(const model *m) {
+    return m->fingerprint;
+}
+
+size_t model_weight_bytes(const model *m) {
+    return m->weight_bytes;
+}
+
+double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
+    return m->ops->train_flops(m, a, B, T);
+}
+
+int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
+                      lp_err *err) {
+    if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
+    if (T > m->max_seq_len)
+        return lp_fail(err, "sequence length %d exceeds the model's maximum %d", T, m->max_seq_len);
+    for (int i = 0; i < a->n_sites; i++) {
+        const lora_site *s = &a->sites[i];
+        if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
+            s->out != m->modules[s->module].out)
+            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
+    }
+    model_trainer *t = calloc(1, sizeof *t);
+    t->ops = m->ops;
+    if (m->ops->trainer_new(&t->impl, m, a, B, T, err) < 0) {
+        free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+void model_trainer_free(model_trainer *t) {
+    if (!t) return;
+    t->ops->trainer_free(t->impl);
+    free(t);
+}
+
+size_t model_trainer_arena_bytes(const model_trainer *t) {
+    return t->ops->trainer_arena_bytes(t->impl);
+}
+
+int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
+                       uint64_t dropout_seed, model_step *out, lp_err *err) {
+    return t->ops->trainer_step(t->impl, inputs, targets, grad_scale, dropout_seed, out, err);
+}
+
+int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
+    return t->ops->trainer_logits(t->impl, inputs, logits, err);
+}
