@@ -162,6 +162,9 @@ void ps_log(ps *s, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* ps_state.c */
 int ps_spec_from_model(ps *s, lp_err *err);
 int ps_adapter_init(ps *s, lp_err *err);
+/* The adapter with this id, or NULL. State is keyed by adapter id so a job can later train
+ * several adapters (mixed-task batches); one adapter, id 0, today. */
+ps_adapter *ps_adapter_find(ps *s, uint32_t id);
 void ps_adapter_free(ps_adapter *a);
 void ps_spec_free(ps_spec *sp);
 /* Makes the adapter's current params the published snapshot of version `version`. */

@@ -127,6 +127,10 @@ int ps_adapter_init(ps *s, lp_err *err) {
     return ps_publish(s, 0, err);
 }
 
+ps_adapter *ps_adapter_find(ps *s, uint32_t id) {
+    return s->adapter.id == id ? &s->adapter : NULL;
+}
+
 static void snap_ref(void *hint) {
     atomic_fetch_add(&((ps_snapshot *)hint)->refs, 1);
 }

@@ -180,6 +180,11 @@ static void answer_ready_pulls(ps *s) {
 
 static void handle_pull(ps *s, wire_msg *m, ps_member *mem) {
     const Loraps__Pull *p = m->hdr->pull;
+    if (!ps_adapter_find(s, p->adapter_id)) {
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED, "adapter %u is not in this job",
+                  p->adapter_id);
+        return;
+    }
     if (s->cfg.sync && p->version > s->adapter.version + 1) {
         ps_reject(s, m, LORAPS__ERROR_CODE__ERR_STEP, "version %llu asked; the current is %llu",
                   (unsigned long long)p->version, (unsigned long long)s->adapter.version);
@@ -485,6 +490,11 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
     const job *j = &s->cfg.job;
     int r = mem->rank;
     uint64_t V = s->adapter.version;
+    if (!ps_adapter_find(s, p->adapter_id)) {
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED, "adapter %u is not in this job",
+                  p->adapter_id);
+        return;
+    }
     if (p->kind != LORAPS__UPDATE_KIND__UPDATE_GRADIENT) {
         ps_reject(s, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED,
                   "update kind %d: this server applies gradients only", p->kind);

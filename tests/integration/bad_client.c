@@ -92,6 +92,7 @@ typedef struct push_opts {
     int short_by;   /* elements missing from the first frame's data */
     int lie_numel;  /* declared numel of frame 0 off by this */
     int drop_frame; /* declare all, send one fewer */
+    uint32_t adapter;
     Loraps__WireDtype dtype;
 } push_opts;
 
@@ -106,6 +107,7 @@ static void send_push(void *sock, const push_opts *o) {
     p.n_tokens = o->n_tokens;
     p.loss_sum = o->loss;
     p.kind = o->kind;
+    p.adapter_id = o->adapter;
     Loraps__TensorFrame tf[4096], *tfp[4096];
     void *frames[4096];
     size_t lens[4096];
@@ -138,7 +140,7 @@ static void send_push(void *sock, const push_opts *o) {
 }
 
 static push_opts good_push(uint64_t step) {
-    push_opts o = {step, 10, 20.0, LORAPS__UPDATE_KIND__UPDATE_GRADIENT, -1, 0, 0, 0, g_dt};
+    push_opts o = {step, 10, 20.0, LORAPS__UPDATE_KIND__UPDATE_GRADIENT, -1, 0, 0, 0, g_dt, 0};
     return o;
 }
 
@@ -297,6 +299,10 @@ static void bad_messages(void *sock, uint64_t step, uint64_t fingerprint, int ov
     o.n_tokens = 0;
     send_push(sock, &o);
     expect_error(sock, LORAPS__ERROR_CODE__ERR_MALFORMED, "zero tokens");
+    o = good_push(step);
+    o.adapter = 7;
+    send_push(sock, &o);
+    expect_error(sock, LORAPS__ERROR_CODE__ERR_UNSUPPORTED, "an adapter not in the job");
     o = good_push(step);
     o.kind = LORAPS__UPDATE_KIND__UPDATE_DELTA;
     send_push(sock, &o);
