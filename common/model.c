@@ -183,3 +183,42 @@ int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, 
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
     return t->ops->trainer_logits(t->impl, inputs, logits, err);
 }
+
+struct model_session {
+    const model_family_ops *ops;
+    void *impl;
+};
+
+int model_session_new(model_session **out, const model *m, const lora_adapter *a, int max_len,
+                      lp_err *err) {
+    if (!m->ops->session_new) return lp_fail(err, "%s: inference is not implemented", m->arch);
+    if (max_len <= 0 || max_len > m->max_seq_len)
+        return lp_fail(err, "session length %d: must be in 1..%d", max_len, m->max_seq_len);
+    model_session *s = calloc(1, sizeof *s);
+    s->ops = m->ops;
+    if (m->ops->session_new(&s->impl, m, a, max_len, err) < 0) {
+        free(s);
+        return -1;
+    }
+    *out = s;
+    return 0;
+}
+
+void model_session_free(model_session *s) {
+    if (!s) return;
+    s->ops->session_free(s->impl);
+    free(s);
+}
+
+int model_session_feed(model_session *s, const int *tokens, int n, float *logits, lp_err *err) {
+    if (n <= 0) return lp_fail(err, "model_session_feed: no tokens");
+    return s->ops->session_feed(s->impl, tokens, n, logits, err);
+}
+
+int model_session_length(const model_session *s) {
+    return s->ops->session_length(s->impl);
+}
+
+void model_session_reset(model_session *s) {
+    s->ops->session_reset(s->impl);
+}

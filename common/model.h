@@ -48,4 +48,17 @@ int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, 
 /* Forward only, writing the full logits [B*T, vocab] (for tests and generation). */
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err);
 
+/* Inference with a KV cache, one sequence at a time (generation, evaluation by hand). The
+ * adapter may be NULL for the base model alone. */
+typedef struct model_session model_session;
+
+int model_session_new(model_session **out, const model *m, const lora_adapter *a, int max_len,
+                      lp_err *err);
+void model_session_free(model_session *s);
+/* Appends n tokens to the sequence and writes the logits [vocab] after the last of them.
+ * Fails once the sequence would exceed max_len. */
+int model_session_feed(model_session *s, const int *tokens, int n, float *logits, lp_err *err);
+int model_session_length(const model_session *s);
+void model_session_reset(model_session *s);
+
 #endif

@@ -16,6 +16,13 @@ typedef struct model_family_ops {
     int (*trainer_logits)(void *impl, const int *inputs, float *logits, lp_err *err);
     double (*train_flops)(const model *m, const lora_adapter *a, int B, int T);
     void (*free_family)(void *family);
+    /* inference with a KV cache (model.h's model_session_*); a NULL adapter means none */
+    int (*session_new)(void **impl, const model *m, const lora_adapter *a, int max_len,
+                       lp_err *err);
+    void (*session_free)(void *impl);
+    int (*session_feed)(void *impl, const int *tokens, int n, float *logits, lp_err *err);
+    int (*session_length)(const void *impl);
+    void (*session_reset)(void *impl);
 } model_family_ops;
 
 struct model {

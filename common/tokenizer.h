@@ -1,0 +1,29 @@
+/* Hugging Face tokenizer.json: byte-level BPE (GPT-2, Llama 3, Qwen2, SmolLM) and
+ * SentencePiece-style BPE with byte fallback (Llama 2, TinyLlama, Mistral). Ids are exactly
+ * what the `tokenizers` library produces for the same file. */
+#ifndef LORAPS_TOKENIZER_H
+#define LORAPS_TOKENIZER_H
+
+#include "error.h"
+
+#include <stddef.h>
+
+typedef struct tokenizer tokenizer;
+
+int tokenizer_load(tokenizer **out, const char *path, lp_err *err);
+void tokenizer_free(tokenizer *t);
+
+/* Encodes text (len bytes, not necessarily NUL-terminated) into a malloc'd array of ids.
+ * Special tokens in the text are recognised only if allow_special; otherwise they are encoded
+ * as ordinary text. Post-processing (e.g. a BOS the tokenizer adds) is applied if add_special. */
+int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int allow_special,
+                     int add_special, int **ids, size_t *n_ids, lp_err *err);
+/* Decodes ids into a malloc'd NUL-terminated string; skip_special drops special tokens. */
+char *tokenizer_decode(const tokenizer *t, const int *ids, size_t n_ids, int skip_special);
+
+int tokenizer_vocab_size(const tokenizer *t); /* including added tokens */
+int tokenizer_token_id(const tokenizer *t, const char *token); /* -1 if absent */
+int tokenizer_eos_id(const tokenizer *t); /* -1 if the tokenizer names none */
+int tokenizer_bos_id(const tokenizer *t); /* -1 if none */
+
+#endif
