@@ -57,8 +57,7 @@ int shard_map_from_placement(shard_map *m, const uint32_t *placement, size_t n_t
     for (size_t i = 0; i < n_tensors; i++) {
         if (placement[i] >= (uint32_t)n_shards) {
             shard_map_free(m);
-            return lp_fail(err, "tensor %zu placed on shard %u of %d", i, placement[i],
-                           n_shards);
+            return lp_fail(err, "tensor %zu placed on shard %u of %d", i, placement[i], n_shards);
         }
         m->shard_of[i] = placement[i];
         if (tensor_bytes) m->load[placement[i]] += tensor_bytes[i];

@@ -14,10 +14,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTOCOL          1u
-#define WIRE_MAX_HEADER_BYTES  (1u << 20)
-#define WIRE_CHUNK_ELEMS       ((size_t)1 << 23) /* 32 MiB of f32 per frame at most */
-#define WIRE_MAX_FRAME_BYTES   (WIRE_CHUNK_ELEMS * 4)
+#define WIRE_PROTOCOL         1u
+#define WIRE_MAX_HEADER_BYTES (1u << 20)
+#define WIRE_CHUNK_ELEMS      ((size_t)1 << 23) /* 32 MiB of f32 per frame at most */
+#define WIRE_MAX_FRAME_BYTES  (WIRE_CHUNK_ELEMS * 4)
 /* ZMQ_MAXMSGSIZE: libzmq drops a peer that sends a larger frame before it is buffered. */
 #define WIRE_ZMQ_MAXMSGSIZE    ((int64_t)WIRE_MAX_FRAME_BYTES + WIRE_MAX_HEADER_BYTES)
 #define WIRE_MAX_FRAMES        65536
@@ -45,8 +45,8 @@ enum { WIRE_OK = 0, WIRE_NONE = 1, WIRE_BAD = -1, WIRE_FATAL = -2 };
  * interrupted), WIRE_BAD (malformed; *code and err say why, m->routing is valid so an Error can
  * be sent back) or WIRE_FATAL (the socket is unusable). The caller frees with wire_msg_close
  * in every case. */
-int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c,
-              Loraps__ErrorCode *code, lp_err *err);
+int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__ErrorCode *code,
+              lp_err *err);
 void wire_msg_close(wire_msg *m);
 
 /* A tensor to send: elements [0, numel) of spec tensor `index`, at data in dtype src_dtype. */
@@ -78,8 +78,8 @@ typedef struct wire_send_opts {
     int zero_copy_unowned;
 } wire_send_opts;
 
-int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n,
-              const wire_send_opts *o, wire_counters *c, lp_err *err);
+int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n, const wire_send_opts *o,
+              wire_counters *c, lp_err *err);
 /* A header-only message. */
 int wire_send_header(void *sock, const void *routing, size_t routing_len, Loraps__Header *hdr,
                      wire_counters *c, lp_err *err);
