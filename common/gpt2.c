@@ -8,27 +8,13 @@
  *
  * Backward computes only input gradients through the frozen weights, and LoRA gradients. It
  * stops at the lowest adapted module: nothing below it has anything to learn. */
-#include "gpt2_config.h"
+#include "gpt2_internal.h"
 #include "hash.h"
-#include "model_family.h"
 
 #include <omp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-enum { MOD_QKV, MOD_ATTN_PROJ, MOD_FC, MOD_FC_PROJ, MODS_PER_LAYER };
-
-typedef struct gpt2_layer {
-    const float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
-    const float *ln2_w, *ln2_b, *fc_w, *fc_b, *fc_proj_w, *fc_proj_b;
-} gpt2_layer;
-
-typedef struct gpt2 {
-    gpt2_config cfg;
-    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head; /* lm_head == wte when tied */
-    gpt2_layer *layers;
-} gpt2;
 
 /* ---------------------------------------------------------------------------------------------
  * loading */
@@ -489,4 +475,9 @@ static const model_family_ops GPT2_OPS = {
     .trainer_logits = trainer_logits,
     .train_flops = train_flops,
     .free_family = gpt2_free_family,
+    .session_new = gpt2_session_new,
+    .session_free = gpt2_session_free,
+    .session_feed = gpt2_session_feed,
+    .session_length = gpt2_session_length,
+    .session_reset = gpt2_session_reset,
 };

@@ -175,6 +175,34 @@ void attention_backward(float *dqkv, float *scratch, int scratch_slots, const fl
     }
 }
 
+void attention_cached_forward(float *out, float *scratch, int scratch_slots, const float *q,
+                              int q_ld, const float *kcache, const float *vcache, int kv_ld,
+                              int pos0, int n, int C, int NH) {
+    int hs = C / NH, L = pos0 + n;
+    float scale = 1.0f / sqrtf((float)hs);
+#pragma omp parallel for schedule(dynamic) num_threads(scratch_slots)
+    for (int h = 0; h < NH; h++) {
+        float *sc = scratch + (size_t)omp_get_thread_num() * n * L;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, hs, scale, q + h * hs, q_ld,
+                    kcache + h * hs, kv_ld, 0.0f, sc, L);
+        for (int i = 0; i < n; i++) {
+            float *row = sc + (size_t)i * L;
+            int last = pos0 + i; /* row i sees the cache up to its own position */
+            float max = row[0];
+            for (int u = 1; u <= last; u++) max = row[u] > max ? row[u] : max;
+            float sum = 0.0f;
+            for (int u = 0; u <= last; u++) {
+                row[u] = expf(row[u] - max);
+                sum += row[u];
+            }
+            for (int u = 0; u <= last; u++) row[u] /= sum;
+            for (int u = last + 1; u < L; u++) row[u] = 0.0f;
+        }
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, L, 1.0f, sc, L,
+                    vcache + h * hs, kv_ld, 0.0f, out + h * hs, C);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))) */
 

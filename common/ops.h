@@ -38,6 +38,13 @@ void attention_forward(float *out, float *att, const float *qkv, int B, int T, i
 void attention_backward(float *dqkv, float *scratch, int scratch_slots, const float *dout,
                         const float *qkv, const float *att, int B, int T, int C, int NH);
 
+/* Inference with a KV cache: n new query rows at positions pos0 .. pos0+n-1 attend over the cache
+ * rows [0, pos0 + n). q [n, q_ld] holds head h at column h*hs; kcache and vcache [*, kv_ld];
+ * out [n, C]. scratch holds scratch_slots * n * (pos0 + n) floats. */
+void attention_cached_forward(float *out, float *scratch, int scratch_slots, const float *q,
+                              int q_ld, const float *kcache, const float *vcache, int kv_ld,
+                              int pos0, int n, int C, int NH);
+
 /* GELU, tanh approximation (HF "gelu_new"). */
 void gelu_forward(float *out, const float *inp, int n);
 void gelu_backward(float *dinp, const float *inp, const float *dout, int n);
