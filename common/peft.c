@@ -71,3 +71,142 @@ int peft_save(const char *dir, const lora_adapter *a, const char *base_model, in
     free(text);
     return rc;
 }
+
+/* ---------------------------------------------------------------------------------------------
+ * loading */
+
+static int json_number(json_t *v, double *out) {
+    if (!json_is_number(v)) return -1;
+    *out = json_number_value(v);
+    return 0;
+}
+
+/* rank_pattern / alpha_pattern: {"regex": number} into our "key=value,..." spec. */
+static int patterns_from_json(lora_config *c, json_t *obj, int alpha, const char *path,
+                              lp_err *err) {
+    const char *what = alpha ? "alpha_pattern" : "rank_pattern";
+    if (!obj || json_is_null(obj)) return 0;
+    if (!json_is_object(obj)) return lp_fail(err, "%s: %s must be an object", path, what);
+    const char *key;
+    json_t *value;
+    json_object_foreach(obj, key, value) {
+        double v;
+        if (json_number(value, &v) < 0)
+            return lp_fail(err, "%s: %s['%s'] must be a number", path, what, key);
+        char spec[600];
+        snprintf(spec, sizeof spec, "%s=%.9g", key, v);
+        if (lora_config_set_patterns(c, alpha, spec, err) < 0) return lp_wrap(err, "%s", path);
+    }
+    return 0;
+}
+
+/* A feature loraps does not implement must be off: absent, null, false, empty, or "none". */
+static int refuse_feature(json_t *root, const char *key, const char *path, lp_err *err) {
+    json_t *v = json_object_get(root, key);
+    int off = !v || json_is_null(v) || json_is_false(v) ||
+              (json_is_string(v) && !strcmp(json_string_value(v), "none")) ||
+              (json_is_array(v) && json_array_size(v) == 0);
+    return off ? 0 : lp_fail(err, "%s: '%s' is set, which loraps does not support", path, key);
+}
+
+static int config_from_json(lora_config *c, const char *path, lp_err *err) {
+    json_error_t jerr;
+    json_t *root = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!root) return lp_fail(err, "%s:%d: %s", path, jerr.line, jerr.text);
+    int rc = -1;
+    lora_config_defaults(c);
+    json_t *type = json_object_get(root, "peft_type");
+    json_t *targets = json_object_get(root, "target_modules");
+    double r, alpha, dropout = 0;
+    if (!json_is_object(root)) {
+        lp_fail(err, "%s: not a JSON object", path);
+    } else if (!json_is_string(type) || strcmp(json_string_value(type), "LORA")) {
+        lp_fail(err, "%s: peft_type must be \"LORA\"", path);
+    } else if (json_number(json_object_get(root, "r"), &r) < 0 || r < 1 || r > LORA_MAX_RANK ||
+               r != (int)r) {
+        lp_fail(err, "%s: r must be an integer in 1..%d", path, LORA_MAX_RANK);
+    } else if (json_number(json_object_get(root, "lora_alpha"), &alpha) < 0 || !(alpha > 0)) {
+        lp_fail(err, "%s: lora_alpha must be a positive number", path);
+    } else if (json_object_get(root, "lora_dropout") &&
+               (json_number(json_object_get(root, "lora_dropout"), &dropout) < 0 || dropout < 0 ||
+                dropout >= 1)) {
+        lp_fail(err, "%s: lora_dropout must be a number in [0, 1)", path);
+    } else if (refuse_feature(root, "use_dora", path, err) < 0 ||
+               refuse_feature(root, "bias", path, err) < 0 ||
+               refuse_feature(root, "modules_to_save", path, err) < 0 ||
+               refuse_feature(root, "layers_to_transform", path, err) < 0) {
+        /* error set */
+    } else {
+        c->r = (int)r;
+        c->alpha = (float)alpha;
+        c->dropout = (float)dropout;
+        c->use_rslora = json_is_true(json_object_get(root, "use_rslora"));
+        char spec[4096] = "";
+        if (json_is_string(targets)) {
+            snprintf(spec, sizeof spec, "re:%s", json_string_value(targets));
+        } else if (json_is_array(targets) && json_array_size(targets) > 0) {
+            size_t i, used = 0;
+            json_t *item;
+            json_array_foreach(targets, i, item) {
+                if (!json_is_string(item)) break;
+                used += (size_t)snprintf(spec + used, used < sizeof spec ? sizeof spec - used : 0,
+                                         "%s%s", i ? "," : "", json_string_value(item));
+            }
+            if (i < json_array_size(targets) || used >= sizeof spec) spec[0] = 0;
+        }
+        if (!spec[0])
+            lp_fail(err, "%s: target_modules must be a regex or a list of names", path);
+        else if (lora_config_set_targets(c, spec, err) < 0)
+            lp_wrap(err, "%s", path);
+        else if (patterns_from_json(c, json_object_get(root, "rank_pattern"), 0, path, err) == 0 &&
+                 patterns_from_json(c, json_object_get(root, "alpha_pattern"), 1, path, err) == 0)
+            rc = 0;
+    }
+    json_decref(root);
+    if (rc) lora_config_free(c);
+    return rc;
+}
+
+int peft_load(const char *dir, const lora_module *modules, int n_modules, lora_adapter *a,
+              lp_err *err) {
+    char path[4096];
+    lora_config c;
+    snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+    if (config_from_json(&c, path, err) < 0) return -1;
+    int rc = lora_adapter_build(a, &c, modules, n_modules, err);
+    lora_config_free(&c);
+    if (rc < 0) return lp_wrap(err, "%s", dir);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    st_file f;
+    if (st_open(&f, path, err) < 0) {
+        lora_adapter_free(a);
+        return -1;
+    }
+    /* Every tensor of the file must be one the config implies, with its shape, and all of
+     * them must be there. */
+    int found = 0;
+    for (int i = 0; i < f.n_tensors && rc == 0; i++) {
+        const st_tensor *t = &f.tensors[i];
+        const lora_tensor *lt = lora_adapter_find(a, t->name);
+        if (!lt)
+            rc = lp_fail(err, "%s: tensor '%s' is not one adapter_config.json describes", path,
+                         t->name);
+        else if (t->ndim != 2 || t->shape[0] != lt->rows || t->shape[1] != lt->cols)
+            rc = lp_fail(err, "%s: tensor '%s' should be [%lld,%lld]", path, t->name,
+                         (long long)lt->rows, (long long)lt->cols);
+        else if (st_read_f32(t, a->params + lt->offset, lt->numel, err) < 0)
+            rc = lp_wrap(err, "%s", path);
+        else
+            found++;
+    }
+    if (rc == 0 && found != a->n_tensors) {
+        for (int i = 0; i < a->n_tensors; i++)
+            if (!st_find(&f, a->tensors[i].name)) {
+                rc = lp_fail(err, "%s: tensor '%s' is missing", path, a->tensors[i].name);
+                break;
+            }
+    }
+    st_close(&f);
+    if (rc) lora_adapter_free(a);
+    return rc;
+}

@@ -12,4 +12,12 @@
 int peft_save(const char *dir, const lora_adapter *a, const char *base_model, int fan_in_fan_out,
               lp_err *err);
 
+/* Reads a PEFT LoRA folder (ours or one PEFT wrote) and builds the adapter it describes over the
+ * model's modules: adapter_config.json gives r, lora_alpha, target_modules, rank_pattern,
+ * alpha_pattern, use_rslora and lora_dropout; adapter_model.safetensors must hold exactly the
+ * A and B tensors those imply, in F32, F16 or BF16. Features loraps does not implement (DoRA,
+ * trained biases, modules_to_save, layers_to_transform) are refused by name. */
+int peft_load(const char *dir, const lora_module *modules, int n_modules, lora_adapter *a,
+              lp_err *err);
+
 #endif
