@@ -1,6 +1,8 @@
 /* loraps-ps: flags, the effective configuration, signals and the event loop. */
 #include "ps.h"
 
+#include "metrics_http.h"
+#include "net_config.h"
 #include "ops.h"
 
 #include <errno.h>
@@ -13,6 +15,16 @@
 
 static volatile sig_atomic_t g_stop;
 static int g_shard_for_log;
+/* Orchestration options (common/net_config.h, common/metrics_http.h): kept here, not in
+ * ps_config, so the server's own state stays the checkpoint code's. */
+static int g_metrics_port = -1; /* -1: no HTTP endpoint */
+static char g_metrics_bind[64] = "0.0.0.0";
+static char g_env_notes[2048];
+static const netcfg_flag PS_ENV_FLAGS[] = {
+    {"model", 1}, {"bind", 1},         {"out", 1},          {"job", 1},
+    {"shard", 1}, {"peers", 1},        {"ps-threads", 1},   {"metrics", 1},
+    {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1},
+};
 
 static void on_signal(int sig) {
     g_stop = sig;
@@ -41,13 +53,22 @@ static void usage(FILE *out) {
             "                   the shard's own entry)\n"
             "  --shard I        this shard's index (default 0)\n"
             "  --peers LIST     every shard's endpoint in shard order (several shards)\n"
-            "  --out DIR        write DIR/adapter_model.safetensors at the end (shard 0)\n"
+            "  --out DIR        write DIR/adapter_model.safetensors at the end (shard 0), and\n"
+            "                   checkpoints DIR/checkpoint-<step> (save_every, SIGTERM, the end)\n"
+            "  --resume DIR     continue from a checkpoint folder, `latest` (DIR/latest of --out)\n"
+            "                   or a PEFT adapter (fresh optimizer moments)\n"
             "  --job FILE       a JSON job file; flags override it, LORAPS_* variables override\n"
             "                   flags\n"
             "  --ps-threads N   threads for the optimizer on this shard (default 1)\n"
             "  --metrics FILE   append one JSON line per step (shard 0)\n"
+            "  --metrics-port P serve /healthz, /readyz and Prometheus /metrics on port P\n"
+            "  --metrics-bind A address for that port (default 0.0.0.0; :: for IPv6)\n"
             "  --quiet          no progress lines\n"
-            "  --help           this text\n\njob settings:\n");
+            "  --help           this text\n\n"
+            "Every option above is also a variable: LORAPS_BIND, LORAPS_PEERS, LORAPS_SHARD,\n"
+            "LORAPS_METRICS_PORT, ... (a flag wins over its variable). A --bind is not needed on\n"
+            "a cluster: a shard whose --peers entry is a DNS name listens on 0.0.0.0.\n\n"
+            "job settings:\n");
     job_print_help(out);
 }
 
@@ -96,13 +117,24 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         if (r > 0) continue;
         if (!strcmp(a, "--model") || !strcmp(a, "--bind") || !strcmp(a, "--out") ||
             !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers") ||
-            !strcmp(a, "--ps-threads") || !strcmp(a, "--metrics")) {
+            !strcmp(a, "--ps-threads") || !strcmp(a, "--metrics") || !strcmp(a, "--metrics-port") ||
+            !strcmp(a, "--metrics-bind") || !strcmp(a, "--resume")) {
             if (!v) return fail(a, "needs a value");
+            if (!strcmp(a, "--resume")) snprintf(c->resume, sizeof c->resume, "%s", v);
             if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
             if (!strcmp(a, "--bind")) snprintf(c->bind, sizeof c->bind, "%s", v);
             if (!strcmp(a, "--out")) snprintf(c->out_dir, sizeof c->out_dir, "%s", v);
             if (!strcmp(a, "--peers")) peers = v;
             if (!strcmp(a, "--metrics")) snprintf(c->metrics_path, sizeof c->metrics_path, "%s", v);
+            if (!strcmp(a, "--metrics-bind"))
+                snprintf(g_metrics_bind, sizeof g_metrics_bind, "%s", v);
+            if (!strcmp(a, "--metrics-port")) {
+                char *end;
+                long p = strtol(v, &end, 10);
+                if (*end || !*v || p < 0 || p > 65535)
+                    return fail("--metrics-port", "expected a port in 0..65535");
+                g_metrics_port = (int)p;
+            }
             if (!strcmp(a, "--ps-threads")) {
                 char *end;
                 long t = strtol(v, &end, 10);
@@ -127,9 +159,14 @@ static int parse_args(ps_config *c, int argc, char **argv) {
     if (c->job.max_steps <= 0) return fail("max_steps", "must be positive for this data source");
     if (peers && split_peers(c, peers) < 1) return fail("--peers", "empty list");
     if (c->shard >= c->n_shards) return fail("--shard", "not below the number of --peers");
-    if (!c->bind[0])
-        snprintf(c->bind, sizeof c->bind, "%s",
-                 peers ? c->peers[c->shard] : "tcp://127.0.0.1:5555");
+    for (int k = 0; peers && k < c->n_shards; k++)
+        if (netcfg_check_endpoint(c->peers[k], &err) < 0) return fail("--peers", err.msg);
+    /* Peers reach a shard by name (a Kubernetes Service, a host name); a name cannot be bound,
+     * so such a shard listens on every interface at its port. */
+    if (!c->bind[0] && peers &&
+        netcfg_bind_for(c->peers[c->shard], c->bind, sizeof c->bind, &err) < 0)
+        return fail("--peers", err.msg);
+    if (!c->bind[0]) snprintf(c->bind, sizeof c->bind, "tcp://127.0.0.1:5555");
     wire_dtype_parse(c->job.wire_dtype, &c->wire_dtype);
     c->sync = !strcmp(c->job.mode, "sync");
     return 0;
@@ -169,6 +206,7 @@ static int setup(ps *s, lp_err *err) {
         !s->peer_ss || !s->peer_final || !s->peer)
         return lp_fail(err, "out of memory");
     for (int r = 0; r < W; r++) s->rank_member[r] = -1;
+    if (ps_resume(s, err) < 0) return -1;
 
     s->ctx = zmq_ctx_new();
     s->router = zmq_socket(s->ctx, ZMQ_ROUTER);
@@ -211,8 +249,123 @@ static void print_config(ps *s) {
             shard_map_imbalance(&s->map));
     fprintf(stderr, "  updates          %llu\n", (unsigned long long)s->total_updates);
     fprintf(stderr, "  ps threads       %d\n", c->threads);
+    if (g_metrics_port >= 0)
+        fprintf(stderr, "  metrics          http://%s:%d/metrics (and /healthz, /readyz)\n",
+                g_metrics_bind, g_metrics_port);
+    fputs(g_env_notes, stderr);
     job_print(&c->job, stderr, "  ");
     fflush(stderr);
+}
+
+/* ---- health and Prometheus metrics ----------------------------------------------------------- */
+
+enum {
+    PM_STEP,
+    PM_UPDATES_TOTAL,
+    PM_LOSS,
+    PM_TOKENS_TOTAL,
+    PM_TOKENS_PER_S,
+    PM_BYTES_IN,
+    PM_BYTES_OUT,
+    PM_WORKERS_LIVE,
+    PM_WORKERS_EXPECTED,
+    PM_REJECTED,
+    PM_PUSHES,
+    PM_DUPLICATE,
+    PM_STALE,
+    PM_JOINS,
+    PM_DROPS,
+    PM_PHASE,
+    PM_N
+};
+static int g_pm[PM_N];
+
+static int ps_metrics_start(ps *s, metrics **m, lp_err *err) {
+    if (g_metrics_port < 0) return 0;
+    char labels[64];
+    snprintf(labels, sizeof labels, "role=\"ps\",shard=\"%d\"", s->cfg.shard);
+    if (metrics_start(m, g_metrics_bind, g_metrics_port, labels, err) < 0) return -1;
+    g_metrics_port = metrics_port(*m);
+    static const struct {
+        int id;
+        const char *name, *help;
+        metrics_kind kind;
+    } defs[] = {
+        {PM_STEP, "loraps_step", "published adapter version (completed steps)", METRICS_GAUGE},
+        {PM_UPDATES_TOTAL, "loraps_total_steps", "updates the job runs in all", METRICS_GAUGE},
+        {PM_LOSS, "loraps_loss", "mean training loss of the latest step", METRICS_GAUGE},
+        {PM_TOKENS_TOTAL, "loraps_tokens_total", "tokens trained on", METRICS_COUNTER},
+        {PM_TOKENS_PER_S, "loraps_tokens_per_second", "tokens/s over the last seconds",
+         METRICS_GAUGE},
+        {PM_BYTES_IN, "loraps_bytes_received_total", "bytes received (wire)", METRICS_COUNTER},
+        {PM_BYTES_OUT, "loraps_bytes_sent_total", "bytes sent (wire)", METRICS_COUNTER},
+        {PM_WORKERS_LIVE, "loraps_workers_live", "workers that are members now", METRICS_GAUGE},
+        {PM_WORKERS_EXPECTED, "loraps_workers_expected", "the job's workers", METRICS_GAUGE},
+        {PM_REJECTED, "loraps_rejected_messages_total", "messages refused with an Error",
+         METRICS_COUNTER},
+        {PM_PUSHES, "loraps_pushes_accepted_total", "gradient pushes accepted", METRICS_COUNTER},
+        {PM_DUPLICATE, "loraps_pushes_duplicate_total", "repeated pushes dropped", METRICS_COUNTER},
+        {PM_STALE, "loraps_pushes_stale_total", "late pushes dropped", METRICS_COUNTER},
+        {PM_JOINS, "loraps_worker_joins_total", "workers that joined", METRICS_COUNTER},
+        {PM_DROPS, "loraps_worker_drops_total", "workers dropped as silent", METRICS_COUNTER},
+        {PM_PHASE, "loraps_phase", "0 waiting for workers, 1 running, 2 finishing, 3 done",
+         METRICS_GAUGE},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
+        g_pm[defs[i].id] = metrics_define(*m, defs[i].name, defs[i].kind, defs[i].help);
+    metrics_set(*m, g_pm[PM_UPDATES_TOTAL], (double)s->total_updates);
+    metrics_set(*m, g_pm[PM_WORKERS_EXPECTED], s->cfg.job.workers);
+    /* The loop polls every 50 ms: a minute without a pass means it is stuck. */
+    metrics_set_stall_limit(*m, 60);
+    return 0;
+}
+
+static void ps_metrics_update(ps *s, metrics *m, int64_t now_ms) {
+    static int64_t rate_ms;
+    static uint64_t rate_tokens;
+    if (!m) return;
+    metrics_touch(m);
+    metrics_set(m, g_pm[PM_STEP], (double)s->adapter.version);
+    metrics_set(m, g_pm[PM_LOSS], s->last_loss);
+    metrics_set(m, g_pm[PM_TOKENS_TOTAL], (double)s->tokens_total);
+    if (!rate_ms) rate_ms = now_ms, rate_tokens = s->tokens_total;
+    if (now_ms - rate_ms >= 2000) {
+        metrics_set(m, g_pm[PM_TOKENS_PER_S],
+                    (double)(s->tokens_total - rate_tokens) * 1000.0 / (double)(now_ms - rate_ms));
+        rate_ms = now_ms;
+        rate_tokens = s->tokens_total;
+    }
+    metrics_set(m, g_pm[PM_BYTES_IN], (double)s->net.bytes_received);
+    metrics_set(m, g_pm[PM_BYTES_OUT], (double)s->net.bytes_sent);
+    metrics_set(m, g_pm[PM_WORKERS_LIVE], ps_members_alive(s));
+    metrics_set(m, g_pm[PM_REJECTED], (double)s->count.rejected_total);
+    metrics_set(m, g_pm[PM_PUSHES], (double)s->count.pushes_accepted);
+    metrics_set(m, g_pm[PM_DUPLICATE], (double)s->count.pushes_duplicate);
+    metrics_set(m, g_pm[PM_STALE], (double)s->count.pushes_stale);
+    metrics_set(m, g_pm[PM_JOINS], (double)s->count.joins);
+    metrics_set(m, g_pm[PM_DROPS], (double)s->count.drops);
+    metrics_set(m, g_pm[PM_PHASE], (double)s->phase);
+    /* Ready while it takes workers: not once the job is finishing. */
+    metrics_set_ready(m, s->phase == PS_WAITING || s->phase == PS_RUNNING);
+}
+
+/* Start-up never waits silently: every 10 s before the job starts, name the ranks missing. */
+static void log_waiting(ps *s, int64_t now_ms) {
+    static int64_t last;
+    if (s->phase != PS_WAITING) return;
+    if (!last) last = now_ms;
+    if (now_ms - last < 10000) return;
+    last = now_ms;
+    char missing[512] = "";
+    size_t n = 0;
+    int count = 0;
+    for (int r = 0; r < s->cfg.job.workers; r++) {
+        if (s->rank_seen[r]) continue;
+        if (count++ < 32 && n < sizeof missing - 16)
+            n += (size_t)snprintf(missing + n, sizeof missing - n, "%s%d", n ? "," : "", r);
+    }
+    ps_log(s, "still waiting for %d of %d workers (ranks %s%s) on %s", count, s->cfg.job.workers,
+           missing, count > 32 ? ",..." : "", s->cfg.bind);
 }
 
 static void shutdown_ps(ps *s) {
@@ -232,6 +385,7 @@ static void shutdown_ps(ps *s) {
     free(s->peer_step);
     free(s->peer_ss);
     free(s->peer_final);
+    ps_checkpoint_free(s);
     free(s->peer);
     for (int k = 0; s->cfg.peers && k < s->cfg.n_shards; k++) free(s->cfg.peers[k]);
     free(s->cfg.peers);
@@ -240,12 +394,26 @@ static void shutdown_ps(ps *s) {
 
 int main(int argc, char **argv) {
     static ps s; /* big; zero-initialised */
-    int rc = parse_args(&s.cfg, argc, argv);
+    /* Every option also as LORAPS_*: the variables become flags the command line lacks. */
+    int orig_argc = argc, env_argc;
+    char **env_argv;
+    lp_err env_err;
+    if (netcfg_env_args(PS_ENV_FLAGS, (int)(sizeof PS_ENV_FLAGS / sizeof PS_ENV_FLAGS[0]), argc,
+                        argv, &env_argc, &env_argv, g_env_notes, sizeof g_env_notes, &env_err) < 0)
+        return fail("environment", env_err.msg);
+    int rc = parse_args(&s.cfg, env_argc, env_argv);
+    netcfg_args_free(env_argc, env_argv, orig_argc);
     if (rc) return rc;
     g_shard_for_log = s.cfg.shard;
     lp_err err;
     if (setup(&s, &err) < 0) {
         fail("start-up", err.msg);
+        shutdown_ps(&s);
+        return 1;
+    }
+    metrics *pm = NULL;
+    if (ps_metrics_start(&s, &pm, &err) < 0) {
+        fail("--metrics-port", err.msg);
         shutdown_ps(&s);
         return 1;
     }
@@ -303,6 +471,8 @@ int main(int argc, char **argv) {
         int64_t now = wire_now_ms();
         if (s.phase == PS_RUNNING || s.phase == PS_WAITING) ps_members_expire(&s, now);
         ps_tick(&s);
+        ps_metrics_update(&s, pm, now);
+        log_waiting(&s, now);
         if (s.phase == PS_DONE) {
             if (!done_ms) done_ms = now;
             /* Linger briefly so workers hear "done" and say Bye. */
@@ -326,6 +496,7 @@ int main(int argc, char **argv) {
            (unsigned long long)s.count.pushes_duplicate, (unsigned long long)s.count.pushes_stale,
            (unsigned long long)s.count.rejected_total, (unsigned long long)s.count.drops,
            (unsigned long long)s.net.bytes_sent, (unsigned long long)s.net.bytes_received);
+    metrics_stop(pm);
     shutdown_ps(&s);
     return exit_code;
 }

@@ -6,6 +6,7 @@
 #include "fsutil.h"
 #include "job.h"
 #include "demo_model.h"
+#include "net_config.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -43,6 +44,8 @@ static void usage(FILE *out) {
         "  --preset NAME    tiny | small | 124m for the demo model (default small)\n"
         "  --out DIR        the adapter, statistics and logs go here (default loraps-out)\n"
         "  --job FILE       a JSON job file (flags and LORAPS_* variables override it)\n"
+        "  --metrics-port P serve /healthz, /readyz and /metrics: shard k on P+k, worker i\n"
+        "                   on P+S+i (S shards)\n"
         "  --help           this text\n\njob settings (passed to the servers):\n");
     job_print_help(out);
 }
@@ -93,6 +96,9 @@ static int spawn(const char *name, char *const argv[], const char *log_path, int
         if (stdout_to_log) dup2(log, 1);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
+        /* Each child gets its rank, shard, bind and ports as flags; variables meant for one
+         * process (LORAPS_RANK, LORAPS_METRICS_PORT, ...) must not reach them all. */
+        netcfg_clear_process_env();
         execv(argv[0], argv);
         fprintf(stderr, "loraps run: error: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -154,7 +160,7 @@ static int parse_count(const char *v, int lo, int hi, int *out) {
 
 int cmd_run(int argc, char **argv) {
     const char *model_dir = NULL, *out = "loraps-out", *preset = "small", *job_file = NULL;
-    int n_workers = 2, n_servers = 1, threads_given = 0;
+    int n_workers = 2, n_servers = 1, threads_given = 0, metrics_port = -1;
     job j;
     job_defaults(&j);
     lp_err err;
@@ -174,13 +180,15 @@ int cmd_run(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--out") ||
-            !strcmp(a, "--preset") || !strcmp(a, "--job")) {
+            !strcmp(a, "--preset") || !strcmp(a, "--job") || !strcmp(a, "--metrics-port")) {
             if (!v) return free(pass), fail(a, "needs a value");
             if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &n_servers) < 0)
                 return free(pass), fail(a, "expected 1..64");
             if (!strcmp(a, "--model")) model_dir = v;
             if (!strcmp(a, "--out")) out = v;
             if (!strcmp(a, "--preset")) preset = v;
+            if (!strcmp(a, "--metrics-port") && parse_count(v, 1, 65000, &metrics_port) < 0)
+                return free(pass), fail(a, "expected a port in 1..65000");
             if (!strcmp(a, "--job")) pass[n_pass++] = argv[i], pass[n_pass++] = argv[i + 1];
             i += 2;
             continue;
@@ -239,6 +247,9 @@ int cmd_run(int argc, char **argv) {
     printf("loraps run: %d server shard(s) at %s, %d worker(s), model %s\n", n_servers, peers,
            n_workers, model_dir);
     printf("loraps run: adapter and statistics in %s, logs in %s\n", out, logs);
+    if (metrics_port > 0)
+        printf("loraps run: metrics on http://127.0.0.1:%d-%d/metrics\n", metrics_port,
+               metrics_port + n_servers + n_workers - 1);
     fflush(stdout);
 
     struct sigaction sa;
@@ -270,6 +281,9 @@ int cmd_run(int argc, char **argv) {
         av[c++] = "--metrics";
         av[c++] = metrics;
         if (!threads_given) av[c++] = "--threads", av[c++] = threads_s;
+        char mport_s[16];
+        snprintf(mport_s, sizeof mport_s, "%d", metrics_port + k);
+        if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
         for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
         av[c] = NULL;
         snprintf(name, sizeof name, "ps-%d", k);
@@ -280,8 +294,11 @@ int cmd_run(int argc, char **argv) {
         char rank_s[16], stats[PATH_MAX + 32], name[32];
         snprintf(rank_s, sizeof rank_s, "%d", k);
         snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", out, k);
-        char *av[] = {worker_bin, "--servers", peers,     "--model", (char *)model_dir,
-                      "--rank",   rank_s,      "--stats", stats,     NULL};
+        char mport_s[16];
+        snprintf(mport_s, sizeof mport_s, "%d", metrics_port + n_servers + k);
+        char *av[] = {worker_bin, "--servers", peers, "--model",        (char *)model_dir, "--rank",
+                      rank_s,     "--stats",   stats, "--metrics-port", mport_s,           NULL};
+        if (metrics_port <= 0) av[9] = NULL;
         snprintf(name, sizeof name, "worker-%d", k);
         snprintf(path, sizeof path, "%s/%s.log", logs, name);
         rc = spawn(name, av, path, 1);

@@ -2,6 +2,8 @@
 #include "worker.h"
 
 #include "adamw.h"
+#include "metrics_http.h"
+#include "net_config.h"
 #include "ops.h"
 #include "rng.h"
 
@@ -16,6 +18,15 @@
 volatile sig_atomic_t worker_stop;
 static int g_rank_for_log;
 static int g_quiet;
+/* Orchestration options (common/net_config.h, common/metrics_http.h). */
+static int g_metrics_port = -1; /* -1: no HTTP endpoint */
+static char g_metrics_bind[64] = "0.0.0.0";
+static char g_env_notes[2048];
+static metrics *g_metrics;
+static const netcfg_flag WORKER_ENV_FLAGS[] = {
+    {"servers", 1}, {"model", 1},         {"rank", 1},  {"threads", 1},      {"connect-timeout", 1},
+    {"stats", 1},   {"step-delay-ms", 1}, {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1},
+};
 
 static void on_signal(int sig) {
     worker_stop = sig;
@@ -47,7 +58,12 @@ static void usage(FILE *out) {
             "  --stats FILE          write traffic and timing statistics (JSON) at exit\n"
             "  --step-delay-ms MS    sleep this long per step (simulates a straggler)\n"
             "  --quiet               no per-step lines\n"
-            "  --help                this text\n");
+            "  --metrics-port P      serve /healthz, /readyz and Prometheus /metrics on port P\n"
+            "  --metrics-bind A      address for that port (default 0.0.0.0; :: for IPv6)\n"
+            "  --help                this text\n\n"
+            "Every option is also a variable (a flag wins): LORAPS_SERVERS, LORAPS_MODEL,\n"
+            "LORAPS_RANK, LORAPS_CONNECT_TIMEOUT, LORAPS_METRICS_PORT, ...; without --rank and\n"
+            "LORAPS_RANK, Kubernetes' JOB_COMPLETION_INDEX (an Indexed Job) is the rank.\n");
 }
 
 static int fail(const char *what, const char *why) {
@@ -81,7 +97,8 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         }
         int known = !strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--rank") ||
                     !strcmp(a, "--stats") || !strcmp(a, "--connect-timeout") ||
-                    !strcmp(a, "--step-delay-ms") || !strcmp(a, "--threads");
+                    !strcmp(a, "--step-delay-ms") || !strcmp(a, "--threads") ||
+                    !strcmp(a, "--metrics-port") || !strcmp(a, "--metrics-bind");
         if (!known) return fail(a, "unknown option (see --help)");
         if (i + 1 >= argc) return fail(a, "needs a value");
         const char *v = argv[++i];
@@ -94,6 +111,9 @@ static int parse_args(worker_config *c, int argc, char **argv) {
             return fail("--step-delay-ms", "expected milliseconds in 0..600000");
         if (!strcmp(a, "--threads") && parse_int(v, 0, 4096, &c->threads) < 0)
             return fail("--threads", "expected an integer in 0..4096");
+        if (!strcmp(a, "--metrics-port") && parse_int(v, 0, 65535, &g_metrics_port) < 0)
+            return fail("--metrics-port", "expected a port in 0..65535");
+        if (!strcmp(a, "--metrics-bind")) snprintf(g_metrics_bind, sizeof g_metrics_bind, "%s", v);
         if (!strcmp(a, "--connect-timeout")) {
             int s;
             if (parse_int(v, 1, 86400, &s) < 0) return fail(a, "expected seconds in 1..86400");
@@ -102,7 +122,8 @@ static int parse_args(worker_config *c, int argc, char **argv) {
     }
     if (!servers) return fail("--servers", "required (the server shards' endpoints)");
     if (!c->model_dir[0]) return fail("--model", "required (the base model folder)");
-    if (c->rank < 0) return fail("--rank", "required");
+    if (c->rank < 0)
+        return fail("--rank", "required (or LORAPS_RANK, or JOB_COMPLETION_INDEX on Kubernetes)");
     char *copy = strdup(servers);
     int n = 1;
     for (const char *p = servers; *p; p++) n += *p == ',';
@@ -111,6 +132,11 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         if (strlen(tok) >= 256) {
             free(copy);
             return fail("--servers", "endpoint too long");
+        }
+        lp_err err;
+        if (netcfg_check_endpoint(tok, &err) < 0) {
+            free(copy);
+            return fail("--servers", err.msg);
         }
         c->servers[c->n_servers++] = strdup(tok);
     }
@@ -213,9 +239,76 @@ int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t jo
     fprintf(stderr, "  data             %s\n", worker_data_name(w->data));
     fprintf(stderr, "  arena            %.1f MiB\n",
             model_trainer_arena_bytes(w->trainer) / 1048576.0);
+    if (g_metrics_port >= 0)
+        fprintf(stderr, "  metrics          http://%s:%d/metrics (and /healthz, /readyz)\n",
+                g_metrics_bind, g_metrics_port);
+    fputs(g_env_notes, stderr);
     job_print(j, stderr, "  ");
     fflush(stderr);
     return 0;
+}
+
+/* ---- health and Prometheus metrics ----------------------------------------------------------- */
+
+enum {
+    WM_STEP,
+    WM_STEPS,
+    WM_LOSS,
+    WM_TOKENS,
+    WM_TOKENS_PER_S,
+    WM_BYTES_IN,
+    WM_BYTES_OUT,
+    WM_STEP_BYTES,
+    WM_COMPUTE,
+    WM_SHARDS,
+    WM_N
+};
+static int g_wm[WM_N];
+
+static int worker_metrics_start(const worker_config *c, lp_err *err) {
+    if (g_metrics_port < 0) return 0;
+    char labels[64];
+    snprintf(labels, sizeof labels, "role=\"worker\",rank=\"%d\"", c->rank);
+    if (metrics_start(&g_metrics, g_metrics_bind, g_metrics_port, labels, err) < 0) return -1;
+    g_metrics_port = metrics_port(g_metrics);
+    static const struct {
+        int id;
+        const char *name, *help;
+        metrics_kind kind;
+    } defs[] = {
+        {WM_STEP, "loraps_step", "the step this worker computed last", METRICS_GAUGE},
+        {WM_STEPS, "loraps_worker_steps_total", "steps this worker pushed", METRICS_COUNTER},
+        {WM_LOSS, "loraps_loss", "mean loss of this worker's latest step", METRICS_GAUGE},
+        {WM_TOKENS, "loraps_tokens_total", "tokens this worker trained on", METRICS_COUNTER},
+        {WM_TOKENS_PER_S, "loraps_tokens_per_second", "tokens/s of the latest step (wall)",
+         METRICS_GAUGE},
+        {WM_BYTES_IN, "loraps_bytes_received_total", "bytes received (wire)", METRICS_COUNTER},
+        {WM_BYTES_OUT, "loraps_bytes_sent_total", "bytes sent (wire)", METRICS_COUNTER},
+        {WM_STEP_BYTES, "loraps_step_bytes", "bytes sent and received in the latest step",
+         METRICS_GAUGE},
+        {WM_COMPUTE, "loraps_compute_seconds_total", "seconds of forward and backward",
+         METRICS_COUNTER},
+        {WM_SHARDS, "loraps_server_shards", "server shards this worker is joined to",
+         METRICS_GAUGE},
+    };
+    for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
+        g_wm[defs[i].id] = metrics_define(g_metrics, defs[i].name, defs[i].kind, defs[i].help);
+    return 0;
+}
+
+static void worker_metrics_step(const worker *w, uint64_t step, double loss, uint64_t tokens,
+                                uint64_t bytes, double wall_s) {
+    metrics *m = g_metrics;
+    if (!m) return;
+    metrics_set(m, g_wm[WM_STEP], (double)step);
+    metrics_set(m, g_wm[WM_STEPS], (double)w->steps_done);
+    metrics_set(m, g_wm[WM_LOSS], tokens ? loss / (double)tokens : 0);
+    metrics_add(m, g_wm[WM_TOKENS], (double)tokens);
+    if (wall_s > 0) metrics_set(m, g_wm[WM_TOKENS_PER_S], (double)tokens / wall_s);
+    metrics_set(m, g_wm[WM_BYTES_IN], (double)w->net.bytes_received);
+    metrics_set(m, g_wm[WM_BYTES_OUT], (double)w->net.bytes_sent);
+    metrics_set(m, g_wm[WM_STEP_BYTES], (double)bytes);
+    metrics_set(m, g_wm[WM_COMPUTE], w->compute_s);
 }
 
 /* The mean gradient of this rank's part of global batch `step`. */
@@ -298,11 +391,15 @@ static int train(worker *w, lp_err *err) {
     int sync = !strcmp(w->job.mode, "sync");
     worker_log(w, "joined %d server shard(s); first step %llu", w->cfg.n_servers,
                (unsigned long long)step);
+    metrics_set(g_metrics, g_wm[WM_SHARDS], w->cfg.n_servers);
+    metrics_set_ready(g_metrics, 1);
     struct timespec t0, t1;
     clock_gettime(CLOCK_MONOTONIC, &t0);
     while (!worker_stop) {
         if (!sync && step >= (uint64_t)w->job.max_steps) break;
         uint64_t before = w->net.bytes_sent + w->net.bytes_received;
+        struct timespec ts0, ts1;
+        clock_gettime(CLOCK_MONOTONIC, &ts0);
         int rc = worker_pull_all(w, sync ? step : 0, step, err);
         if (rc == WN_REJOIN) {
             if ((rc = worker_rejoin_lost(w, &step, err)) != WN_OK) return rc == WN_FATAL ? -1 : 0;
@@ -345,6 +442,10 @@ static int train(worker *w, lp_err *err) {
         uint64_t bytes = w->net.bytes_sent + w->net.bytes_received - before;
         record_step_bytes(w, bytes);
         w->steps_done++;
+        clock_gettime(CLOCK_MONOTONIC, &ts1);
+        worker_metrics_step(w, step, loss, tokens, bytes,
+                            (double)(ts1.tv_sec - ts0.tv_sec) +
+                                (double)(ts1.tv_nsec - ts0.tv_nsec) / 1e9);
         if (!g_quiet)
             worker_log(w, "step %llu loss %.4f tokens %llu compute %.1f ms bytes %llu%s",
                        (unsigned long long)step, loss / (double)tokens, (unsigned long long)tokens,
@@ -360,7 +461,16 @@ static int train(worker *w, lp_err *err) {
 
 int main(int argc, char **argv) {
     static worker w;
-    int rc = parse_args(&w.cfg, argc, argv);
+    /* Every option also as LORAPS_*; the rank also from JOB_COMPLETION_INDEX. */
+    int orig_argc = argc, env_argc;
+    char **env_argv;
+    lp_err env_err;
+    if (netcfg_env_args(WORKER_ENV_FLAGS,
+                        (int)(sizeof WORKER_ENV_FLAGS / sizeof WORKER_ENV_FLAGS[0]), argc, argv,
+                        &env_argc, &env_argv, g_env_notes, sizeof g_env_notes, &env_err) < 0)
+        return fail("environment", env_err.msg);
+    int rc = parse_args(&w.cfg, env_argc, env_argv);
+    netcfg_args_free(env_argc, env_argv, orig_argc);
     if (rc) return rc;
     g_rank_for_log = w.cfg.rank;
     g_quiet = w.cfg.quiet;
@@ -371,7 +481,11 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     lp_err err;
-    if (model_load(&w.mdl, w.cfg.model_dir, &err) < 0) return fail(w.cfg.model_dir, err.msg) - 1;
+    if (worker_metrics_start(&w.cfg, &err) < 0) return fail("--metrics-port", err.msg) - 1;
+    if (model_load(&w.mdl, w.cfg.model_dir, &err) < 0) {
+        metrics_stop(g_metrics);
+        return fail(w.cfg.model_dir, err.msg) - 1;
+    }
     w.fingerprint = model_fingerprint(w.mdl);
     w.ctx = zmq_ctx_new();
     w.shards = calloc((size_t)w.cfg.n_servers, sizeof *w.shards);
@@ -380,7 +494,12 @@ int main(int argc, char **argv) {
         w.shards[k].shard = -1;
     }
     atomic_init(&w.inflight, 0);
+    /* Start-up never waits silently: say whom we wait for, and for how long at most. */
+    for (int k = 0; k < w.cfg.n_servers; k++)
+        worker_log(&w, "connecting to server %s (giving up after %d s: --connect-timeout)",
+                   w.cfg.servers[k], w.cfg.connect_timeout_ms / 1000);
     int status = train(&w, &err);
+    metrics_set_ready(g_metrics, 0);
     worker_heartbeat_stop(&w);
     if (status == 0) worker_bye_all(&w);
     if (status < 0)
@@ -413,5 +532,6 @@ int main(int argc, char **argv) {
     model_trainer_free(w.trainer);
     lora_adapter_free(&w.adapter);
     model_free(w.mdl);
+    metrics_stop(g_metrics);
     return status < 0 ? 1 : 0;
 }
