@@ -21,6 +21,9 @@ typedef struct family {
 
 static const family FAMILIES[] = {
     {"gpt2", gpt2_load},
+    {"llama", llama_load},
+    {"qwen2", llama_load},
+    {"mistral", llama_load},
 };
 
 static int read_model_type(const char *dir, char *out, size_t size, lp_err *err) {

@@ -48,5 +48,6 @@ const float *model_weight(model *m, const char *prefix, const char *name, int64_
 
 /* Each family's loader fills in m (all but files, which model_load opens first). */
 int gpt2_load(model *m, const char *dir, lp_err *err);
+int llama_load(model *m, const char *dir, lp_err *err);
 
 #endif
