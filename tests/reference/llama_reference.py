@@ -413,6 +413,13 @@ def hf_case(case, dtype, log):
                                                      attn_implementation="eager")
     model = model.to(dtype)
     model.eval()
+    rot = getattr(model.model, "rotary_emb", None)
+    if rot is not None and hasattr(rot, "inv_freq"):
+        d = (rot.inv_freq.double().cpu() - inv_freq(cfg)).abs().max().item()
+        rel = d / inv_freq(cfg).abs().max().item()
+        line = f"{case['model']}: HF inv_freq vs ours: max rel diff {rel:.2e}"
+        print(line)
+        log.write(line + "\n")
     lc = LoraConfig(r=case["r"], lora_alpha=case["lora_alpha"],
                     target_modules=list(case["target_modules"]),
                     rank_pattern=dict(case["rank_pattern"]),
