@@ -10,6 +10,8 @@
 
 typedef struct tokenizer tokenizer;
 
+/* path: a tokenizer.json, or a model folder holding one. tokenizer_config.json beside it, if
+ * present, names the bos and eos tokens. Encoding may be called from several threads. */
 int tokenizer_load(tokenizer **out, const char *path, lp_err *err);
 void tokenizer_free(tokenizer *t);
 
@@ -21,9 +23,15 @@ int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int allow
 /* Decodes ids into a malloc'd NUL-terminated string; skip_special drops special tokens. */
 char *tokenizer_decode(const tokenizer *t, const int *ids, size_t n_ids, int skip_special);
 
-int tokenizer_vocab_size(const tokenizer *t); /* including added tokens */
+int tokenizer_vocab_size(const tokenizer *t);                  /* including added tokens */
 int tokenizer_token_id(const tokenizer *t, const char *token); /* -1 if absent */
-int tokenizer_eos_id(const tokenizer *t); /* -1 if the tokenizer names none */
-int tokenizer_bos_id(const tokenizer *t); /* -1 if none */
+int tokenizer_eos_id(const tokenizer *t);                      /* -1 if the tokenizer names none */
+int tokenizer_bos_id(const tokenizer *t);                      /* -1 if none */
+/* The token's string (the model's vocab entry or the added token's content); NULL if unused. */
+const char *tokenizer_id_to_token(const tokenizer *t, int id);
+int tokenizer_is_special(const tokenizer *t, int id);
+/* How many pieces the pre-tokenizer alone makes of text (for benchmarks). */
+int tokenizer_pretokenize_count(const tokenizer *t, const char *text, size_t len, size_t *n_pieces,
+                                lp_err *err);
 
 #endif

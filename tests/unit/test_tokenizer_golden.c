@@ -1,0 +1,135 @@
+/* The tokenizer against the `tokenizers` library: golden/tokenizers/<name>.json holds, for an
+ * edge-case corpus, the ids and decodes that tokenizers 0.23 produced with
+ * golden/tokenizers/<name>/tokenizer.json (tests/reference/tokenizer_reference.py). Every id and
+ * every decode must be identical. */
+#include "tokenizer.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#define GOLD LORAPS_TEST_DATA "/reference/golden/tokenizers/"
+
+static void show(const char *what, const char *text, const int *got, size_t n, json_t *want) {
+    fprintf(stderr, "  %s mismatch on \"%.60s\" (%zu bytes)\n    got :", what, text, strlen(text));
+    for (size_t i = 0; i < n && i < 40; i++) fprintf(stderr, " %d", got[i]);
+    fprintf(stderr, "%s\n    want:", n > 40 ? " ..." : "");
+    for (size_t i = 0; i < json_array_size(want) && i < 40; i++)
+        fprintf(stderr, " %lld", (long long)json_integer_value(json_array_get(want, i)));
+    fprintf(stderr, "\n");
+}
+
+static int same_ids(const int *got, size_t n, json_t *want) {
+    if (n != json_array_size(want)) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != json_integer_value(json_array_get(want, i))) return 0;
+    return 1;
+}
+
+/* Returns the number of failed checks; counts the checks made. */
+static int check_one(const char *name, int *n_checks, int *n_cases) {
+    char path[512];
+    snprintf(path, sizeof path, GOLD "%s.json", name);
+    json_error_t je;
+    json_t *root = json_load_file(path, 0, &je);
+    if (!root) fail_msg("%s: %s", path, je.text);
+    snprintf(path, sizeof path, GOLD "%s/tokenizer.json", name);
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, path, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_vocab_size(t),
+                     (int)json_integer_value(json_object_get(root, "vocab_size")));
+    json_t *cases = json_object_get(root, "cases"), *c;
+    size_t k;
+    int failed = 0;
+    json_array_foreach(cases, k, c) {
+        const char *text = json_string_value(json_object_get(c, "text"));
+        size_t len = json_string_length(json_object_get(c, "text"));
+        struct {
+            const char *key;
+            int allow, add;
+        } modes[] = {{"ids", 1, 0}, {"ids_nospecial", 0, 0}, {"ids_post", 1, 1}};
+        for (int m = 0; m < 3; m++) {
+            int *ids;
+            size_t n;
+            if (tokenizer_encode(t, text, len, modes[m].allow, modes[m].add, &ids, &n, &err) < 0)
+                fail_msg("%s: encode: %s", name, err.msg);
+            json_t *want = json_object_get(c, modes[m].key);
+            (*n_checks)++;
+            if (!same_ids(ids, n, want)) {
+                failed++;
+                show(modes[m].key, text, ids, n, want);
+            }
+            if (m == 0) {
+                for (int skip = 0; skip < 2; skip++) {
+                    char *d = tokenizer_decode(t, ids, n, skip);
+                    const char *wd =
+                        json_string_value(json_object_get(c, skip ? "decode_skip" : "decode"));
+                    assert_non_null(d);
+                    (*n_checks)++;
+                    if (strcmp(d, wd)) {
+                        failed++;
+                        fprintf(stderr,
+                                "  decode%s mismatch on \"%.60s\": got \"%.80s\" want \"%.80s\"\n",
+                                skip ? "(skip special)" : "", text, d, wd);
+                    }
+                    free(d);
+                }
+            }
+            free(ids);
+        }
+        (*n_cases)++;
+    }
+    tokenizer_free(t);
+    json_decref(root);
+    return failed;
+}
+
+static void run_golden(const char *name) {
+    int checks = 0, cases = 0;
+    int failed = check_one(name, &checks, &cases);
+    printf("%s: %d strings, %d checks (3 encodings + 2 decodes each), %d differ from tokenizers\n",
+           name, cases, checks, failed);
+    assert_int_equal(failed, 0);
+}
+
+static void test_gpt2(void **s) {
+    (void)s;
+    run_golden("gpt2");
+}
+static void test_gpt2_prefix(void **s) {
+    (void)s;
+    run_golden("gpt2_prefix");
+}
+static void test_llama3(void **s) {
+    (void)s;
+    run_golden("llama3");
+}
+static void test_llama2(void **s) {
+    (void)s;
+    run_golden("llama2");
+}
+static void test_metaspace(void **s) {
+    (void)s;
+    run_golden("metaspace");
+}
+static void test_demo512(void **s) {
+    (void)s;
+    run_golden("demo512");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gpt2),      cmocka_unit_test(test_gpt2_prefix),
+        cmocka_unit_test(test_llama3),    cmocka_unit_test(test_llama2),
+        cmocka_unit_test(test_metaspace), cmocka_unit_test(test_demo512),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
