@@ -124,7 +124,7 @@ static int split_endpoint(const char *s, char *host, size_t hn, int *port, int *
 
 int netcfg_check_endpoint(const char *s, lp_err *err) {
     char host[256];
-    int port, v6;
+    int port = 0, v6 = 0;
     if (split_endpoint(s, host, sizeof host, &port, &v6, err) < 0) return -1;
     for (const char *p = host; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == '.' || *p == '-' || *p == '_' || *p == '*' ||
@@ -135,7 +135,7 @@ int netcfg_check_endpoint(const char *s, lp_err *err) {
 
 int netcfg_bind_for(const char *endpoint, char *out, size_t n, lp_err *err) {
     char host[256];
-    int port, v6;
+    int port = 0, v6 = 0;
     if (split_endpoint(endpoint, host, sizeof host, &port, &v6, err) < 0) return -1;
     unsigned char addr[16];
     int numeric = !strcmp(host, "*") || inet_pton(AF_INET, host, addr) == 1 ||
