@@ -51,6 +51,7 @@ static const job_key KEYS[] = {
     INT_KEY(epochs, "passes over the data when max_steps is 0"),
     INT_KEY(eval_every, "validation every N steps (0: off)"),
     INT_KEY(save_every, "checkpoint every N steps (0: only at the end)"),
+    INT_KEY(keep_checkpoints, "checkpoints kept (the newest K; 0: all)"),
     {"seed", K_U64, offsetof(job, seed), 0, "seed of init, data order and dropout"},
     INT_KEY(threads, "compute threads per worker (0: all cores)"),
     STRING_KEY(mode, "sync | async"),
@@ -83,6 +84,7 @@ void job_defaults(job *j) {
     j->epochs = 1;
     j->eval_every = 0;
     j->save_every = 0;
+    j->keep_checkpoints = 3;
     j->seed = 1337;
     j->threads = 0;
     strcpy(j->mode, "sync");
@@ -274,8 +276,9 @@ int job_validate(const job *j, lp_err *err) {
     if (j->max_steps < 0) return lp_fail(err, "max_steps must not be negative");
     if (j->max_steps == 0 && j->epochs <= 0)
         return lp_fail(err, "set max_steps or a positive number of epochs");
-    if (j->eval_every < 0 || j->save_every < 0 || j->threads < 0)
-        return lp_fail(err, "eval_every, save_every and threads must not be negative");
+    if (j->eval_every < 0 || j->save_every < 0 || j->threads < 0 || j->keep_checkpoints < 0)
+        return lp_fail(err,
+                       "eval_every, save_every, keep_checkpoints and threads must not be negative");
     if (strcmp(j->mode, "sync") && strcmp(j->mode, "async"))
         return lp_fail(err, "mode must be sync or async, got '%s'", j->mode);
     if (j->staleness < 0) return lp_fail(err, "staleness must not be negative");

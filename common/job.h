@@ -37,6 +37,7 @@ typedef struct job {
     /* intervals, seed, threads */
     int eval_every;
     int save_every;
+    int keep_checkpoints; /* the newest K checkpoints are kept; 0 keeps all */
     unsigned long long seed;
     int threads; /* per worker; 0 = all cores */
     /* distribution */

@@ -1,9 +1,11 @@
 #include "peft.h"
 
 #include "fsutil.h"
+#include "model_family.h"
 #include "safetensors.h"
 
 #include <jansson.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -208,5 +210,129 @@ int peft_load(const char *dir, const lora_module *modules, int n_modules, lora_a
     }
     st_close(&f);
     if (rc) lora_adapter_free(a);
+    return rc;
+}
+
+/* ---------------------------------------------------------------------------------------------
+ * merging */
+
+/* The site whose module's weight is called `name` ("<module>.weight", the module path with or
+ * without its first component, e.g. GPT-2's "transformer."), or -1. */
+static int site_of_weight(const lora_adapter *a, const lora_module *mods, const char *name) {
+    for (int i = 0; i < a->n_sites; i++) {
+        const char *mod = mods[a->sites[i].module].name;
+        size_t n = strlen(mod);
+        const char *dot = strchr(mod, '.');
+        if (!strncmp(name, mod, n) && !strcmp(name + n, ".weight")) return i;
+        if (dot && !strncmp(name, dot + 1, n - (size_t)(dot + 1 - mod)) &&
+            !strcmp(name + n - (size_t)(dot + 1 - mod), ".weight"))
+            return i;
+    }
+    return -1;
+}
+
+/* W += s·(B·A) in W's layout; accumulated in double. */
+static void fold(float *w, const lora_site *st, const float *A, const float *B, int in_out) {
+    int in = st->in, out = st->out, r = st->r;
+    for (int o = 0; o < out; o++)
+        for (int i = 0; i < in; i++) {
+            double acc = 0;
+            for (int k = 0; k < r; k++) acc += (double)B[(size_t)o * r + k] * A[(size_t)k * in + i];
+            size_t at = in_out ? (size_t)i * out + o : (size_t)o * in + i;
+            w[at] = (float)((double)w[at] + (double)st->scale * acc);
+        }
+}
+
+static int copy_file(const char *from_dir, const char *to_dir, const char *name, lp_err *err) {
+    char src[4096], dst[4096];
+    snprintf(src, sizeof src, "%s/%s", from_dir, name);
+    snprintf(dst, sizeof dst, "%s/%s", to_dir, name);
+    if (!fs_exists(src)) return 0;
+    char *data;
+    size_t len;
+    if (fs_read_all(src, &data, &len, err) < 0) return -1;
+    int rc = fs_write_atomic(dst, data, len, err);
+    free(data);
+    return rc;
+}
+
+int peft_merge(const char *model_dir, const char *adapter_dir, const char *out_dir, lp_err *err) {
+    char real_model[PATH_MAX], real_out[PATH_MAX];
+    if (fs_mkdirs(out_dir, err) < 0) return -1;
+    if (realpath(model_dir, real_model) && realpath(out_dir, real_out) &&
+        !strcmp(real_model, real_out))
+        return lp_fail(err, "%s: the merged model must go to another folder than the base model",
+                       out_dir);
+    model *m;
+    if (model_load(&m, model_dir, err) < 0) return lp_wrap(err, "%s", model_dir);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(m, &mods);
+    lora_adapter a;
+    if (peft_load(adapter_dir, mods, n_mods, &a, err) < 0) {
+        model_free(m);
+        return -1;
+    }
+    int in_out = m->layout == W_IN_OUT;
+    st_writer *w = st_writer_new();
+    int n_all = 0;
+    for (int f = 0; f < m->files.n_files; f++) n_all += m->files.files[f].n_tensors;
+    float **merged = calloc((size_t)n_all + 1, sizeof *merged);
+    unsigned char *done = calloc((size_t)a.n_sites + 1, 1);
+    int rc = w && merged && done ? st_writer_set_metadata(w, "format", "pt", err)
+                                 : lp_fail(err, "out of memory");
+    int k = 0;
+    for (int f = 0; f < m->files.n_files && rc == 0; f++) {
+        const st_file *sf = &m->files.files[f];
+        for (int t = 0; t < sf->n_tensors && rc == 0; t++, k++) {
+            const st_tensor *x = &sf->tensors[t];
+            int si = site_of_weight(&a, mods, x->name);
+            if (si < 0) {
+                rc = st_writer_add(w, x->name, x->dtype, x->ndim, x->shape, x->data, err);
+                continue;
+            }
+            const lora_site *st = &a.sites[si];
+            int64_t rows = in_out ? st->in : st->out, cols = in_out ? st->out : st->in;
+            if (x->ndim != 2 || x->shape[0] != rows || x->shape[1] != cols) {
+                rc = lp_fail(err, "%s: %s is not [%lld,%lld] as the adapter expects", sf->path,
+                             x->name, (long long)rows, (long long)cols);
+                break;
+            }
+            merged[k] = malloc((size_t)x->numel * sizeof(float));
+            if (!merged[k]) {
+                rc = lp_fail(err, "out of memory");
+                break;
+            }
+            if (st_read_f32(x, merged[k], (size_t)x->numel, err) < 0) {
+                rc = lp_wrap(err, "%s", sf->path);
+                break;
+            }
+            fold(merged[k], st, a.params + st->a_offset, a.params + st->b_offset, in_out);
+            done[si] = 1;
+            rc = st_writer_add_f32(w, x->name, x->dtype, 2, x->shape, merged[k], err);
+        }
+    }
+    for (int i = 0; i < a.n_sites && rc == 0; i++)
+        if (!done[i])
+            rc = lp_fail(err, "%s: no weight tensor for module %s", model_dir,
+                         mods[a.sites[i].module].name);
+    char path[4096];
+    snprintf(path, sizeof path, "%s/model.safetensors", out_dir);
+    if (rc == 0) rc = st_writer_write(w, path, err);
+    static const char *copied[] = {"config.json",
+                                   "generation_config.json",
+                                   "tokenizer.json",
+                                   "tokenizer_config.json",
+                                   "special_tokens_map.json",
+                                   "vocab.json",
+                                   "merges.txt",
+                                   "tokenizer.model"};
+    for (size_t i = 0; i < sizeof copied / sizeof copied[0] && rc == 0; i++)
+        rc = copy_file(model_dir, out_dir, copied[i], err);
+    if (w) st_writer_free(w);
+    for (int i = 0; merged && i < n_all; i++) free(merged[i]);
+    free(merged);
+    free(done);
+    lora_adapter_free(&a);
+    model_free(m);
     return rc;
 }

@@ -20,4 +20,11 @@ int peft_save(const char *dir, const lora_adapter *a, const char *base_model, in
 int peft_load(const char *dir, const lora_module *modules, int n_modules, lora_adapter *a,
               lp_err *err);
 
+/* Folds a PEFT LoRA adapter into its base model: writes out_dir/model.safetensors with
+ * W + s·(B·A) for every adapted module (transposed, W += s·Aᵀ·Bᵀ, for Conv1D weights stored
+ * [in, out]), every other tensor unchanged, each in its original dtype, plus config.json and the
+ * tokenizer files copied: a plain HF model folder. The adapter is loaded with peft_load over the
+ * model's modules. out_dir must not be the model's folder. */
+int peft_merge(const char *model_dir, const char *adapter_dir, const char *out_dir, lp_err *err);
+
 #endif

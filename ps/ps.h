@@ -29,7 +29,8 @@ typedef struct ps_config {
     int quiet;    /* no progress lines */
     int threads;  /* for AdamW and the norm (OpenMP); the job's threads are the workers' */
     Loraps__WireDtype wire_dtype;
-    int sync; /* mode == sync */
+    int sync;              /* mode == sync */
+    char resume[PATH_MAX]; /* --resume: a checkpoint or adapter folder, or "latest" */
 } ps_config;
 
 /* ---- the adapter spec and this shard's state ------------------------------------------------ */
@@ -142,8 +143,13 @@ typedef struct ps {
     double local_ss;     /* this shard's sum of squares of the mean gradient */
     uint64_t *peer_step; /* [n_shards]: step of the share received from each shard (+1; 0 none) */
     double *peer_ss;
-    /* final collection on shard 0 */
-    unsigned char *peer_final;
+    unsigned char *peer_final; /* [n_shards] (allocated by ps_main.c; unused since ShardState) */
+    /* checkpoints and resume (ps_checkpoint.c) */
+    uint64_t *data_step, *data_seq; /* [workers]: rank r's data is at sequence data_seq[r] at
+                                       step data_step[r] (restored from a checkpoint) */
+    uint64_t resumed_version;       /* the version training started from */
+    uint64_t last_ckpt_version;     /* shard 0: the newest checkpoint written (+1; 0 none) */
+    struct ps_ckpt *ckpt;           /* shard 0: states being collected from the shards */
 
     /* progress */
     FILE *metrics;
@@ -175,6 +181,11 @@ int ps_send_params(ps *s, const void *routing, size_t routing_len, int done, lp_
 void ps_apply_update(ps *s, float clip, uint64_t update_index);
 /* Writes <out>/adapter_model.safetensors from the full adapter (all shards' parts). */
 int ps_write_adapter(ps *s, const float *full_params, lp_err *err);
+/* The whole adapter as the model family built it (spec order; its params are scratch), the
+ * model's module list, and whether the weights are Conv1D ([in, out]). */
+lora_adapter *ps_full_adapter(void);
+const lora_module *ps_model_modules(int *n);
+int ps_fan_in_fan_out(void);
 int ps_write_stats(ps *s, lp_err *err);
 uint64_t ps_compute_job_id(const ps *s);
 
@@ -196,6 +207,28 @@ const char *ps_body_name(const Loraps__Header *h);
 /* The frames of a push or of a peer's final params against this (or a peer) shard's tensors. */
 int ps_check_tensors(ps *s, const wire_msg *m, int shard, Loraps__WireDtype dtype,
                      Loraps__ErrorCode *code, lp_err *err);
+
+/* ps_checkpoint.c */
+/* --resume: loads the checkpoint (or a PEFT adapter: fresh moments) into this shard's part and
+ * restores the version, AdamW's t and the ranks' data positions. Without --resume, sets the
+ * data positions of a fresh job. */
+int ps_resume(ps *s, lp_err *err);
+/* The first sequence of rank r's part of step `step`. */
+uint64_t ps_data_position(const ps *s, int rank, uint64_t step);
+/* After each published version: a periodic checkpoint when the version is a multiple of
+ * save_every. */
+void ps_checkpoint_after_update(ps *s);
+/* The end of the job (final) or a stop signal: each shard sends its state to shard 0, which
+ * writes the checkpoint and the --out adapter once it has every shard's. */
+enum { PS_CKPT_PERIODIC = 0, PS_CKPT_FINAL = 1, PS_CKPT_STOP = 2 };
+void ps_checkpoint_begin(ps *s, int kind);
+/* shard 0: a ShardState from another shard */
+void ps_checkpoint_on_peer(ps *s, wire_msg *m);
+/* shard 0 in PS_FINISHING: 1 once the final state is written (or given up on). */
+int ps_checkpoint_final_done(ps *s);
+/* On a stop signal: checkpoint (shard 0 waits a bounded time for the other shards' states). */
+void ps_checkpoint_on_stop(ps *s);
+void ps_checkpoint_free(ps *s);
 
 /* ps_sync.c */
 void ps_handle(ps *s, wire_msg *m);

@@ -482,11 +482,8 @@ int main(int argc, char **argv) {
     if (g_stop > 0) {
         ps_log(&s, "stopped by signal %d at version %llu", (int)g_stop,
                (unsigned long long)s.adapter.version);
-        if (s.cfg.n_shards == 1 && s.cfg.out_dir[0]) {
-            float *full = s.adapter.params; /* one shard: its layout is the spec's */
-            if (ps_write_adapter(&s, full, &err) < 0)
-                ps_log(&s, "writing the adapter: %s", err.msg);
-        }
+        /* a checkpoint of the current version and the --out adapter (ps_checkpoint.c) */
+        ps_checkpoint_on_stop(&s);
     }
     if (ps_write_stats(&s, &err) < 0) ps_log(&s, "writing stats: %s", err.msg);
     ps_log(&s,

@@ -22,6 +22,21 @@ static float *g_initial; /* full initial params, freed once the shard has copied
  * folder with the same config the workers used. */
 static lora_adapter g_adapter;
 static int g_fan_in_fan_out;
+static lora_module *g_modules; /* the model's module list (resume builds adapters over it) */
+static int g_n_modules;
+
+lora_adapter *ps_full_adapter(void) {
+    return &g_adapter;
+}
+
+const lora_module *ps_model_modules(int *n) {
+    *n = g_n_modules;
+    return g_modules;
+}
+
+int ps_fan_in_fan_out(void) {
+    return g_fan_in_fan_out;
+}
 
 int ps_spec_from_model(ps *s, lp_err *err) {
     model *mdl;
@@ -38,6 +53,10 @@ int ps_spec_from_model(ps *s, lp_err *err) {
         lora_config_free(&lc);
     }
     g_fan_in_fan_out = !strcmp(model_arch(mdl), "gpt2"); /* Conv1D weights are [in, out] */
+    free(g_modules);
+    g_modules = malloc((size_t)(n_mods ? n_mods : 1) * sizeof *g_modules);
+    if (g_modules) memcpy(g_modules, mods, (size_t)n_mods * sizeof *g_modules);
+    g_n_modules = g_modules ? n_mods : 0;
     model_free(mdl);
     if (rc < 0) return -1;
     if (a.n_tensors == 0) {
@@ -288,4 +307,7 @@ void ps_adapter_free(ps_adapter *a) {
     if (a->snap) snap_unref(NULL, a->snap);
     memset(a, 0, sizeof *a);
     lora_adapter_free(&g_adapter);
+    free(g_modules);
+    g_modules = NULL;
+    g_n_modules = 0;
 }

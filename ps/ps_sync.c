@@ -138,6 +138,7 @@ static void handle_hello(ps *s, wire_msg *m) {
     w.job = &js;
     w.version = V;
     w.start_step = start;
+    w.data_position = ps_data_position(s, (int)h->rank, start);
     wire_send_header(s->router, m->routing, m->routing_len, &hdr, &s->net, NULL);
     free(specs);
     free(sp);
@@ -293,100 +294,14 @@ static void progress(ps *s, uint64_t step, uint64_t tokens, double loss, double 
 
 /* ---- finishing ------------------------------------------------------------------------------ */
 
-static float *g_final;
-static int g_finals_missing;
-
 static void begin_finish(ps *s) {
     s->phase = PS_FINISHING;
     ps_log(s, "finished at version %llu", (unsigned long long)s->adapter.version);
     answer_ready_pulls(s);
-    ps_adapter *a = &s->adapter;
-    lp_err err;
-    if (s->cfg.shard != 0) {
-        /* Hand this shard's part to shard 0, which writes the one adapter file. */
-        Loraps__Header hdr = LORAPS__HEADER__INIT;
-        Loraps__Params p = LORAPS__PARAMS__INIT;
-        hdr.job_id = s->job_id;
-        hdr.body_case = LORAPS__HEADER__BODY_PARAMS;
-        hdr.params = &p;
-        p.version = a->version;
-        p.done = 1;
-        wire_src *src = calloc((size_t)(a->n ? a->n : 1), sizeof *src);
-        for (int t = 0; src && t < a->n; t++)
-            src[t] = (wire_src){a->index[t], a->numel[t], a->param_ptr[t]};
-        wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
-                            .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32};
-        if (!src || wire_send(s->peer[0], &hdr, src, a->n, &o, &s->net, &err) < 0)
-            ps_log(s, "sending the final tensors to shard 0 failed");
-        free(src);
-        s->phase = PS_DONE;
-        return;
-    }
-    if (!g_final) {
-        size_t total = 0;
-        for (int i = 0; i < s->spec.n; i++) total += s->spec.numel[i];
-        g_final = calloc(total ? total : 1, sizeof(float));
-        g_finals_missing = s->cfg.n_shards - 1;
-    }
-    size_t pos = 0;
-    for (int i = 0, t = 0; i < s->spec.n; i++) {
-        if (t < a->n && a->index[t] == (uint32_t)i) {
-            memcpy(g_final + pos, a->param_ptr[t], a->numel[t] * sizeof(float));
-            t++;
-        }
-        pos += s->spec.numel[i];
-    }
-}
-
-static void write_final(ps *s) {
-    lp_err err;
-    if (ps_write_adapter(s, g_final, &err) < 0)
-        ps_log(s, "writing the adapter: %s", err.msg);
-    else if (s->cfg.out_dir[0])
-        ps_log(s, "wrote %s/adapter_model.safetensors (version %llu)", s->cfg.out_dir,
-               (unsigned long long)s->adapter.version);
-    free(g_final);
-    g_final = NULL;
-    s->phase = PS_DONE;
-}
-
-static void handle_peer_final(ps *s, wire_msg *m) {
-    if (s->cfg.shard != 0 || s->cfg.n_shards < 2 || m->n_frames == 0 || !m->hdr->params->done) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED, "Params is sent by servers only");
-        return;
-    }
-    uint32_t first = m->hdr->frames[0]->index;
-    if (first >= (uint32_t)s->spec.n || s->map.shard_of[first] == 0) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_SHAPE, "tensor %u is not another shard's", first);
-        return;
-    }
-    int from = (int)s->map.shard_of[first];
-    Loraps__ErrorCode code;
-    lp_err err;
-    if (ps_check_tensors(s, m, from, LORAPS__WIRE_DTYPE__WIRE_F32, &code, &err) < 0) {
-        ps_reject(s, m, code, "final tensors of shard %d: %s", from, err.msg);
-        return;
-    }
-    if (s->peer_final[from]) return;
-    if (!g_final) {
-        size_t total = 0;
-        for (int i = 0; i < s->spec.n; i++) total += s->spec.numel[i];
-        g_final = calloc(total ? total : 1, sizeof(float));
-        g_finals_missing = s->cfg.n_shards - 1;
-    }
-    uint32_t idx[s->spec.n];
-    size_t numel[s->spec.n];
-    float *dst[s->spec.n];
-    int n = shard_map_tensors(&s->map, from, idx);
-    size_t offs[s->spec.n];
-    size_t pos = 0;
-    for (int i = 0; i < s->spec.n; i++) offs[i] = pos, pos += s->spec.numel[i];
-    for (int t = 0; t < n; t++) numel[t] = s->spec.numel[idx[t]], dst[t] = g_final + offs[idx[t]];
-    wire_expect e = {n, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
-    wire_frames_apply(m, &e, dst, 1.0f, 0);
-    s->peer_final[from] = 1;
-    g_finals_missing--;
-    ps_log(s, "received the final tensors of shard %d", from);
+    /* Every shard hands its state to shard 0, which writes the final checkpoint and adapter
+     * (ps_checkpoint.c); shard 0 is done once they are written. */
+    ps_checkpoint_begin(s, PS_CKPT_FINAL);
+    if (s->cfg.shard != 0) s->phase = PS_DONE;
 }
 
 /* ---- sync steps ----------------------------------------------------------------------------- */
@@ -409,6 +324,7 @@ static void complete_step(ps *s, double global_ss) {
     ps_apply_update(s, clip, V);
     lp_err err;
     if (ps_publish(s, V + 1, &err) < 0) ps_log(s, "publishing: %s", err.msg);
+    ps_checkpoint_after_update(s);
     double loss = s->step_tokens ? s->step_loss / (double)s->step_tokens : 0;
     progress(s, V, s->step_tokens, loss, s->n_contrib ? g_step_compute / s->n_contrib : -1);
     g_step_compute = 0;
@@ -591,6 +507,7 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
     ps_apply_update(s, clip_factor(ss, j->max_grad_norm), V);
     if (ps_publish(s, V + 1, &err) < 0) ps_log(s, "publishing: %s", err.msg);
     s->rank_next[r] = p->step + 1;
+    ps_checkpoint_after_update(s);
     send_ack(s, m, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
     s->step_tokens += p->n_tokens;
     s->step_loss += p->loss_sum;
@@ -613,7 +530,7 @@ void ps_handle(ps *s, wire_msg *m) {
     if (ps_check_header(s, m) < 0) return;
     Loraps__Header *h = m->hdr;
     if (m->n_frames && h->body_case != LORAPS__HEADER__BODY_PUSH &&
-        h->body_case != LORAPS__HEADER__BODY_PARAMS) {
+        h->body_case != LORAPS__HEADER__BODY_SHARD_STATE) {
         ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED, "%s carries no tensors",
                   ps_body_name(h));
         return;
@@ -626,8 +543,8 @@ void ps_handle(ps *s, wire_msg *m) {
     case LORAPS__HEADER__BODY_NORM_SHARE:
         handle_norm_share(s, m);
         return;
-    case LORAPS__HEADER__BODY_PARAMS:
-        handle_peer_final(s, m);
+    case LORAPS__HEADER__BODY_SHARD_STATE:
+        ps_checkpoint_on_peer(s, m);
         return;
     case LORAPS__HEADER__BODY_PULL:
         worker_id = h->pull->worker_id;
@@ -713,6 +630,6 @@ void ps_tick(ps *s) {
         if (ms > s->count.overhead_ms_max) s->count.overhead_ms_max = ms;
         s->overhead_pending = 0;
     }
-    if (s->phase == PS_FINISHING && s->cfg.shard == 0 && g_finals_missing <= 0 && g_final)
-        write_final(s);
+    if (s->phase == PS_FINISHING && s->cfg.shard == 0 && ps_checkpoint_final_done(s))
+        s->phase = PS_DONE;
 }

@@ -28,6 +28,8 @@ const char *ps_body_name(const Loraps__Header *h) {
         return "Error";
     case LORAPS__HEADER__BODY_NORM_SHARE:
         return "NormShare";
+    case LORAPS__HEADER__BODY_SHARD_STATE:
+        return "ShardState";
     default:
         return "message without a body";
     }

@@ -5,5 +5,7 @@
 int cmd_init_model(int argc, char **argv);
 int cmd_train(int argc, char **argv);
 int cmd_run(int argc, char **argv);
+int cmd_merge(int argc, char **argv);
+int cmd_inspect(int argc, char **argv);
 
 #endif

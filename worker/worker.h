@@ -67,6 +67,10 @@ typedef struct worker {
     model_trainer *trainer;
     worker_data *data;
     int *inputs, *targets;
+    /* The data position the servers sent (Welcome.data_position, restored from a checkpoint's
+     * trainer state on resume), as an offset to the default mapping step -> sequences: the
+     * first sequence of step s is s * global + rank * per_rank + data_offset. */
+    int64_t data_offset;
 
     void *ctx;
     worker_shard *shards;

@@ -324,8 +324,8 @@ static int compute(worker *w, uint64_t step, uint64_t *tokens, double *loss, dou
     *tokens = 0;
     *loss = 0;
     for (int m = 0; m < j->grad_accum; m++) {
-        uint64_t first =
-            step * global + (uint64_t)w->cfg.rank * per_rank + (uint64_t)m * j->micro_batch;
+        uint64_t first = step * global + (uint64_t)w->cfg.rank * per_rank +
+                         (uint64_t)m * j->micro_batch + (uint64_t)w->data_offset;
         worker_data_batch(w->data, first, j->micro_batch, j->seq_len, w->inputs, w->targets);
         model_step out;
         if (model_trainer_step(w->trainer, w->inputs, w->targets, 1.0f, rng_mix(j->seed, first),

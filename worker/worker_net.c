@@ -95,6 +95,15 @@ static int take_welcome(worker *w, int k, const Loraps__Header *h, uint64_t *sta
     atomic_store(&s->last_ok_ms, wire_now_ms());
     atomic_store(&s->rejoin, 0);
     *start = wel->start_step;
+    /* Continue the data where the servers' trainer state says this rank is. */
+    uint64_t per_rank = (uint64_t)w->job.micro_batch * (uint64_t)w->job.grad_accum;
+    uint64_t natural =
+        wel->start_step * per_rank * (uint64_t)w->job.workers + (uint64_t)w->cfg.rank * per_rank;
+    int64_t offset = (int64_t)(wel->data_position - natural);
+    if (offset != w->data_offset || wel->start_step > 0)
+        worker_log(w, "data continues at sequence %llu (step %llu)",
+                   (unsigned long long)wel->data_position, (unsigned long long)wel->start_step);
+    w->data_offset = offset;
     return bind_tensors(w, s, err);
 }
 

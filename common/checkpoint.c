@@ -1,0 +1,535 @@
+/* Checkpoint folders: writing them atomically, finding them, loading and checking them. */
+#include "checkpoint.h"
+
+#include "fsutil.h"
+#include "hash.h"
+#include "peft.h"
+#include "safetensors.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <jansson.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#define PATHBUF 4352
+
+static void test_sleep(void) {
+    const char *v = getenv("LORAPS_TEST_CHECKPOINT_SLEEP_MS");
+    if (!v || !*v) return;
+    long ms = strtol(v, NULL, 10);
+    if (ms <= 0) return;
+    struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
+    nanosleep(&d, NULL);
+}
+
+int ckpt_hash_file(const char *path, uint64_t *hash, uint64_t *size, lp_err *err) {
+    int fd = open(path, O_RDONLY);
+    if (fd < 0) return lp_fail(err, "%s: %s", path, strerror(errno));
+    static unsigned char buf[1 << 20]; /* a multiple of 8: hash64 of chunks == of the whole */
+    uint64_t h = HASH64_INIT, n = 0;
+    for (;;) {
+        ssize_t r = read(fd, buf, sizeof buf);
+        if (r < 0 && errno == EINTR) continue;
+        if (r < 0) {
+            int e = errno;
+            close(fd);
+            return lp_fail(err, "%s: %s", path, strerror(e));
+        }
+        if (r == 0) break;
+        /* Only a full chunk may be followed by more data, so chunks stay 8-byte aligned. */
+        size_t got = (size_t)r;
+        while (got < sizeof buf) {
+            ssize_t r2 = read(fd, buf + got, sizeof buf - got);
+            if (r2 < 0 && errno == EINTR) continue;
+            if (r2 <= 0) break;
+            got += (size_t)r2;
+        }
+        h = hash64(h, buf, got);
+        n += got;
+        if (got < sizeof buf) break;
+    }
+    close(fd);
+    *hash = h;
+    *size = n;
+    return 0;
+}
+
+/* Removes a folder holding plain files only (what a checkpoint folder holds). */
+static int remove_flat_dir(const char *dir, lp_err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return errno == ENOENT ? 0 : lp_fail(err, "%s: %s", dir, strerror(errno));
+    struct dirent *e;
+    char path[PATHBUF];
+    while ((e = readdir(d))) {
+        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        unlink(path);
+    }
+    closedir(d);
+    if (rmdir(dir) < 0 && errno != ENOENT) return lp_fail(err, "%s: %s", dir, strerror(errno));
+    return 0;
+}
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+static int write_optimizer(const char *dir, const lora_adapter *a, const float *m, const float *v,
+                           uint64_t updates, lp_err *err) {
+    st_writer *w = st_writer_new();
+    if (!w) return lp_fail(err, "out of memory");
+    char name[LORA_MAX_NAME + 96], text[32];
+    snprintf(text, sizeof text, "%" PRIu64, updates);
+    int rc = st_writer_set_metadata(w, "format", "pt", err);
+    if (rc == 0) rc = st_writer_set_metadata(w, "step", text, err);
+    for (int i = 0; i < a->n_tensors && rc == 0; i++) {
+        const lora_tensor *t = &a->tensors[i];
+        int64_t shape[2] = {t->rows, t->cols};
+        snprintf(name, sizeof name, "exp_avg.%s", t->name);
+        rc = st_writer_add(w, name, DT_F32, 2, shape, m + t->offset, err);
+        snprintf(name, sizeof name, "exp_avg_sq.%s", t->name);
+        if (rc == 0) rc = st_writer_add(w, name, DT_F32, 2, shape, v + t->offset, err);
+    }
+    int64_t step = (int64_t)updates, one = 1;
+    if (rc == 0) rc = st_writer_add(w, "step", DT_I64, 1, &one, &step, err);
+    char path[PATHBUF];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
+    if (rc == 0) rc = st_writer_write(w, path, err);
+    st_writer_free(w);
+    return rc;
+}
+
+static char *hex64(char *buf, uint64_t x) {
+    snprintf(buf, 17, "%016" PRIx64, x);
+    return buf;
+}
+
+/* "key value" lines into {"key": "value"}. */
+static json_t *settings_json(const char *text) {
+    json_t *o = json_object();
+    if (!text) return o;
+    const char *p = text;
+    while (*p) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        char line[1200];
+        if (len < sizeof line) {
+            memcpy(line, p, len);
+            line[len] = 0;
+            char *k = line;
+            while (*k == ' ') k++;
+            char *sp = strchr(k, ' ');
+            if (sp) {
+                *sp = 0;
+                char *val = sp + 1;
+                while (*val == ' ') val++;
+                if (*k) json_object_set_new(o, k, json_string(val));
+            }
+        }
+        p += len + (eol ? 1 : 0);
+    }
+    return o;
+}
+
+static int write_state(const char *dir, const ckpt_info *in, int with_optimizer, lp_err *err) {
+    static const char *files[] = {"adapter_config.json", "adapter_model.safetensors",
+                                  CKPT_OPTIMIZER_FILE};
+    char hx[17], path[PATHBUF];
+    json_t *o = json_object();
+    json_object_set_new(o, "format", json_string(CKPT_FORMAT));
+    json_object_set_new(o, "format_version", json_integer(CKPT_FORMAT_VERSION));
+    json_object_set_new(o, "step", json_integer((json_int_t)in->step));
+    json_object_set_new(o, "optimizer_updates", json_integer((json_int_t)in->updates));
+    json_object_set_new(o, "total_updates", json_integer((json_int_t)in->total_updates));
+    json_object_set_new(o, "mode", json_string(in->mode));
+    json_object_set_new(o, "n_shards", json_integer(in->n_shards));
+    json_object_set_new(o, "base_model", json_string(in->base_model));
+    json_object_set_new(o, "base_model_fingerprint", json_string(hex64(hx, in->base_fingerprint)));
+    json_object_set_new(o, "job_fingerprint", json_string(hex64(hx, in->job_id)));
+    json_object_set_new(o, "sequences_per_step", json_integer((json_int_t)in->sequences_per_step));
+    json_t *ranks = json_array();
+    for (int r = 0; r < in->n_ranks; r++) {
+        json_t *x = json_object();
+        json_object_set_new(x, "rank", json_integer(r));
+        json_object_set_new(x, "next_step", json_integer((json_int_t)in->ranks[r].next_step));
+        json_object_set_new(x, "next_sequence",
+                            json_integer((json_int_t)in->ranks[r].next_sequence));
+        json_array_append_new(ranks, x);
+    }
+    json_object_set_new(o, "data_position", ranks);
+    /* Every random draw is a pure function of the seed and a position: the adapter init of the
+     * seed, data sequence i of (seed, i), the LoRA dropout masks of a micro-batch of
+     * (seed, its first sequence). The seed and the data positions are therefore the whole RNG
+     * state. */
+    json_t *rng = json_object();
+    json_object_set_new(rng, "seed", json_string(hex64(hx, in->seed)));
+    json_object_set_new(rng, "seed_decimal", json_integer((json_int_t)in->seed));
+    json_object_set_new(rng, "adapter_init", json_string("xoshiro256** seeded by seed"));
+    json_object_set_new(rng, "data", json_string("sequence i: rng_mix(seed, i)"));
+    json_object_set_new(rng, "dropout",
+                        json_string("micro-batch from sequence i: rng_mix(seed, i)"));
+    json_object_set_new(o, "rng", rng);
+    json_object_set_new(o, "job", settings_json(in->job_settings));
+    json_t *fl = json_object();
+    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
+        if (i == 2 && !with_optimizer) continue;
+        uint64_t h, n;
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        if (ckpt_hash_file(path, &h, &n, err) < 0) {
+            json_decref(o);
+            json_decref(fl);
+            return -1;
+        }
+        json_t *x = json_object();
+        json_object_set_new(x, "bytes", json_integer((json_int_t)n));
+        json_object_set_new(x, "hash64", json_string(hex64(hx, h)));
+        json_object_set_new(fl, files[i], x);
+    }
+    json_object_set_new(o, "files", fl);
+    char *text = json_dumps(o, JSON_INDENT(2));
+    json_decref(o);
+    if (!text) return lp_fail(err, "out of memory");
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    int rc = fs_write_atomic(path, text, strlen(text), err);
+    free(text);
+    return rc;
+}
+
+static int point_latest(const char *parent, const char *name, lp_err *err) {
+    char tmp[PATHBUF], latest[PATHBUF];
+    snprintf(tmp, sizeof tmp, "%s/.latest.tmp-%ld", parent, (long)getpid());
+    snprintf(latest, sizeof latest, "%s/latest", parent);
+    unlink(tmp);
+    if (symlink(name, tmp) < 0) return lp_fail(err, "%s: %s", tmp, strerror(errno));
+    if (rename(tmp, latest) < 0) {
+        int e = errno;
+        unlink(tmp);
+        return lp_fail(err, "%s: %s", latest, strerror(e));
+    }
+    return fs_fsync_dir(parent, err);
+}
+
+int ckpt_write(const char *parent, const lora_adapter *a, const float *m, const float *v,
+               const ckpt_info *info, const ckpt_write_opts *o, char *written, size_t written_size,
+               lp_err *err) {
+    if (fs_mkdirs(parent, err) < 0) return -1;
+    char name[64], partial[PATHBUF], final[PATHBUF], old[PATHBUF];
+    snprintf(name, sizeof name, "checkpoint-%" PRIu64, info->step);
+    snprintf(partial, sizeof partial, "%s/.%s.partial", parent, name);
+    snprintf(final, sizeof final, "%s/%s", parent, name);
+    snprintf(old, sizeof old, "%s/.%s.old", parent, name);
+    if (remove_flat_dir(partial, err) < 0) return -1; /* left by a killed writer */
+    if (fs_mkdirs(partial, err) < 0) return -1;
+    if (peft_save(partial, a, o->base_model, o->fan_in_fan_out, err) < 0)
+        return lp_wrap(err, "%s", final);
+    test_sleep();
+    if (m && v && write_optimizer(partial, a, m, v, info->updates, err) < 0)
+        return lp_wrap(err, "%s", final);
+    test_sleep();
+    if (write_state(partial, info, m && v, err) < 0) return lp_wrap(err, "%s", final);
+    if (fs_fsync_dir(partial, err) < 0) return -1;
+    test_sleep();
+    /* The folder appears under its name only now, complete. */
+    struct stat st;
+    int replacing = stat(final, &st) == 0;
+    if (replacing) {
+        if (remove_flat_dir(old, err) < 0) return -1;
+        if (rename(final, old) < 0) return lp_fail(err, "%s: %s", final, strerror(errno));
+    }
+    if (rename(partial, final) < 0) return lp_fail(err, "%s: %s", final, strerror(errno));
+    if (fs_fsync_dir(parent, err) < 0) return -1;
+    if (replacing && remove_flat_dir(old, err) < 0) return -1;
+    test_sleep();
+    if (point_latest(parent, name, err) < 0) return -1;
+    if (written) snprintf(written, written_size, "%s", final);
+    return ckpt_prune(parent, o->keep, err);
+}
+
+/* ---- pruning -------------------------------------------------------------------------------- */
+
+static int parse_step(const char *s, const char *prefix, const char *suffix, uint64_t *step) {
+    size_t pl = strlen(prefix), sl = strlen(suffix), n = strlen(s);
+    if (n <= pl + sl || strncmp(s, prefix, pl) || strcmp(s + n - sl, suffix)) return -1;
+    uint64_t x = 0;
+    for (size_t i = pl; i < n - sl; i++) {
+        if (s[i] < '0' || s[i] > '9' || x > UINT64_MAX / 10 - 1) return -1;
+        x = x * 10 + (uint64_t)(s[i] - '0');
+    }
+    *step = x;
+    return 0;
+}
+
+static int cmp_desc(const void *a, const void *b) {
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+int ckpt_prune(const char *parent, int keep, lp_err *err) {
+    DIR *d = opendir(parent);
+    if (!d) return lp_fail(err, "%s: %s", parent, strerror(errno));
+    uint64_t *steps = NULL;
+    size_t n = 0, cap = 0;
+    struct dirent *e;
+    char path[PATHBUF];
+    while ((e = readdir(d))) {
+        uint64_t s;
+        if (parse_step(e->d_name, "checkpoint-", "", &s) == 0) {
+            if (n == cap) {
+                cap = cap ? 2 * cap : 16;
+                uint64_t *p = realloc(steps, cap * sizeof *p);
+                if (!p) break;
+                steps = p;
+            }
+            steps[n++] = s;
+        }
+    }
+    closedir(d);
+    int rc = 0;
+    if (keep > 0 && n > (size_t)keep) {
+        qsort(steps, n, sizeof *steps, cmp_desc);
+        for (size_t i = (size_t)keep; i < n && rc == 0; i++) {
+            /* Renamed away first, so no half-deleted folder ever carries a checkpoint's name. */
+            char gone[PATHBUF];
+            snprintf(path, sizeof path, "%s/checkpoint-%" PRIu64, parent, steps[i]);
+            snprintf(gone, sizeof gone, "%s/.checkpoint-%" PRIu64 ".deleting", parent, steps[i]);
+            if (remove_flat_dir(gone, err) < 0 || rename(path, gone) < 0 ||
+                remove_flat_dir(gone, err) < 0)
+                rc = lp_fail(err, "removing %s failed", path);
+        }
+    }
+    free(steps);
+    return rc;
+}
+
+/* ---- finding -------------------------------------------------------------------------------- */
+
+int ckpt_resolve(const char *path, const char *parent, char *out, size_t size, lp_err *err) {
+    char cand[PATHBUF], probe[PATHBUF + 32];
+    if (!strcmp(path, "latest")) {
+        if (!parent || !parent[0])
+            return lp_fail(err, "'latest' needs the folder the checkpoints are in (--out)");
+        snprintf(cand, sizeof cand, "%s/latest", parent);
+        struct stat st;
+        if (lstat(cand, &st) < 0)
+            return lp_fail(err, "%s: no checkpoint has been completed there", cand);
+    } else {
+        snprintf(cand, sizeof cand, "%s", path);
+        snprintf(probe, sizeof probe, "%s/adapter_config.json", cand);
+        char latest[PATHBUF + 16];
+        snprintf(latest, sizeof latest, "%s/latest", cand);
+        if (!fs_exists(probe) && fs_exists(latest)) {
+            if (strlen(latest) >= sizeof cand) return lp_fail(err, "%s: path too long", latest);
+            memcpy(cand, latest, strlen(latest) + 1);
+        }
+    }
+    char real[PATH_MAX];
+    if (!realpath(cand, real)) return lp_fail(err, "%s: %s", cand, strerror(errno));
+    snprintf(probe, sizeof probe, "%s/adapter_config.json", real);
+    if (!fs_exists(probe))
+        return lp_fail(err, "%s: not a checkpoint or PEFT adapter folder (no adapter_config.json)",
+                       real);
+    if (strlen(real) >= size) return lp_fail(err, "%s: path too long", real);
+    snprintf(out, size, "%s", real);
+    return 0;
+}
+
+/* ---- loading -------------------------------------------------------------------------------- */
+
+void ckpt_info_free(ckpt_info *info) {
+    free(info->ranks);
+    free(info->job_settings);
+    memset(info, 0, sizeof *info);
+}
+
+static int get_u64(json_t *o, const char *key, uint64_t *out) {
+    json_t *v = json_object_get(o, key);
+    if (json_is_integer(v) && json_integer_value(v) >= 0) {
+        *out = (uint64_t)json_integer_value(v);
+        return 0;
+    }
+    if (json_is_string(v)) {
+        char *end;
+        errno = 0;
+        unsigned long long x = strtoull(json_string_value(v), &end, 16);
+        if (!errno && *json_string_value(v) && !*end) {
+            *out = x;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int ckpt_read_state(const char *dir, ckpt_info *info, lp_err *err) {
+    memset(info, 0, sizeof *info);
+    char path[PATHBUF];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    json_error_t jerr;
+    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o)
+        return lp_fail(err, "%s:%d: %s (the checkpoint's trainer state is corrupt)", path,
+                       jerr.line, jerr.text);
+    int rc = -1;
+    json_t *fmt = json_object_get(o, "format");
+    json_t *ranks = json_object_get(o, "data_position");
+    json_t *files = json_object_get(o, "files");
+    json_t *rng = json_object_get(o, "rng");
+    json_t *mode = json_object_get(o, "mode");
+    json_t *base = json_object_get(o, "base_model");
+    json_t *n_shards = json_object_get(o, "n_shards");
+    if (!json_is_object(o) || !json_is_string(fmt) || strcmp(json_string_value(fmt), CKPT_FORMAT)) {
+        lp_fail(err, "%s: not a loraps trainer state (format is not \"%s\")", path, CKPT_FORMAT);
+    } else if (json_integer_value(json_object_get(o, "format_version")) != CKPT_FORMAT_VERSION) {
+        lp_fail(err, "%s: format_version is not %d", path, CKPT_FORMAT_VERSION);
+    } else if (get_u64(o, "step", &info->step) < 0 ||
+               get_u64(o, "optimizer_updates", &info->updates) < 0 ||
+               get_u64(o, "total_updates", &info->total_updates) < 0 ||
+               get_u64(o, "base_model_fingerprint", &info->base_fingerprint) < 0 ||
+               get_u64(o, "job_fingerprint", &info->job_id) < 0 ||
+               get_u64(o, "sequences_per_step", &info->sequences_per_step) < 0 ||
+               !json_is_object(rng) || get_u64(rng, "seed", &info->seed) < 0 ||
+               !json_is_string(mode) || !json_is_array(ranks) || !json_is_object(files) ||
+               !json_is_integer(n_shards)) {
+        lp_fail(err, "%s: a field is missing or has the wrong type", path);
+    } else {
+        snprintf(info->mode, sizeof info->mode, "%s", json_string_value(mode));
+        snprintf(info->base_model, sizeof info->base_model, "%s",
+                 json_is_string(base) ? json_string_value(base) : "");
+        info->n_shards = (int)json_integer_value(n_shards);
+        size_t n = json_array_size(ranks);
+        info->n_ranks = (int)n;
+        info->ranks = calloc(n ? n : 1, sizeof *info->ranks);
+        rc = info->ranks ? 0 : lp_fail(err, "out of memory");
+        for (size_t i = 0; i < n && rc == 0; i++) {
+            json_t *x = json_array_get(ranks, i);
+            if (json_integer_value(json_object_get(x, "rank")) != (json_int_t)i ||
+                get_u64(x, "next_step", &info->ranks[i].next_step) < 0 ||
+                get_u64(x, "next_sequence", &info->ranks[i].next_sequence) < 0)
+                rc = lp_fail(err, "%s: data_position[%zu] is malformed", path, i);
+        }
+        /* job settings back into "key value" lines */
+        json_t *jobj = json_object_get(o, "job");
+        if (rc == 0 && json_is_object(jobj)) {
+            char *text = NULL;
+            size_t len = 0;
+            FILE *f = open_memstream(&text, &len);
+            const char *k;
+            json_t *v;
+            json_object_foreach(jobj, k, v) {
+                if (f && json_is_string(v)) fprintf(f, "%s %s\n", k, json_string_value(v));
+            }
+            if (f) fclose(f);
+            info->job_settings = text;
+        }
+        /* every file as it was written */
+        const char *fname;
+        json_t *fv;
+        json_object_foreach(files, fname, fv) {
+            if (rc) break;
+            uint64_t want_n, want_h, n_got, h_got;
+            char fpath[PATHBUF];
+            if (strchr(fname, '/') || get_u64(fv, "bytes", &want_n) < 0 ||
+                get_u64(fv, "hash64", &want_h) < 0) {
+                rc = lp_fail(err, "%s: files['%s'] is malformed", path, fname);
+                break;
+            }
+            snprintf(fpath, sizeof fpath, "%s/%s", dir, fname);
+            if (ckpt_hash_file(fpath, &h_got, &n_got, err) < 0) {
+                rc = lp_wrap(err, "the checkpoint is incomplete");
+            } else if (n_got != want_n) {
+                rc = lp_fail(err,
+                             "%s: %" PRIu64 " bytes where %s records %" PRIu64
+                             ": the checkpoint is truncated or corrupt",
+                             fpath, n_got, CKPT_STATE_FILE, want_n);
+            } else if (h_got != want_h) {
+                rc = lp_fail(err,
+                             "%s: its content does not match the hash %s records: the "
+                             "checkpoint is corrupt",
+                             fpath, CKPT_STATE_FILE);
+            }
+        }
+        if (rc == 0 && !json_object_get(files, "adapter_model.safetensors"))
+            rc = lp_fail(err, "%s: lists no adapter_model.safetensors", path);
+    }
+    json_decref(o);
+    if (rc) ckpt_info_free(info);
+    return rc;
+}
+
+static int load_optimizer(const char *dir, ckpt_loaded *c, lp_err *err) {
+    char path[PATHBUF], name[LORA_MAX_NAME + 96];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
+    st_file f;
+    if (st_open(&f, path, err) < 0) return -1;
+    lora_adapter *a = &c->adapter;
+    size_t n = a->n_params ? a->n_params : 1;
+    c->m = calloc(n, sizeof(float));
+    c->v = calloc(n, sizeof(float));
+    int rc = c->m && c->v ? 0 : lp_fail(err, "out of memory");
+    int expected = 2 * a->n_tensors + 1;
+    if (rc == 0 && f.n_tensors != expected)
+        rc = lp_fail(err, "%s: %d tensors, the adapter implies %d", path, f.n_tensors, expected);
+    for (int i = 0; i < a->n_tensors && rc == 0; i++) {
+        const lora_tensor *lt = &a->tensors[i];
+        for (int k = 0; k < 2 && rc == 0; k++) {
+            snprintf(name, sizeof name, "%s.%s", k ? "exp_avg_sq" : "exp_avg", lt->name);
+            const st_tensor *t = st_find(&f, name);
+            if (!t)
+                rc = lp_fail(err, "%s: tensor '%s' is missing", path, name);
+            else if (t->dtype != DT_F32 || t->ndim != 2 || t->shape[0] != lt->rows ||
+                     t->shape[1] != lt->cols)
+                rc = lp_fail(err, "%s: tensor '%s' should be F32 [%lld,%lld]", path, name,
+                             (long long)lt->rows, (long long)lt->cols);
+            else
+                rc = st_read_f32(t, (k ? c->v : c->m) + lt->offset, lt->numel, err);
+        }
+    }
+    const st_tensor *st = rc == 0 ? st_find(&f, "step") : NULL;
+    if (rc == 0) {
+        int64_t step = -1;
+        if (!st || st->dtype != DT_I64 || st->numel != 1)
+            rc = lp_fail(err, "%s: tensor 'step' (I64 [1]) is missing", path);
+        else if (memcpy(&step, st->data, sizeof step), (uint64_t)step != c->info.updates)
+            rc = lp_fail(err, "%s: step %lld, but %s says %" PRIu64 " optimizer updates", path,
+                         (long long)step, CKPT_STATE_FILE, c->info.updates);
+    }
+    st_close(&f);
+    return rc;
+}
+
+int ckpt_load(const char *dir, const lora_module *modules, int n_modules, ckpt_loaded *out,
+              lp_err *err) {
+    memset(out, 0, sizeof *out);
+    char path[PATHBUF];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    if (fs_exists(path)) {
+        if (ckpt_read_state(dir, &out->info, err) < 0) return -1;
+        out->has_state = 1;
+    }
+    if (peft_load(dir, modules, n_modules, &out->adapter, err) < 0) {
+        ckpt_info_free(&out->info);
+        return -1;
+    }
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
+    if (out->has_state && fs_exists(path)) {
+        if (load_optimizer(dir, out, err) < 0) {
+            ckpt_loaded_free(out);
+            return -1;
+        }
+        out->has_optimizer = 1;
+    }
+    return 0;
+}
+
+void ckpt_loaded_free(ckpt_loaded *c) {
+    lora_adapter_free(&c->adapter);
+    free(c->m);
+    free(c->v);
+    ckpt_info_free(&c->info);
+    memset(c, 0, sizeof *c);
+}

@@ -1,0 +1,100 @@
+/* Checkpoints: a folder per checkpoint that is a valid PEFT adapter (adapter_config.json +
+ * adapter_model.safetensors, which PeftModel.from_pretrained loads unchanged) with the resume
+ * state beside it:
+ *
+ *   <parent>/checkpoint-<step>/
+ *       adapter_config.json, adapter_model.safetensors   the adapter (peft_save)
+ *       optimizer.safetensors   AdamW's moments: exp_avg.<tensor> and exp_avg_sq.<tensor> (F32,
+ *                               the tensor's shape) and step (I64 [1], AdamW's t)
+ *       trainer_state.json      step, optimizer updates, the data position of every worker
+ *                               rank, the RNG seeds, the job's fingerprint and settings, and the
+ *                               size and hash of every other file (written last)
+ *   <parent>/latest             a symbolic link to the newest complete checkpoint folder
+ *
+ * Every file is written atomically (temporary file, fsync, rename, fsync of the folder) into a
+ * hidden .checkpoint-<step>.partial folder, which is renamed to checkpoint-<step> only once
+ * complete; `latest` is replaced (symlink to a temporary name, rename) only after that. A kill
+ * at any moment therefore leaves `latest` on a complete checkpoint. */
+#ifndef LORAPS_CHECKPOINT_H
+#define LORAPS_CHECKPOINT_H
+
+#include "error.h"
+#include "lora.h"
+
+#include <stddef.h>
+#include <stdint.h>
+
+#define CKPT_STATE_FILE     "trainer_state.json"
+#define CKPT_OPTIMIZER_FILE "optimizer.safetensors"
+#define CKPT_FORMAT         "loraps-checkpoint"
+#define CKPT_FORMAT_VERSION 1
+
+/* Where rank r's data continues: its next step and the index of the first sequence of its part
+ * of that step. */
+typedef struct ckpt_rank {
+    uint64_t next_step;
+    uint64_t next_sequence;
+} ckpt_rank;
+
+typedef struct ckpt_info {
+    uint64_t step;    /* the adapter version: optimizer steps done (sync) */
+    uint64_t updates; /* AdamW's t */
+    uint64_t total_updates;
+    uint64_t base_fingerprint;
+    uint64_t job_id;
+    uint64_t seed;
+    uint64_t sequences_per_step; /* the global batch in sequences */
+    int n_shards;
+    char mode[8];
+    char base_model[4096];
+    int n_ranks;
+    ckpt_rank *ranks;
+    /* The job's settings as job_print writes them ("key value" lines); owned when loaded. */
+    char *job_settings;
+} ckpt_info;
+
+typedef struct ckpt_write_opts {
+    const char *base_model; /* adapter_config.json's base_model_name_or_path */
+    int fan_in_fan_out;
+    int keep; /* keep the newest K checkpoint folders; 0 keeps all */
+} ckpt_write_opts;
+
+/* Writes <parent>/checkpoint-<info->step> from the adapter (its params) and the AdamW moments
+ * m, v (the adapter's layout; NULL for none), points `latest` at it and prunes old ones. The
+ * folder written is returned in written (may be NULL). An existing folder of the same step is
+ * replaced only once the new one is complete. LORAPS_TEST_CHECKPOINT_SLEEP_MS (tests only)
+ * sleeps between files, so a test can kill the writer mid-checkpoint. */
+int ckpt_write(const char *parent, const lora_adapter *a, const float *m, const float *v,
+               const ckpt_info *info, const ckpt_write_opts *o, char *written, size_t written_size,
+               lp_err *err);
+
+/* Resolves what --resume names: a checkpoint or adapter folder, `latest` (then <parent>/latest),
+ * or a folder holding a `latest` link. */
+int ckpt_resolve(const char *path, const char *parent, char *out, size_t size, lp_err *err);
+
+typedef struct ckpt_loaded {
+    lora_adapter adapter; /* built over the modules given, params from the checkpoint */
+    int has_state;        /* trainer_state.json was there (a loraps checkpoint) */
+    int has_optimizer;
+    float *m, *v; /* adapter layout; NULL without optimizer state */
+    ckpt_info info;
+} ckpt_loaded;
+
+/* Loads a checkpoint folder, or a plain PEFT adapter folder (has_state 0). Files listed in
+ * trainer_state.json are checked against their recorded sizes and hashes first, so a truncated
+ * or corrupted checkpoint is refused with a message naming the file. */
+int ckpt_load(const char *dir, const lora_module *modules, int n_modules, ckpt_loaded *out,
+              lp_err *err);
+void ckpt_loaded_free(ckpt_loaded *c);
+
+/* Reads and checks trainer_state.json alone (files' sizes and hashes included). */
+int ckpt_read_state(const char *dir, ckpt_info *info, lp_err *err);
+void ckpt_info_free(ckpt_info *info);
+
+/* Removes all but the newest `keep` checkpoint-<step> folders (and stale .partial folders). */
+int ckpt_prune(const char *parent, int keep, lp_err *err);
+
+/* 64-bit hash of a whole file (hash.h's), and its size. */
+int ckpt_hash_file(const char *path, uint64_t *hash, uint64_t *size, lp_err *err);
+
+#endif
