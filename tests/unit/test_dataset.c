@@ -1,0 +1,465 @@
+/* Datasets: formats, packing and padding, prompt masking, shuffling, sharding over ranks, exact
+ * resume, validation split, and bad data (clear file:line messages, skip vs fail). */
+#include "dataset.h"
+#include "tokenizer.h"
+
+#include <jansson.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define DEMO_TOK LORAPS_TEST_DATA "/reference/golden/tokenizers/demo512"
+
+static tokenizer *tok;
+static char dir[256];
+
+static const char *write_file(const char *name, const char *content, size_t len) {
+    static char path[8][512];
+    static int k;
+    char *p = path[k++ % 8];
+    snprintf(p, 512, "%s/%s", dir, name);
+    FILE *f = fopen(p, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(content, 1, len, f), len);
+    fclose(f);
+    return p;
+}
+
+static const char *write_str(const char *name, const char *content) {
+    return write_file(name, content, strlen(content));
+}
+
+static int setup(void **s) {
+    (void)s;
+    lp_err err;
+    if (tokenizer_load(&tok, DEMO_TOK, &err) < 0) fail_msg("%s", err.msg);
+    snprintf(dir, sizeof dir, "/tmp/loraps_test_dataset_%d", (int)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+    return 0;
+}
+
+static int teardown(void **s) {
+    (void)s;
+    tokenizer_free(tok);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static int *enc(const char *text, size_t *n) {
+    int *ids;
+    lp_err err;
+    if (tokenizer_encode(tok, text, strlen(text), 0, 1, &ids, n, &err) < 0) fail_msg("%s", err.msg);
+    return ids;
+}
+
+static const char *DOCS = "The first document has two lines.\nThis is its second line.\n\n"
+                          "Document two is short.\n\n\n  \nDocument three, after blank lines.\n"
+                          "Four: it's the last one, with numbers 12345 and emoji \xf0\x9f\x98\x80.";
+
+/* Every sequence of a packed .txt, taken in order of the stream, rebuilds doc + EOS + ... */
+static void test_txt_packed_stream(void **s) {
+    (void)s;
+    const char *path = write_str("docs.txt", DOCS);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 8;
+    dataset *d;
+    lp_err err;
+    if (dataset_open(&d, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    const char *docs[] = {
+        "The first document has two lines.\nThis is its second line.", "Document two is short.",
+        "Document three, after blank lines.\n"
+        "Four: it's the last one, with numbers 12345 and emoji \xf0\x9f\x98\x80."};
+    int want[512], nw = 0, eos = tokenizer_eos_id(tok);
+    for (int k = 0; k < 3; k++) {
+        size_t n;
+        int *ids = enc(docs[k], &n);
+        for (size_t i = 0; i < n; i++) want[nw++] = ids[i];
+        want[nw++] = eos;
+        free(ids);
+    }
+    assert_int_equal(dataset_n_tokens(d, DS_TRAIN), nw);
+    uint64_t n = dataset_n_sequences(d, DS_TRAIN);
+    assert_int_equal(n, (uint64_t)(nw - 1 + 7) / 8);
+    /* epoch 0 is a permutation of the windows: find each window's place in the stream */
+    int seen[64] = {0}, in[8], tg[8];
+    for (uint64_t i = 0; i < n; i++) {
+        dataset_sequence(d, DS_TRAIN, i, in, tg);
+        int found = -1;
+        for (uint64_t w = 0; w < n && found < 0; w++) {
+            int ok = 1;
+            for (int t = 0; t < 8 && ok; t++) {
+                int pos = (int)w * 8 + t;
+                if (pos < nw)
+                    ok = in[t] == want[pos] && tg[t] == (pos + 1 < nw ? want[pos + 1] : -1);
+                else
+                    ok = tg[t] == -1;
+            }
+            if (ok) found = (int)w;
+        }
+        assert_true(found >= 0);
+        assert_int_equal(seen[found]++, 0);
+    }
+    assert_string_not_equal(dataset_summary(d), "");
+    printf("%s\n", dataset_summary(d));
+    dataset_free(d);
+    /* one document per line */
+    o.txt_by_line = 1;
+    if (dataset_open(&d, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_non_null(strstr(dataset_summary(d), ": 5 documents"));
+    dataset_free(d);
+}
+
+static void seqs(dataset *d, uint64_t first, int n, int *in, int *tg) {
+    dataset_batch(d, DS_TRAIN, first, n, in, tg);
+}
+
+/* Rank k of N reads a disjoint shard; the union equals one rank's batch; epochs reshuffle. */
+static void test_shards_and_epochs(void **s) {
+    (void)s;
+    char text[20000] = "";
+    for (int i = 0; i < 200; i++) {
+        char line[100];
+        snprintf(line, sizeof line, "Line %d says something about item %d.\n", i, i * 7);
+        strcat(text, line);
+    }
+    const char *path = write_str("lines.txt", text);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 16, o.seed = 42, o.txt_by_line = 1;
+    dataset *a, *b;
+    lp_err err;
+    if (dataset_open(&a, path, tok, &o, &err) < 0 || dataset_open(&b, path, tok, &o, &err) < 0)
+        fail_msg("%s", err.msg);
+    uint64_t n = dataset_n_sequences(a, DS_TRAIN);
+    assert_true(n > 40);
+    enum { B = 3, R = 4, T = 16 };
+    int one[B * R * T], onet[B * R * T], part[B * T], partt[B * T];
+    dataset_pos p1 = {0, 0};
+    for (int step = 0; step < 3 * (int)n / (B * R); step++) { /* crosses epochs */
+        dataset_pos before = p1;
+        dataset_next_batch(a, &p1, 0, 1, B * R, one, onet);
+        for (int r = 0; r < R; r++) {
+            dataset_pos pr = before;
+            dataset_next_batch(b, &pr, r, R, B, part, partt);
+            assert_memory_equal(part, one + r * B * T, sizeof part);
+            assert_memory_equal(partt, onet + r * B * T, sizeof partt);
+            assert_true(pr.epoch == p1.epoch && pr.index == p1.index);
+        }
+    }
+    assert_true(p1.epoch >= 2);
+    /* epoch 0 and epoch 1 hold the same sequences in another order */
+    int *e0 = malloc(n * T * sizeof(int)), *e1 = malloc(n * T * sizeof(int)),
+        *tg = malloc(n * T * sizeof(int));
+    seqs(a, 0, (int)n, e0, tg);
+    seqs(a, n, (int)n, e1, tg);
+    assert_memory_not_equal(e0, e1, n * T * sizeof(int));
+    long sum0 = 0, sum1 = 0;
+    for (uint64_t i = 0; i < n * T; i++) sum0 += e0[i], sum1 += e1[i];
+    assert_int_equal(sum0, sum1);
+    /* another seed, another order */
+    dataset *c;
+    o.seed = 43;
+    if (dataset_open(&c, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    seqs(c, 0, (int)n, e1, tg);
+    assert_memory_not_equal(e0, e1, n * T * sizeof(int));
+    free(e0), free(e1), free(tg);
+    dataset_free(a), dataset_free(b), dataset_free(c);
+}
+
+/* A saved position, restored in a new process (a new dataset), continues exactly. */
+static void test_resume(void **s) {
+    (void)s;
+    const char *path = write_str("resume.txt", DOCS);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 4, o.seed = 7;
+    dataset *a, *b;
+    lp_err err;
+    if (dataset_open(&a, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    dataset_pos p = {0, 0};
+    int in[2 * 4], tg[2 * 4], in2[2 * 4], tg2[2 * 4];
+    for (int i = 0; i < 5; i++) dataset_next_batch(a, &p, 1, 2, 2, in, tg);
+    json_t *j = dataset_pos_to_json(a, &p);
+    char *saved = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    printf("saved position: %s\n", saved);
+    if (dataset_open(&b, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    dataset_pos q;
+    json_t *r = json_loads(saved, 0, NULL);
+    if (dataset_pos_from_json(b, r, &q, &err) < 0) fail_msg("%s", err.msg);
+    for (int i = 0; i < 7; i++) {
+        dataset_next_batch(a, &p, 1, 2, 2, in, tg);
+        dataset_next_batch(b, &q, 1, 2, 2, in2, tg2);
+        assert_memory_equal(in, in2, sizeof in);
+        assert_memory_equal(tg, tg2, sizeof tg);
+    }
+    dataset_free(b);
+    /* other data or another seed is refused */
+    o.seed = 8;
+    if (dataset_open(&b, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_pos_from_json(b, r, &q, &err), -1);
+    assert_non_null(strstr(err.msg, "seed"));
+    dataset_free(b);
+    o.seed = 7, o.seq_len = 5;
+    if (dataset_open(&b, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_pos_from_json(b, r, &q, &err), -1);
+    assert_non_null(strstr(err.msg, "sequences"));
+    json_t *badj = json_pack("{s:i}", "epoch", -1);
+    assert_int_equal(dataset_pos_from_json(NULL, badj, &q, &err), -1);
+    json_decref(badj);
+    json_decref(r);
+    free(saved);
+    dataset_free(a), dataset_free(b);
+}
+
+/* {"prompt","completion"}: no loss on the prompt; {"text"} as a whole; padded sequences. */
+static void test_jsonl_prompt_masking(void **s) {
+    (void)s;
+    const char *path =
+        write_str("pc.jsonl", "{\"prompt\": \"Translate: cheese\", \"completion\": \" fromage\"}\n"
+                              "\n"
+                              "{\"text\": \"Plain text line.\"}\n");
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 32, o.pack = 0;
+    dataset *d;
+    lp_err err;
+    if (dataset_open(&d, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 2);
+    size_t np, nc, nt;
+    int *p = enc("Translate: cheese", &np), *c = enc(" fromage", &nc),
+        *t = enc("Plain text line.", &nt);
+    int eos = tokenizer_eos_id(tok), in[32], tg[32], found = 0;
+    for (uint64_t i = 0; i < 2; i++) {
+        dataset_sequence(d, DS_TRAIN, i, in, tg);
+        if (in[0] == p[0]) { /* the prompt/completion one */
+            found |= 1;
+            size_t L = np + nc + 1;
+            for (size_t k = 0; k < 32; k++) {
+                int want_in = k < np ? p[k] : k < np + nc ? c[k - np] : eos;
+                assert_int_equal(in[k], want_in); /* padding is EOS too */
+                int want_tg = k + 1 < np        ? -1
+                              : k + 1 < np + nc ? c[k + 1 - np]
+                              : k + 1 == L - 1  ? eos
+                                                : -1;
+                assert_int_equal(tg[k], want_tg);
+            }
+        } else {
+            found |= 2;
+            for (size_t k = 0; k < nt; k++) assert_int_equal(in[k], t[k]);
+            for (size_t k = 0; k + 1 < nt; k++) assert_int_equal(tg[k], t[k + 1]);
+            assert_int_equal(tg[nt - 1], eos);
+            for (size_t k = nt; k < 32; k++) assert_int_equal(tg[k], -1);
+        }
+    }
+    assert_int_equal(found, 3);
+    free(p), free(c), free(t);
+    dataset_free(d);
+}
+
+static void expect_error(const char *path, const dataset_options *o, const char *want) {
+    dataset *d;
+    lp_err err = {{0}};
+    int rc = dataset_open(&d, path, tok, o, &err);
+    if (rc == 0) {
+        dataset_free(d);
+        fail_msg("%s: opened, expected an error with '%s'", path, want);
+    }
+    printf("  refused: %s\n", err.msg);
+    if (!strstr(err.msg, want)) fail_msg("error '%s' lacks '%s'", err.msg, want);
+}
+
+static uint64_t expect_skips(const char *path, const dataset_options *o, uint64_t n_skipped) {
+    dataset_options so = *o;
+    so.skip_bad = 1;
+    dataset *d;
+    lp_err err;
+    if (dataset_open(&d, path, tok, &so, &err) < 0) fail_msg("%s", err.msg);
+    printf("  skipped: %s\n", dataset_summary(d));
+    assert_int_equal(dataset_n_skipped(d), n_skipped);
+    uint64_t n = dataset_n_sequences(d, DS_TRAIN);
+    dataset_free(d);
+    return n;
+}
+
+static void test_bad_data(void **s) {
+    (void)s;
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 8;
+    char name[64];
+    const char *p = write_str("bad.jsonl", "{\"text\": \"ok one\"}\n{\"text\": \"ok two\"}\n"
+                                           "{\"text\": \"broken\n{\"prompt\": \"p\"}\n"
+                                           "{\"text\": 5}\n[1, 2]\n{\"text\": \"ok three\"}\n");
+    snprintf(name, sizeof name, "bad.jsonl:3: malformed JSON");
+    expect_error(p, &o, name);
+    expect_skips(p, &o, 4);
+    p = write_str("missing.jsonl", "{\"text\": \"fine\"}\n{\"prompt\": \"p\"}\n");
+    expect_error(p, &o, "missing.jsonl:2: \"prompt\" and \"completion\" must both be strings");
+    p = write_str("nokey.jsonl", "{\"body\": \"x\"}\n");
+    expect_error(p, &o, "nokey.jsonl:1: no \"text\"");
+    p = write_str("utf8.txt", "fine\n\nalso fine\nbut this \xff is not\n\nlast");
+    expect_error(p, &o, "utf8.txt:4: invalid UTF-8 (byte 0xff)");
+    assert_true(expect_skips(p, &o, 1) > 0);
+    p = write_str("utf8.jsonl", "{\"text\": \"bad \xc3\x28\"}\n{\"text\": \"good\"}\n");
+    expect_error(p, &o, "utf8.jsonl:1: malformed JSON");
+    p = write_str("empty.txt", "");
+    expect_error(p, &o, "empty file");
+    p = write_str("blank.txt", "\n\n   \n");
+    expect_error(p, &o, "no usable documents");
+    p = write_str("allbad.jsonl", "nope\n");
+    dataset_options so = o;
+    so.skip_bad = 1;
+    expect_error(p, &so, "every record was bad");
+    expect_error("/nonexistent/data.txt", &o, "/nonexistent/data.txt");
+    /* longer than the context, in padded mode, when asked to reject */
+    dataset_options po = o;
+    po.pack = 0, po.on_long = DS_LONG_REJECT;
+    p = write_str("long.txt", "short\n\nthis document is much longer than eight tokens of context, "
+                              "surely\n\nshort again");
+    expect_error(p, &po, "long.txt:3: document of");
+    assert_int_equal(expect_skips(p, &po, 1), 2);
+    po.on_long = DS_LONG_TRUNCATE;
+    dataset *d;
+    lp_err err;
+    if (dataset_open(&d, p, tok, &po, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 3);
+    dataset_free(d);
+    po.on_long = DS_LONG_SPLIT;
+    if (dataset_open(&d, p, tok, &po, &err) < 0) fail_msg("%s", err.msg);
+    assert_true(dataset_n_sequences(d, DS_TRAIN) > 3);
+    dataset_free(d);
+    /* bad options */
+    o.seq_len = 0;
+    expect_error(p, &o, "seq_len");
+    o.seq_len = 8, o.val_fraction = 1.5;
+    expect_error(p, &o, "fraction");
+}
+
+static void test_bin(void **s) {
+    (void)s;
+    int ids[40];
+    for (int i = 0; i < 40; i++) ids[i] = (i * 37) % 500;
+    ids[19] = 511, ids[39] = 511; /* two documents ending in EOS */
+    char path[512];
+    lp_err err;
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 8;
+    for (int bpt = 2; bpt <= 4; bpt += 2) {
+        snprintf(path, sizeof path, "%s/tok%d.bin", dir, bpt);
+        if (dataset_write_bin(path, ids, 40, bpt, 511, &err) < 0) fail_msg("%s", err.msg);
+        dataset *d;
+        if (dataset_open(&d, path, NULL,
+                         &(dataset_options){.seq_len = 8, .pack = 1, .vocab_size = 512}, &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(dataset_n_tokens(d, DS_TRAIN), 40);
+        assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 5);
+        dataset_free(d);
+        /* pad mode: the EOS in the file separates documents */
+        if (dataset_open(&d, path, tok, &(dataset_options){.seq_len = 32, .pack = 0}, &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 2);
+        dataset_free(d);
+    }
+    /* ids past the vocabulary */
+    ids[5] = 600;
+    snprintf(path, sizeof path, "%s/badid.bin", dir);
+    if (dataset_write_bin(path, ids, 40, 2, 511, &err) < 0) fail_msg("%s", err.msg);
+    expect_error(path, &o, "badid.bin: token 5: id 600 >= vocab size 512");
+    expect_skips(path, &o, 1);
+    /* truncated file, wrong magic */
+    FILE *f = fopen(path, "r+b");
+    assert_int_equal(ftruncate(fileno(f), 24 + 30), 0);
+    fclose(f);
+    expect_error(path, &o, "the header says 40 tokens");
+    const char *p = write_str("junk.bin", "this is not a token file at all....");
+    expect_error(p, &o, "no LPTK header");
+    assert_int_equal(dataset_write_bin(path, ids, 40, 3, -1, &err), -1);
+    ids[0] = 70000;
+    assert_int_equal(dataset_write_bin(path, ids, 40, 2, -1, &err), -1);
+}
+
+static void test_validation_split(void **s) {
+    (void)s;
+    char text[4000] = "";
+    for (int i = 0; i < 20; i++) {
+        char line[100];
+        snprintf(line, sizeof line, "Document number %d.\n\n", i);
+        strcat(text, line);
+    }
+    const char *path = write_str("val.txt", text);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 64, o.pack = 0, o.val_fraction = 0.25;
+    dataset *d;
+    lp_err err;
+    if (dataset_open(&d, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 15);
+    assert_int_equal(dataset_n_sequences(d, DS_VAL), 5);
+    /* validation is in file order: documents 3, 7, 11, ... */
+    int in[64], tg[64];
+    dataset_sequence(d, DS_VAL, 0, in, tg);
+    size_t n;
+    int *ids = enc("Document number 3.", &n);
+    assert_memory_equal(in, ids, n * sizeof(int));
+    free(ids);
+    dataset_free(d);
+    /* a separate file */
+    const char *vp =
+        write_str("val2.jsonl", "{\"text\": \"held out\"}\n{\"text\": \"also held out\"}\n");
+    o.val_fraction = 0, o.val_path = vp;
+    if (dataset_open(&d, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 20);
+    assert_int_equal(dataset_n_sequences(d, DS_VAL), 2);
+    dataset_free(d);
+}
+
+static void test_data_source(void **s) {
+    (void)s;
+    data_source a, b;
+    lp_err err;
+    data_source_open_demo(&a, 5, 512);
+    int in[4 * 16], tg[4 * 16], in2[4 * 16], tg2[4 * 16];
+    assert_int_equal(data_source_batch(&a, DS_TRAIN, 10, 4, 16, in, tg, &err), 0);
+    demo_task dt;
+    demo_task_init(&dt, 5, 512);
+    demo_task_batch(&dt, 10, 4, 16, in2, tg2);
+    assert_memory_equal(in, in2, sizeof in);
+    data_source_close(&a);
+    const char *path = write_str("src.txt", DOCS);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 16;
+    if (data_source_open_file(&b, path, DEMO_TOK, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(data_source_batch(&b, DS_TRAIN, 0, 4, 16, in, tg, &err), 0);
+    assert_int_equal(data_source_batch(&b, DS_TRAIN, 0, 4, 8, in, tg, &err), -1);
+    assert_int_equal(data_source_batch(&b, DS_VAL, 0, 4, 16, in, tg, &err), -1);
+    data_source_close(&b);
+    assert_int_equal(data_source_open_file(&b, path, "/nonexistent", &o, &err), -1);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_txt_packed_stream),
+        cmocka_unit_test(test_shards_and_epochs),
+        cmocka_unit_test(test_resume),
+        cmocka_unit_test(test_jsonl_prompt_masking),
+        cmocka_unit_test(test_bad_data),
+        cmocka_unit_test(test_bin),
+        cmocka_unit_test(test_validation_split),
+        cmocka_unit_test(test_data_source),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
