@@ -10,6 +10,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -23,7 +24,7 @@ static char g_env_notes[2048];
 static const netcfg_flag PS_ENV_FLAGS[] = {
     {"model", 1}, {"bind", 1},         {"out", 1},          {"job", 1},
     {"shard", 1}, {"peers", 1},        {"ps-threads", 1},   {"metrics", 1},
-    {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1},
+    {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1}, {"resume", 1},
 };
 
 static void on_signal(int sig) {
@@ -345,6 +346,18 @@ static void ps_metrics_update(ps *s, metrics *m, int64_t now_ms) {
     metrics_set(m, g_pm[PM_JOINS], (double)s->count.joins);
     metrics_set(m, g_pm[PM_DROPS], (double)s->count.drops);
     metrics_set(m, g_pm[PM_PHASE], (double)s->phase);
+    /* Checkpoint age: `latest` is replaced once a checkpoint is complete (common/checkpoint.h),
+     * so the link's own time is when the newest one was written. Shard 0 writes them. */
+    static int64_t ckpt_checked_ms;
+    if (s->cfg.shard == 0 && s->cfg.out_dir[0] && now_ms - ckpt_checked_ms >= 1000) {
+        ckpt_checked_ms = now_ms;
+        char latest[PATH_MAX + 16];
+        struct stat st;
+        snprintf(latest, sizeof latest, "%s/latest", s->cfg.out_dir);
+        if (lstat(latest, &st) == 0)
+            metrics_set_checkpoint_time(m, (double)st.st_mtim.tv_sec +
+                                               (double)st.st_mtim.tv_nsec / 1e9);
+    }
     /* Ready while it takes workers: not once the job is finishing. */
     metrics_set_ready(m, s->phase == PS_WAITING || s->phase == PS_RUNNING);
 }

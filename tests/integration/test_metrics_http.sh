@@ -31,7 +31,7 @@ wait_grep "$TMP/w1.err" "still waiting for $EP" 20
 
 # 2. The server, configured only by variables; rank 0 comes from LORAPS_RANK.
 LORAPS_MODEL=$TMP/tiny LORAPS_BIND=$EP LORAPS_METRICS_PORT=$MP_PS LORAPS_OUT=$TMP/out \
-    LORAPS_WORKERS=2 LORAPS_MAX_STEPS=400 LORAPS_MICRO_BATCH=2 LORAPS_SEQ_LEN=32 \
+    LORAPS_WORKERS=2 LORAPS_SAVE_EVERY=50 LORAPS_MAX_STEPS=400 LORAPS_MICRO_BATCH=2 LORAPS_SEQ_LEN=32 \
     LORAPS_HEARTBEAT_MS=100 bg ps "$B/loraps-ps"
 PS=$LAST_PID
 wait_grep "$TMP/ps.err" "listening on $EP" 30
@@ -73,6 +73,12 @@ expect "http://127.0.0.1:$MP_PS/metrics" 200
 awk -v t="$(val loraps_tokens_per_second "$TMP/body")" 'BEGIN{exit !(t > 0)}' || fail "tokens/s is 0"
 expect "http://127.0.0.1:$MP_W/metrics" 200 'loraps_worker_steps_total{role="worker",rank="1"}'
 [ "$(val loraps_step_bytes "$TMP/body")" -gt 0 ] || fail "the worker's step bytes are 0"
+# Checkpoint age, once the first checkpoint (save_every 50) is written.
+wait_grep "$TMP/ps.err" "checkpoint .*step 50" 60
+sleep 1.2
+expect "http://127.0.0.1:$MP_PS/metrics" 200 "loraps_checkpoint_age_seconds"
+awk -v a="$(val loraps_checkpoint_age_seconds "$TMP/body")" 'BEGIN{exit !(a >= 0 && a < 60)}' ||
+    fail "checkpoint age: $(val loraps_checkpoint_age_seconds "$TMP/body")"
 
 # A rejected message is counted: a worker with the wrong rank is refused.
 before=$(curl -s "http://127.0.0.1:$MP_PS/metrics" | grep '^loraps_rejected_messages_total' | awk '{print $2}')
@@ -94,7 +100,8 @@ wait_for "$W0" 30 || fail "worker 0 exited non-zero after SIGTERM"
 wait_for "$W1" 30 || fail "worker 1 exited non-zero after SIGTERM"
 kill -TERM "$PS"
 wait_for "$PS" 30 || fail "the server exited non-zero after SIGTERM"
-[ -f "$TMP/out/adapter_model.safetensors" ] || fail "no adapter written on SIGTERM"
+find "$TMP/out" -name adapter_model.safetensors | grep -q . ||
+    fail "no adapter written on SIGTERM: $(ls "$TMP/out")"
 curl -s -m 2 "http://127.0.0.1:$MP_PS/healthz" >/dev/null && fail "the endpoint outlived the server"
 
 # 5. Nothing to connect to: a clear error naming the endpoint, within the timeout.
