@@ -588,6 +588,7 @@ int tokenizer_load(tokenizer **out, const char *path, lp_err *err) {
         snprintf(file, sizeof file, "%s", path);
     json_error_t je;
     json_t *root = json_load_file(file, 0, &je);
+    if (!root && je.line < 1) return lp_fail(err, "%s", je.text);
     if (!root) return lp_fail(err, "%s: line %d: %s", file, je.line, je.text);
     tokenizer *t = calloc(1, sizeof *t);
     if (!t) {
