@@ -970,7 +970,7 @@ static void cache_put(tokenizer *t, const char *s, size_t len, const int *ids, s
         cache_entry e = {dupn(s, len), (uint32_t)len, (uint32_t)n,
                          malloc((n ? n : 1) * sizeof(int))};
         if (!dup && e.key && e.ids) {
-            memcpy(e.ids, ids, n * sizeof(int));
+            if (n) memcpy(e.ids, ids, n * sizeof(int));
             t->cache[j] = e;
             t->cache_n++;
         } else {

@@ -1,0 +1,326 @@
+/* The tokenizer beyond the golden ids: the demo tokenizer (exact sizes, deterministic, the
+ * committed golden copy still what the trainer writes), round trips, invalid UTF-8, clear load
+ * errors, decoding details, and encoding from several threads. */
+#include "bpe_train.h"
+#include "tokenizer.h"
+
+#include <jansson.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#define GOLD LORAPS_TEST_DATA "/reference/golden/tokenizers/"
+
+static char dir[256];
+
+static int setup(void **s) {
+    (void)s;
+    snprintf(dir, sizeof dir, "/tmp/loraps_test_tokenizer_%d", (int)getpid());
+    return 0;
+}
+
+static int teardown(void **s) {
+    (void)s;
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static char *slurp(const char *path, size_t *len) {
+    FILE *f = fopen(path, "rb");
+    if (!f) return NULL;
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    char *b = malloc((size_t)n + 1);
+    *len = fread(b, 1, (size_t)n, f);
+    b[*len] = 0;
+    fclose(f);
+    return b;
+}
+
+static void roundtrip(const tokenizer *t, const char *text, size_t len) {
+    int *ids;
+    size_t n;
+    lp_err err;
+    if (tokenizer_encode(t, text, len, 1, 0, &ids, &n, &err) < 0) fail_msg("%s", err.msg);
+    char *back = tokenizer_decode(t, ids, n, 0);
+    assert_non_null(back);
+    assert_int_equal(strlen(back), len);
+    assert_memory_equal(back, text, len);
+    for (size_t i = 0; i < n; i++) assert_true(ids[i] >= 0 && ids[i] < tokenizer_vocab_size(t));
+    free(back), free(ids);
+}
+
+/* Exactly vocab_size ids, <|endoftext|> last, every id a distinct token; the text round-trips. */
+static void test_demo_sizes(void **s) {
+    (void)s;
+    int sizes[] = {257, 512, 4096, 50257};
+    size_t clen;
+    const char *corpus = bpe_demo_corpus(&clen);
+    for (int k = 0; k < 4; k++) {
+        char d[300];
+        snprintf(d, sizeof d, "%s/demo%d", dir, sizes[k]);
+        lp_err err;
+        if (bpe_write_demo_tokenizer(d, sizes[k], &err) < 0) fail_msg("%s", err.msg);
+        tokenizer *t;
+        if (tokenizer_load(&t, d, &err) < 0) fail_msg("%s", err.msg);
+        assert_int_equal(tokenizer_vocab_size(t), sizes[k]);
+        assert_int_equal(tokenizer_eos_id(t), sizes[k] - 1);
+        assert_int_equal(tokenizer_token_id(t, "<|endoftext|>"), sizes[k] - 1);
+        assert_true(tokenizer_is_special(t, sizes[k] - 1));
+        char path[400];
+        snprintf(path, sizeof path, "%s/tokenizer.json", d);
+        json_t *root = json_load_file(path, 0, NULL);
+        assert_non_null(root);
+        json_t *model = json_object_get(root, "model");
+        assert_int_equal(json_object_size(json_object_get(model, "vocab")), sizes[k]);
+        assert_int_equal(json_array_size(json_object_get(model, "merges")), sizes[k] - 257);
+        json_decref(root);
+        for (int id = 0; id < sizes[k]; id++) assert_non_null(tokenizer_id_to_token(t, id));
+        roundtrip(t, corpus, clen);
+        int *ids;
+        size_t n;
+        if (tokenizer_encode(t, corpus, clen, 0, 0, &ids, &n, &err) < 0) fail_msg("%s", err.msg);
+        printf("demo vocab %5d: the %zu-byte corpus is %zu tokens (%.2f bytes/token)\n", sizes[k],
+               clen, n, (double)clen / (double)n);
+        free(ids);
+        tokenizer_free(t);
+    }
+    lp_err err;
+    assert_int_equal(bpe_write_demo_tokenizer(dir, 256, &err), -1);
+    assert_non_null(strstr(err.msg, "257"));
+}
+
+/* The same bytes every time, and the committed golden copy (whose ids `tokenizers` made) is what
+ * the trainer writes today: change the corpus or the trainer and this says to regenerate. */
+static void test_demo_deterministic(void **s) {
+    (void)s;
+    char a[300], b[300];
+    snprintf(a, sizeof a, "%s/det_a", dir);
+    snprintf(b, sizeof b, "%s/det_b", dir);
+    lp_err err;
+    assert_int_equal(bpe_write_demo_tokenizer(a, 512, &err), 0);
+    assert_int_equal(bpe_write_demo_tokenizer(b, 512, &err), 0);
+    char pa[400], pb[400];
+    snprintf(pa, sizeof pa, "%s/tokenizer.json", a);
+    snprintf(pb, sizeof pb, "%s/tokenizer.json", b);
+    size_t la, lb, lg;
+    char *x = slurp(pa, &la), *y = slurp(pb, &lb), *g = slurp(GOLD "demo512/tokenizer.json", &lg);
+    assert_non_null(x), assert_non_null(y), assert_non_null(g);
+    assert_int_equal(la, lb);
+    assert_memory_equal(x, y, la);
+    if (la != lg || memcmp(x, g, la))
+        fail_msg("bpe_write_demo_tokenizer(512) no longer writes golden/tokenizers/demo512: rerun "
+                 "tests/reference/tokenizer_reference.py (see its docstring)");
+    free(x), free(y), free(g);
+}
+
+static void test_invalid_utf8(void **s) {
+    (void)s;
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, GOLD "gpt2/tokenizer.json", &err) < 0) fail_msg("%s", err.msg);
+    const char *bad[] = {"ok \xff",          "\xc3", "a\xe2\x82", "\xc0\xaf", "\xed\xa0\x80",
+                         "\xf4\x90\x80\x80", "\x80"};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        int *ids = (int *)1;
+        size_t n = 99;
+        assert_int_equal(tokenizer_encode(t, bad[k], strlen(bad[k]), 0, 0, &ids, &n, &err), -1);
+        assert_null(ids);
+        assert_int_equal(n, 0);
+        assert_non_null(strstr(err.msg, "invalid UTF-8 at byte"));
+    }
+    printf("%s\n", err.msg);
+    /* embedded NUL is valid text */
+    int *ids;
+    size_t n;
+    assert_int_equal(tokenizer_encode(t, "a\0b", 3, 0, 0, &ids, &n, &err), 0);
+    char *back = tokenizer_decode(t, ids, n, 0);
+    assert_memory_equal(back, "a\0b", 3);
+    free(back), free(ids);
+    tokenizer_free(t);
+}
+
+static void test_decode_details(void **s) {
+    (void)s;
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, GOLD "demo512", &err) < 0) fail_msg("%s", err.msg);
+    int *ids;
+    size_t n;
+    const char *emoji = "\xf0\x9f\x98\x80";
+    assert_int_equal(tokenizer_encode(t, emoji, 4, 0, 0, &ids, &n, &err), 0);
+    assert_true(n >= 2);
+    char *part = tokenizer_decode(t, ids, 1, 0); /* a lone lead byte: U+FFFD, as tokenizers */
+    assert_string_equal(part, "\xef\xbf\xbd");
+    free(part), free(ids);
+    int odd[] = {-5, 39, 100000, 511, 39};
+    char *d = tokenizer_decode(t, odd, 5, 0);
+    assert_string_equal(d, "H<|endoftext|>H"); /* unknown ids are dropped */
+    free(d);
+    d = tokenizer_decode(t, odd, 5, 1);
+    assert_string_equal(d, "HH");
+    free(d);
+    d = tokenizer_decode(t, NULL, 0, 0);
+    assert_string_equal(d, "");
+    free(d);
+    assert_int_equal(tokenizer_encode(t, "", 0, 1, 1, &ids, &n, &err), 0);
+    assert_int_equal(n, 0);
+    free(ids);
+    assert_null(tokenizer_id_to_token(t, 512));
+    assert_int_equal(tokenizer_token_id(t, "no such token"), -1);
+    tokenizer_free(t);
+    /* bos/eos of the Llama-style files */
+    if (tokenizer_load(&t, GOLD "llama2", &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_bos_id(t), 1);
+    assert_int_equal(tokenizer_eos_id(t), 2);
+    tokenizer_free(t);
+    if (tokenizer_load(&t, GOLD "llama3", &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(tokenizer_bos_id(t), tokenizer_token_id(t, "<|begin_of_text|>"));
+    assert_int_equal(tokenizer_eos_id(t), tokenizer_token_id(t, "<|end_of_text|>"));
+    tokenizer_free(t);
+}
+
+static void expect_load_error(const char *json, const char *want) {
+    char path[400];
+    snprintf(path, sizeof path, "%s/bad.json", dir);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+    FILE *f = fopen(path, "w");
+    fputs(json, f);
+    fclose(f);
+    tokenizer *t = (tokenizer *)1;
+    lp_err err = {{0}};
+    assert_int_equal(tokenizer_load(&t, path, &err), -1);
+    assert_null(t);
+    printf("  refused: %s\n", err.msg);
+    if (!strstr(err.msg, want)) fail_msg("'%s' lacks '%s'", err.msg, want);
+}
+
+#define MODEL(extra)                                                                               \
+    "{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"ab\": 2}" extra "}"
+
+static void test_load_errors(void **s) {
+    (void)s;
+    expect_load_error("{\"model\": {\"type\": \"WordPiece\", \"vocab\": {}}}",
+                      "model type 'WordPiece' is not supported");
+    expect_load_error("{\"model\": \n{\"type\": \"BPE\",, }}", "bad.json: line 2");
+    expect_load_error(MODEL(", \"merges\": [\"a c\"]}"), "merges[0]: 'a' + 'c'");
+    expect_load_error(MODEL(", \"merges\": [\"ab\"]}"), "merges[0]: 'ab' is not two tokens");
+    expect_load_error(MODEL(", \"merges\": [[\"a\"]]}"), "merges[0]: neither");
+    expect_load_error(MODEL(", \"merges\": [], \"unk_token\": \"<unk>\"}"), "unk_token '<unk>'");
+    expect_load_error(
+        MODEL(", \"merges\": []}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}"),
+        "pre_tokenizer 'BertPreTokenizer' is not supported");
+    expect_load_error(MODEL(", \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}"),
+                      "normalizer 'Lowercase' is not supported");
+    expect_load_error(MODEL(", \"merges\": []}, \"decoder\": {\"type\": \"WordPiece\"}"),
+                      "decoder 'WordPiece' is not supported");
+    expect_load_error(
+        MODEL(", \"merges\": []}, \"pre_tokenizer\": {\"type\": \"Split\", \"pattern\": "
+              "{\"Regex\": \"(\"}, \"behavior\": \"Isolated\"}"),
+        "regex '('");
+    expect_load_error(MODEL(", \"merges\": []}, \"added_tokens\": [{\"content\": \"x\"}]"),
+                      "added_tokens[0]: needs content and id");
+    tokenizer *t;
+    lp_err err;
+    assert_int_equal(tokenizer_load(&t, "/nonexistent/tokenizer.json", &err), -1);
+    assert_non_null(strstr(err.msg, "/nonexistent/tokenizer.json"));
+}
+
+/* A tiny hand-made BPE: merge ranks decide, not the order pairs appear in the word. */
+static void test_merge_ranks(void **s) {
+    (void)s;
+    char path[400], cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+    snprintf(path, sizeof path, "%s/ranks.json", dir);
+    FILE *f = fopen(path, "w");
+    fputs("{\"model\": {\"type\": \"BPE\", \"vocab\": {\"a\": 0, \"b\": 1, \"c\": 2, \"bc\": 3, "
+          "\"ab\": 4, \"abc\": 5, \"aa\": 6}, \"merges\": [\"b c\", [\"a\", \"b\"], \"a bc\", "
+          "\"a a\"]}}",
+          f);
+    fclose(f);
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, path, &err) < 0) fail_msg("%s", err.msg);
+    struct {
+        const char *in;
+        int want[8], n;
+    } cases[] = {{"abc", {5}, 1},    {"ab", {4}, 1},     {"abab", {4, 4}, 2},
+                 {"aaa", {6, 0}, 2}, {"cab", {2, 4}, 2}, {"x", {0}, 0}};
+    for (size_t k = 0; k < sizeof cases / sizeof *cases; k++) {
+        int *ids;
+        size_t n;
+        assert_int_equal(
+            tokenizer_encode(t, cases[k].in, strlen(cases[k].in), 0, 0, &ids, &n, &err), 0);
+        assert_int_equal(n, cases[k].n);
+        for (int i = 0; i < cases[k].n; i++) assert_int_equal(ids[i], cases[k].want[i]);
+        free(ids);
+    }
+    char *d = tokenizer_decode(t, (int[]){5, 6}, 2, 0); /* no decoder: joined with spaces */
+    assert_string_equal(d, "abc aa");
+    free(d);
+    tokenizer_free(t);
+}
+
+typedef struct job_arg {
+    const tokenizer *t;
+    const char *text;
+    size_t len;
+    int *ids;
+    size_t n;
+} job_arg;
+
+static void *encode_job(void *p) {
+    job_arg *a = p;
+    lp_err err;
+    for (int r = 0; r < 3; r++) {
+        free(a->ids);
+        if (tokenizer_encode(a->t, a->text, a->len, 0, 0, &a->ids, &a->n, &err) < 0) a->ids = NULL;
+    }
+    return NULL;
+}
+
+static void test_threads(void **s) {
+    (void)s;
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, GOLD "llama3", &err) < 0) fail_msg("%s", err.msg);
+    size_t len;
+    const char *text = bpe_demo_corpus(&len);
+    job_arg a[4];
+    pthread_t th[4];
+    for (int k = 0; k < 4; k++) {
+        a[k] = (job_arg){t, text, len, NULL, 0};
+        assert_int_equal(pthread_create(&th[k], NULL, encode_job, &a[k]), 0);
+    }
+    for (int k = 0; k < 4; k++) pthread_join(th[k], NULL);
+    for (int k = 0; k < 4; k++) {
+        assert_non_null(a[k].ids);
+        assert_int_equal(a[k].n, a[0].n);
+        assert_memory_equal(a[k].ids, a[0].ids, a[0].n * sizeof(int));
+    }
+    for (int k = 0; k < 4; k++) free(a[k].ids);
+    tokenizer_free(t);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_demo_sizes),   cmocka_unit_test(test_demo_deterministic),
+        cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_decode_details),
+        cmocka_unit_test(test_load_errors),  cmocka_unit_test(test_merge_ranks),
+        cmocka_unit_test(test_threads),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
