@@ -136,7 +136,15 @@ static int config_from_json(lora_config *c, const char *path, lp_err *err) {
     } else if (refuse_feature(root, "use_dora", path, err) < 0 ||
                refuse_feature(root, "bias", path, err) < 0 ||
                refuse_feature(root, "modules_to_save", path, err) < 0 ||
-               refuse_feature(root, "layers_to_transform", path, err) < 0) {
+               refuse_feature(root, "layers_to_transform", path, err) < 0 ||
+               refuse_feature(root, "layer_replication", path, err) < 0 ||
+               refuse_feature(root, "exclude_modules", path, err) < 0 ||
+               refuse_feature(root, "lora_bias", path, err) < 0 ||
+               refuse_feature(root, "target_parameters", path, err) < 0 ||
+               refuse_feature(root, "trainable_token_indices", path, err) < 0 ||
+               refuse_feature(root, "use_qalora", path, err) < 0 ||
+               refuse_feature(root, "use_bdlora", path, err) < 0 ||
+               refuse_feature(root, "alora_invocation_tokens", path, err) < 0) {
         /* error set */
     } else {
         c->r = (int)r;

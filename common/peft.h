@@ -16,7 +16,10 @@ int peft_save(const char *dir, const lora_adapter *a, const char *base_model, in
  * model's modules: adapter_config.json gives r, lora_alpha, target_modules, rank_pattern,
  * alpha_pattern, use_rslora and lora_dropout; adapter_model.safetensors must hold exactly the
  * A and B tensors those imply, in F32, F16 or BF16. Features loraps does not implement (DoRA,
- * trained biases, modules_to_save, layers_to_transform) are refused by name. */
+ * trained biases, lora_bias, modules_to_save, layers_to_transform, layer_replication,
+ * exclude_modules, target_parameters, trainable_token_indices, QA-LoRA, aLoRA) are refused by
+ * name. PEFT 0.21's other keys (loftq_config, megatron_*, ...) only matter at init and are
+ * ignored. */
 int peft_load(const char *dir, const lora_module *modules, int n_modules, lora_adapter *a,
               lp_err *err);
 

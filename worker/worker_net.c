@@ -100,7 +100,7 @@ static int take_welcome(worker *w, int k, const Loraps__Header *h, uint64_t *sta
     uint64_t natural =
         wel->start_step * per_rank * (uint64_t)w->job.workers + (uint64_t)w->cfg.rank * per_rank;
     int64_t offset = (int64_t)(wel->data_position - natural);
-    if (offset != w->data_offset || wel->start_step > 0)
+    if (offset != w->data_offset || (k == 0 && wel->start_step > 0))
         worker_log(w, "data continues at sequence %llu (step %llu)",
                    (unsigned long long)wel->data_position, (unsigned long long)wel->start_step);
     w->data_offset = offset;

@@ -72,7 +72,7 @@ ls "$TMP/full2" | grep -c '^checkpoint-' | grep -qx 3 || fail "keep_checkpoints 
 
 # Resume from a plain PEFT adapter (no trainer state): fresh moments, a warning, step 0.
 mkdir -p "$TMP/peft_only"
-cp "$TMP/full1/checkpoint-9/adapter_config.json" "$TMP/full1/checkpoint-9/adapter_model.safetensors" \
+cp "$TMP/full1/checkpoint-15/adapter_config.json" "$TMP/full1/checkpoint-15/adapter_model.safetensors" \
     "$TMP/peft_only/"
 DELAY= start peft 1 --out "$TMP/from_peft" --resume "$TMP/peft_only" --max-steps 4
 finish
