@@ -279,6 +279,14 @@ int ckpt_prune(const char *parent, int keep, lp_err *err) {
     char path[PATHBUF];
     while ((e = readdir(d))) {
         uint64_t s;
+        /* leftovers of a writer killed mid-way (there is one writer per folder) */
+        if (parse_step(e->d_name, ".checkpoint-", ".partial", &s) == 0 ||
+            parse_step(e->d_name, ".checkpoint-", ".old", &s) == 0 ||
+            parse_step(e->d_name, ".checkpoint-", ".deleting", &s) == 0) {
+            snprintf(path, sizeof path, "%s/%s", parent, e->d_name);
+            remove_flat_dir(path, NULL);
+            continue;
+        }
         if (parse_step(e->d_name, "checkpoint-", "", &s) == 0) {
             if (n == cap) {
                 cap = cap ? 2 * cap : 16;
