@@ -114,18 +114,29 @@ typedef struct layer_acts {
     float *ln2, *ln2_mean, *ln2_rstd, *fch, *fch_gelu, *res3;
 } layer_acts;
 
+/* The rows of one adapter in the current micro-batch: tokens [row0, row0 + rows). */
+typedef struct adapter_rows {
+    int row0, rows;
+} adapter_rows;
+
 typedef struct gpt2_trainer {
     const model *m;
     const gpt2 *g;
-    lora_adapter *a;
+    lora_adapter **adapters; /* one batch may train several: rows are grouped by adapter */
+    int n_adapters;
+    adapter_rows *rows_of; /* per adapter, set each step */
+    float *grad_scale_of;  /* per adapter, set each step */
+    model_step *step_of;   /* per adapter: its loss and tokens this step */
     int B, T;
     float *arena;
     size_t arena_floats;
-    const lora_site **site_of; /* per module: its LoRA site or NULL */
-    float **lora_h;            /* per module with a site: x . A^T [N, r] */
+    const lora_site **site_of; /* [adapter][module]: the adapter's site there, or NULL */
+    float **lora_h;            /* per module with a site: x . A^T [N, h_ld] */
+    int *h_ld;                 /* per module: the largest rank adapted there */
     int lowest_site;           /* lowest adapted module: backward stops there */
     int max_in;                /* widest adapted input, for the dropout scratch */
     int max_r;
+    int any_dropout;
     float *encoded;
     layer_acts *acts;
     float *lnf, *lnf_mean, *lnf_rstd;
@@ -176,7 +187,7 @@ static void carve_all(gpt2_trainer *t, carver *c) {
     t->lnf_rstd = carve(c, N);
     t->proj = carve(c, N * C);
     for (int i = 0; i < t->m->n_modules; i++)
-        t->lora_h[i] = t->site_of[i] ? carve(c, N * (size_t)t->site_of[i]->r) : NULL;
+        t->lora_h[i] = t->h_ld[i] ? carve(c, N * (size_t)t->h_ld[i]) : NULL;
     t->dres = carve(c, N * C);
     t->dln = carve(c, N * C);
     t->dqkv = carve(c, N * 3 * C);
@@ -185,7 +196,7 @@ static void carve_all(gpt2_trainer *t, carver *c) {
     t->dfch_gelu = carve(c, N * 4 * C);
     t->att_scratch = carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
     t->lora_dh = carve(c, N * (size_t)t->max_r);
-    size_t drop = t->a->cfg.dropout > 0 ? N * (size_t)t->max_in : 0;
+    size_t drop = t->any_dropout ? N * (size_t)t->max_in : 0;
     t->drop_x = carve(c, drop);
     t->drop_dx = carve(c, drop);
     t->logits = carve(c, (size_t)HEAD_CHUNK * V);
@@ -198,28 +209,47 @@ static void trainer_free(void *impl) {
     free(t->arena);
     free(t->site_of);
     free(t->lora_h);
+    free(t->h_ld);
+    free(t->adapters);
+    free(t->rows_of);
+    free(t->grad_scale_of);
+    free(t->step_of);
     free(t->acts);
     free(t);
 }
 
 /* model.c has checked B, T and that the adapter's sites fit the modules. */
-static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T, lp_err *err) {
+/* model.c has checked B, T and that every adapter's sites fit the modules. */
+static int trainer_new_multi(void **out, const model *m, lora_adapter *const *adapters,
+                             int n_adapters, int B, int T, lp_err *err) {
     gpt2_trainer *t = calloc(1, sizeof *t);
+    size_t M = (size_t)m->n_modules;
     t->m = m;
     t->g = m->family;
-    t->a = a;
+    t->n_adapters = n_adapters;
+    t->adapters = calloc((size_t)n_adapters, sizeof *t->adapters);
+    memcpy(t->adapters, adapters, (size_t)n_adapters * sizeof *adapters);
+    t->rows_of = calloc((size_t)n_adapters, sizeof *t->rows_of);
+    t->grad_scale_of = calloc((size_t)n_adapters, sizeof *t->grad_scale_of);
+    t->step_of = calloc((size_t)n_adapters, sizeof *t->step_of);
     t->B = B;
     t->T = T;
-    t->site_of = calloc((size_t)m->n_modules, sizeof *t->site_of);
-    t->lora_h = calloc((size_t)m->n_modules, sizeof *t->lora_h);
+    t->site_of = calloc((size_t)n_adapters * M, sizeof *t->site_of);
+    t->lora_h = calloc(M, sizeof *t->lora_h);
+    t->h_ld = calloc(M, sizeof *t->h_ld);
     t->acts = calloc((size_t)t->g->cfg.n_layer, sizeof *t->acts);
     t->lowest_site = m->n_modules;
-    for (int i = 0; i < a->n_sites; i++) {
-        const lora_site *s = &a->sites[i];
-        t->site_of[s->module] = s;
-        if (s->module < t->lowest_site) t->lowest_site = s->module;
-        if (s->in > t->max_in) t->max_in = s->in;
-        if (s->r > t->max_r) t->max_r = s->r;
+    for (int k = 0; k < n_adapters; k++) {
+        const lora_adapter *a = adapters[k];
+        t->any_dropout |= a->cfg.dropout > 0;
+        for (int i = 0; i < a->n_sites; i++) {
+            const lora_site *s = &a->sites[i];
+            t->site_of[(size_t)k * M + s->module] = s;
+            if (s->module < t->lowest_site) t->lowest_site = s->module;
+            if (s->in > t->max_in) t->max_in = s->in;
+            if (s->r > t->max_r) t->max_r = s->r;
+            if (s->r > t->h_ld[s->module]) t->h_ld[s->module] = s->r;
+        }
     }
     t->att_slots = omp_get_max_threads();
     carver count = {NULL, 0};
@@ -237,6 +267,10 @@ static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T
     return 0;
 }
 
+static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T, lp_err *err) {
+    return trainer_new_multi(out, m, &a, 1, B, T, err);
+}
+
 static size_t trainer_arena_bytes(const void *impl) {
     return ((const gpt2_trainer *)impl)->arena_floats * sizeof(float);
 }
@@ -244,38 +278,62 @@ static size_t trainer_arena_bytes(const void *impl) {
 /* ---------------------------------------------------------------------------------------------
  * an adapted linear layer: frozen matmul plus, where the adapter has a site, its LoRA branch */
 
-static lora_segment segment_of(const gpt2_trainer *t, const lora_site *s) {
-    lora_segment g = {
-        .row0 = 0,
-        .rows = t->B * t->T,
-        .r = s->r,
-        .scale = s->scale,
-        .A = t->a->params + s->a_offset,
-        .B = t->a->params + s->b_offset,
-        .dA = t->a->grads + s->a_offset,
-        .dB = t->a->grads + s->b_offset,
-    };
-    return g;
+/* The LoRA segments of a module this step: one per adapter that adapts it and has rows. */
+static int segments_of(const gpt2_trainer *t, int module, lora_segment *segs, int *owner) {
+    int n = 0;
+    for (int k = 0; k < t->n_adapters; k++) {
+        const lora_site *s = t->site_of[(size_t)k * t->m->n_modules + module];
+        const lora_adapter *a = t->adapters[k];
+        if (!s || t->rows_of[k].rows == 0) continue;
+        owner[n] = k;
+        segs[n++] = (lora_segment){
+            .row0 = t->rows_of[k].row0,
+            .rows = t->rows_of[k].rows,
+            .r = s->r,
+            .scale = s->scale,
+            .A = a->params + s->a_offset,
+            .B = a->params + s->b_offset,
+            .dA = a->grads + s->a_offset,
+            .dB = a->grads + s->b_offset,
+        };
+    }
+    return n;
 }
 
-static uint64_t dropout_seed_of(const gpt2_trainer *t, int module) {
-    return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1));
+static uint64_t dropout_seed_of(const gpt2_trainer *t, int module, int row0) {
+    return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1)) ^
+           (0xd1b54a32d192ed03ull * (uint64_t)row0);
+}
+
+/* x as each segment's adapter sees it: dropout(x) on its rows where it has dropout, x itself
+ * elsewhere. Returns inp when nothing is dropped. */
+static const float *lora_input(gpt2_trainer *t, int module, const float *inp,
+                               const lora_segment *segs, const int *owner, int n, int IC) {
+    int any = 0;
+    for (int i = 0; i < n; i++) any |= t->adapters[owner[i]]->cfg.dropout > 0;
+    if (!any || !t->training) return inp;
+    for (int i = 0; i < n; i++) {
+        size_t off = (size_t)segs[i].row0 * IC, len = (size_t)segs[i].rows * IC;
+        float p = t->adapters[owner[i]]->cfg.dropout;
+        if (p > 0)
+            dropout_forward(t->drop_x + off, inp + off, (int)len, p,
+                            dropout_seed_of(t, module, segs[i].row0));
+        else
+            memcpy(t->drop_x + off, inp + off, len * sizeof(float));
+    }
+    return t->drop_x;
 }
 
 static void linear_forward(gpt2_trainer *t, int module, float *out, const float *inp,
                            const float *weight, const float *bias, int IC, int OC) {
     int N = t->B * t->T;
     matmul_forward(out, inp, weight, W_IN_OUT, bias, N, IC, OC);
-    const lora_site *s = t->site_of[module];
-    if (!s) return;
-    const float *x = inp;
-    float p = t->training ? t->a->cfg.dropout : 0;
-    if (p > 0) {
-        dropout_forward(t->drop_x, inp, N * IC, p, dropout_seed_of(t, module));
-        x = t->drop_x;
-    }
-    lora_segment g = segment_of(t, s);
-    lora_forward(out, t->lora_h[module], x, &g, 1, IC, OC, s->r);
+    lora_segment segs[LORA_MAX_BATCH_ADAPTERS];
+    int owner[LORA_MAX_BATCH_ADAPTERS];
+    int n = segments_of(t, module, segs, owner);
+    if (n == 0) return;
+    const float *x = lora_input(t, module, inp, segs, owner, n, IC);
+    lora_forward(out, t->lora_h[module], x, segs, n, IC, OC, t->h_ld[module]);
 }
 
 /* dinp may be NULL when nothing below needs the input gradient. */
@@ -283,21 +341,31 @@ static void linear_backward(gpt2_trainer *t, int module, float *dinp, const floa
                             const float *inp, const float *weight, int IC, int OC) {
     int N = t->B * t->T;
     if (dinp) matmul_backward(dinp, dout, weight, W_IN_OUT, N, IC, OC);
-    const lora_site *s = t->site_of[module];
-    if (!s) return;
-    lora_segment g = segment_of(t, s);
-    float p = t->a->cfg.dropout;
-    if (p == 0) {
-        lora_backward(dinp, t->lora_dh, dout, inp, t->lora_h[module], &g, 1, IC, OC, s->r);
+    lora_segment segs[LORA_MAX_BATCH_ADAPTERS];
+    int owner[LORA_MAX_BATCH_ADAPTERS];
+    int n = segments_of(t, module, segs, owner);
+    if (n == 0) return;
+    const float *x = lora_input(t, module, inp, segs, owner, n, IC);
+    if (x == inp) {
+        lora_backward(dinp, t->lora_dh, dout, inp, t->lora_h[module], segs, n, IC, OC,
+                      t->h_ld[module]);
         return;
     }
-    /* The adapter saw dropout(x): regenerate it, and send its gradient back through the mask. */
-    uint64_t seed = dropout_seed_of(t, module);
-    dropout_forward(t->drop_x, inp, N * IC, p, seed);
+    /* The adapters saw dropout(x): send the gradient back through the same masks. */
     if (dinp) memset(t->drop_dx, 0, (size_t)N * IC * sizeof(float));
-    lora_backward(dinp ? t->drop_dx : NULL, t->lora_dh, dout, t->drop_x, t->lora_h[module], &g, 1,
-                  IC, OC, s->r);
-    if (dinp) dropout_backward(dinp, t->drop_dx, N * IC, p, seed);
+    lora_backward(dinp ? t->drop_dx : NULL, t->lora_dh, dout, x, t->lora_h[module], segs, n, IC, OC,
+                  t->h_ld[module]);
+    if (!dinp) return;
+    for (int i = 0; i < n; i++) {
+        size_t off = (size_t)segs[i].row0 * IC;
+        int len = segs[i].rows * IC;
+        float p = t->adapters[owner[i]]->cfg.dropout;
+        if (p > 0)
+            dropout_backward(dinp + off, t->drop_dx + off, len, p,
+                             dropout_seed_of(t, module, segs[i].row0));
+        else
+            residual_forward(dinp + off, dinp + off, t->drop_dx + off, len);
+    }
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -333,21 +401,30 @@ static void forward(gpt2_trainer *t, const int *inputs) {
 
 /* Logits, softmax and cross-entropy chunk by chunk; with grad_scale != 0 also their backward
  * into dlnf (= t->dln). Returns the summed loss. */
-static double head_loss(gpt2_trainer *t, const int *targets, float grad_scale) {
+/* Logits, softmax and cross-entropy chunk by chunk within each adapter's rows (so each chunk has
+ * one gradient scale: the adapter's own 1/tokens); with training also their backward into
+ * dlnf (= t->dln). Fills t->step_of. */
+static void head_loss(gpt2_trainer *t, const int *targets) {
     const gpt2_config *c = &t->g->cfg;
     int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
-    double total = 0;
-    if (grad_scale != 0) memset(t->dln, 0, (size_t)N * C * sizeof(float));
-    for (int start = 0; start < N; start += HEAD_CHUNK) {
-        int n = N - start < HEAD_CHUNK ? N - start : HEAD_CHUNK;
-        const float *x = t->lnf + (size_t)start * C;
-        matmul_forward(t->logits, x, t->g->lm_head, W_OUT_IN, NULL, n, C, V);
-        total += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
-        if (grad_scale == 0) continue;
-        crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
-        matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C, V);
+    if (t->training) memset(t->dln, 0, (size_t)N * C * sizeof(float));
+    for (int k = 0; k < t->n_adapters; k++) {
+        int end = t->rows_of[k].row0 + t->rows_of[k].rows;
+        float grad_scale = t->grad_scale_of[k];
+        model_step *st = &t->step_of[k];
+        *st = (model_step){0, 0};
+        for (int start = t->rows_of[k].row0; start < end; start += HEAD_CHUNK) {
+            int n = end - start < HEAD_CHUNK ? end - start : HEAD_CHUNK;
+            const float *x = t->lnf + (size_t)start * C;
+            matmul_forward(t->logits, x, t->g->lm_head, W_OUT_IN, NULL, n, C, V);
+            st->loss_sum += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
+            for (int i = 0; i < n; i++) st->n_tokens += targets[start + i] >= 0;
+            if (grad_scale == 0) continue;
+            crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
+            matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C,
+                            V);
+        }
     }
-    return total;
 }
 
 static float *zeroed(float *p, size_t n) {
@@ -412,23 +489,59 @@ static int check_tokens(const gpt2_trainer *t, const int *inputs, const int *tar
     return 0;
 }
 
+/* Each adapter's rows: sequences are grouped by adapter, in adapter order. */
+static int set_rows(gpt2_trainer *t, const int *adapter_of, lp_err *err) {
+    for (int k = 0; k < t->n_adapters; k++) t->rows_of[k] = (adapter_rows){0, 0};
+    int prev = 0;
+    for (int b = 0; b < t->B; b++) {
+        int k = adapter_of ? adapter_of[b] : 0;
+        if (k < 0 || k >= t->n_adapters)
+            return lp_fail(err, "sequence %d names adapter %d of %d", b, k, t->n_adapters);
+        if (k < prev)
+            return lp_fail(err,
+                           "sequences must be grouped by adapter in adapter order "
+                           "(sequence %d has adapter %d after %d)",
+                           b, k, prev);
+        if (t->rows_of[k].rows == 0) t->rows_of[k].row0 = b * t->T;
+        t->rows_of[k].rows += t->T;
+        prev = k;
+    }
+    return 0;
+}
+
+static int trainer_step_multi(void *impl, const int *inputs, const int *targets,
+                              const int *adapter_of, const float *grad_scales,
+                              uint64_t dropout_seed, model_step *per_adapter, model_step *total,
+                              lp_err *err) {
+    gpt2_trainer *t = impl;
+    if (check_tokens(t, inputs, targets, err) < 0 || set_rows(t, adapter_of, err) < 0) return -1;
+    t->dropout_seed = dropout_seed;
+    t->training = 0;
+    for (int k = 0; k < t->n_adapters; k++) {
+        t->grad_scale_of[k] = grad_scales[k];
+        t->training |= grad_scales[k] != 0;
+    }
+    forward(t, inputs);
+    head_loss(t, targets);
+    *total = (model_step){0, 0};
+    for (int k = 0; k < t->n_adapters; k++) {
+        total->loss_sum += t->step_of[k].loss_sum;
+        total->n_tokens += t->step_of[k].n_tokens;
+        if (per_adapter) per_adapter[k] = t->step_of[k];
+    }
+    if (t->training) backward(t);
+    return 0;
+}
+
 static int trainer_step(void *impl, const int *inputs, const int *targets, float grad_scale,
                         uint64_t dropout_seed, model_step *out, lp_err *err) {
-    gpt2_trainer *t = impl;
-    if (check_tokens(t, inputs, targets, err) < 0) return -1;
-    t->dropout_seed = dropout_seed;
-    t->training = grad_scale != 0;
-    forward(t, inputs);
-    out->loss_sum = head_loss(t, targets, grad_scale);
-    out->n_tokens = 0;
-    for (int i = 0; i < t->B * t->T; i++) out->n_tokens += targets[i] >= 0;
-    if (grad_scale != 0) backward(t);
-    return 0;
+    return trainer_step_multi(impl, inputs, targets, NULL, &grad_scale, dropout_seed, NULL, out,
+                              err);
 }
 
 static int trainer_logits(void *impl, const int *inputs, float *logits, lp_err *err) {
     gpt2_trainer *t = impl;
-    if (check_tokens(t, inputs, NULL, err) < 0) return -1;
+    if (check_tokens(t, inputs, NULL, err) < 0 || set_rows(t, NULL, err) < 0) return -1;
     t->training = 0;
     forward(t, inputs);
     const gpt2_config *c = &t->g->cfg;
@@ -469,6 +582,8 @@ static double train_flops(const model *m, const lora_adapter *a, int B, int T) {
 
 static const model_family_ops GPT2_OPS = {
     .trainer_new = trainer_new,
+    .trainer_new_multi = trainer_new_multi,
+    .trainer_step_multi = trainer_step_multi,
     .trainer_free = trainer_free,
     .trainer_arena_bytes = trainer_arena_bytes,
     .trainer_step = trainer_step,

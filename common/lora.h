@@ -8,9 +8,10 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LORA_MAX_NAME      192
-#define LORA_MAX_RANK      4096
-#define LORA_MAX_RANK_TEXT "4096"
+#define LORA_MAX_NAME           192
+#define LORA_MAX_RANK           4096
+#define LORA_MAX_RANK_TEXT      "4096"
+#define LORA_MAX_BATCH_ADAPTERS 64 /* adapters that may share one batch */
 
 typedef struct lora_pattern {
     char *pattern; /* a regex matched as PEFT does: (.*\.)?(pattern)$ against the module name */

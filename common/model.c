@@ -147,17 +147,28 @@ double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
     return m->ops->train_flops(m, a, B, T);
 }
 
-int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
-                      lp_err *err) {
+static int check_trainer_args(const model *m, lora_adapter *const *adapters, int n_adapters, int B,
+                              int T, lp_err *err) {
     if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
     if (T > m->max_seq_len)
         return lp_fail(err, "sequence length %d exceeds the model's maximum %d", T, m->max_seq_len);
-    for (int i = 0; i < a->n_sites; i++) {
-        const lora_site *s = &a->sites[i];
-        if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
-            s->out != m->modules[s->module].out)
-            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
+    if (n_adapters < 1 || n_adapters > LORA_MAX_BATCH_ADAPTERS)
+        return lp_fail(err, "%d adapters: one batch takes 1..%d", n_adapters,
+                       LORA_MAX_BATCH_ADAPTERS);
+    for (int k = 0; k < n_adapters; k++) {
+        for (int i = 0; i < adapters[k]->n_sites; i++) {
+            const lora_site *s = &adapters[k]->sites[i];
+            if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
+                s->out != m->modules[s->module].out)
+                return lp_fail(err, "adapter %d: site %d does not fit this model's modules", k, i);
+        }
     }
+    return 0;
+}
+
+int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
+                      lp_err *err) {
+    if (check_trainer_args(m, &a, 1, B, T, err) < 0) return -1;
     model_trainer *t = calloc(1, sizeof *t);
     t->ops = m->ops;
     if (m->ops->trainer_new(&t->impl, m, a, B, T, err) < 0) {
@@ -166,6 +177,28 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
     }
     *out = t;
     return 0;
+}
+
+int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *const *adapters,
+                            int n_adapters, int B, int T, lp_err *err) {
+    if (!m->ops->trainer_new_multi)
+        return lp_fail(err, "%s: mixed-adapter batches are not implemented", m->arch);
+    if (check_trainer_args(m, adapters, n_adapters, B, T, err) < 0) return -1;
+    model_trainer *t = calloc(1, sizeof *t);
+    t->ops = m->ops;
+    if (m->ops->trainer_new_multi(&t->impl, m, adapters, n_adapters, B, T, err) < 0) {
+        free(t);
+        return -1;
+    }
+    *out = t;
+    return 0;
+}
+
+int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
+                             const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
+                             model_step *per_adapter, model_step *total, lp_err *err) {
+    return t->ops->trainer_step_multi(t->impl, inputs, targets, adapter_of, grad_scales,
+                                      dropout_seed, per_adapter, total, err);
 }
 
 void model_trainer_free(model_trainer *t) {

@@ -45,7 +45,18 @@ size_t model_trainer_arena_bytes(const model_trainer *t);
  * a->grads. dropout_seed makes the LoRA dropout masks reproducible. */
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
                        uint64_t dropout_seed, model_step *out, lp_err *err);
-/* Forward only, writing the full logits [B*T, vocab] (for tests and generation). */
+/* Mixed-task batches: several adapters train in one batch, each on its own sequences. Sequence b
+ * of a micro-batch belongs to adapters[adapter_of[b]]; sequences must be grouped by adapter in
+ * adapter order, and an adapter may have none in a given micro-batch. Each adapter's gradients
+ * (of grad_scales[k] * the sum of its token losses) are added to its own grads; per_adapter
+ * (may be NULL) receives each adapter's loss and tokens, total their sum. */
+int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *const *adapters,
+                            int n_adapters, int B, int T, lp_err *err);
+int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
+                             const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
+                             model_step *per_adapter, model_step *total, lp_err *err);
+/* Forward only, writing the full logits [B*T, vocab] (for tests), every row through the first
+ * adapter. */
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err);
 
 /* Inference with a KV cache, one sequence at a time (generation, evaluation by hand). The

@@ -15,6 +15,13 @@ typedef struct model_family_ops {
                         uint64_t dropout_seed, model_step *out, lp_err *err);
     int (*trainer_logits)(void *impl, const int *inputs, float *logits, lp_err *err);
     double (*train_flops)(const model *m, const lora_adapter *a, int B, int T);
+    /* several adapters in one batch (optional: NULL where a family has not implemented it) */
+    int (*trainer_new_multi)(void **impl, const model *m, lora_adapter *const *adapters,
+                             int n_adapters, int B, int T, lp_err *err);
+    int (*trainer_step_multi)(void *impl, const int *inputs, const int *targets,
+                              const int *adapter_of, const float *grad_scales,
+                              uint64_t dropout_seed, model_step *per_adapter, model_step *total,
+                              lp_err *err);
     void (*free_family)(void *family);
     /* inference with a KV cache (model.h's model_session_*); a NULL adapter means none */
     int (*session_new)(void **impl, const model *m, const lora_adapter *a, int max_len,

@@ -1,0 +1,155 @@
+/* Mixed-task batches: adapters with different targets, ranks and scales share one batch, and
+ * each gets exactly the loss and gradients it would get from a batch of its own. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include "model.h"
+#include "rng.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define GOLDEN LORAPS_TEST_DATA "/reference/golden/gpt2_tiny"
+#define T      12
+
+static model *m;
+
+static int setup(void **state) {
+    (void)state;
+    lp_err err;
+    return model_load(&m, GOLDEN, &err);
+}
+
+static int teardown(void **state) {
+    (void)state;
+    model_free(m);
+    return 0;
+}
+
+static void build(lora_adapter *a, const char *targets, int r, float alpha, int rslora,
+                  uint64_t seed) {
+    lp_err err;
+    lora_config c;
+    lora_config_defaults(&c);
+    c.r = r;
+    c.alpha = alpha;
+    c.use_rslora = rslora;
+    assert_int_equal(lora_config_set_targets(&c, targets, &err), 0);
+    const lora_module *mods;
+    int n = model_lora_modules(m, &mods);
+    assert_int_equal(lora_adapter_build(a, &c, mods, n, &err), 0);
+    lora_config_free(&c);
+    rng g;
+    rng_seed(&g, seed);
+    for (size_t i = 0; i < a->n_params; i++) a->params[i] = 0.1f * rng_normal(&g);
+}
+
+static void tokens(int *in, int *tg, int n_seq, uint64_t seed) {
+    rng g;
+    rng_seed(&g, seed);
+    for (int i = 0; i < n_seq * T; i++) {
+        in[i] = (int)rng_below(&g, 512);
+        tg[i] = i % 5 == 0 ? -1 : (int)rng_below(&g, 512);
+    }
+}
+
+/* Loss and gradients of one adapter on its own sequences, in a batch of its own. */
+static model_step alone(lora_adapter *a, const int *in, const int *tg, int n_seq, float scale) {
+    lp_err err;
+    model_trainer *t;
+    assert_int_equal(model_trainer_new(&t, m, a, n_seq, T, &err), 0);
+    lora_adapter_zero_grad(a);
+    model_step s;
+    assert_int_equal(model_trainer_step(t, in, tg, scale, 1, &s, &err), 0);
+    model_trainer_free(t);
+    return s;
+}
+
+static double rel_diff(const float *x, const float *ref, size_t n) {
+    double worst = 0, scale = 0;
+    for (size_t i = 0; i < n; i++) {
+        worst = fmax(worst, fabs((double)x[i] - ref[i]));
+        scale = fmax(scale, fabs((double)ref[i]));
+    }
+    return worst / scale;
+}
+
+static void test_each_adapter_gets_its_own_gradients(void **state) {
+    (void)state;
+    lp_err err;
+    lora_adapter a[3];
+    build(&a[0], "c_attn", 4, 8, 0, 1);
+    build(&a[1], "mlp.c_fc,mlp.c_proj", 8, 16, 0, 2);
+    build(&a[2], "re:transformer\\.h\\.1\\..*", 2, 4, 1, 3);
+    int seqs[3] = {2, 3, 1}, total = 6;
+    int in[6 * T], tg[6 * T], adapter_of[6];
+    tokens(in, tg, total, 7);
+    for (int b = 0, k = 0, left = seqs[0]; b < total; b++, left--) {
+        while (left == 0) left = seqs[++k];
+        adapter_of[b] = k;
+    }
+    /* references: each adapter alone, on its own sequences */
+    float *ref[3];
+    model_step ref_step[3];
+    float scales[3] = {0.05f, 0.02f, 0.1f};
+    for (int k = 0, row = 0; k < 3; row += seqs[k], k++) {
+        ref_step[k] = alone(&a[k], in + row * T, tg + row * T, seqs[k], scales[k]);
+        ref[k] = malloc(a[k].n_params * sizeof(float));
+        memcpy(ref[k], a[k].grads, a[k].n_params * sizeof(float));
+    }
+    /* all three in one batch */
+    lora_adapter *list[3] = {&a[0], &a[1], &a[2]};
+    model_trainer *t;
+    assert_int_equal(model_trainer_new_multi(&t, m, list, 3, total, T, &err), 0);
+    for (int k = 0; k < 3; k++) lora_adapter_zero_grad(&a[k]);
+    model_step per[3], sum;
+    if (model_trainer_step_multi(t, in, tg, adapter_of, scales, 1, per, &sum, &err) < 0)
+        fail_msg("%s", err.msg);
+    for (int k = 0; k < 3; k++) {
+        double g = rel_diff(a[k].grads, ref[k], a[k].n_params);
+        double l = fabs(per[k].loss_sum - ref_step[k].loss_sum) / ref_step[k].loss_sum;
+        printf("adapter %d (%d sites): loss rel diff %.2g, grads rel diff %.2g\n", k, a[k].n_sites,
+               l, g);
+        assert_int_equal(per[k].n_tokens, ref_step[k].n_tokens);
+        assert_true(l < 1e-6);
+        assert_true(g < 1e-5);
+    }
+    assert_int_equal(sum.n_tokens, per[0].n_tokens + per[1].n_tokens + per[2].n_tokens);
+
+    /* an adapter without sequences in this batch gets nothing */
+    int only_first[6] = {0, 0, 0, 0, 2, 2};
+    for (int k = 0; k < 3; k++) lora_adapter_zero_grad(&a[k]);
+    assert_int_equal(model_trainer_step_multi(t, in, tg, only_first, scales, 1, per, &sum, &err),
+                     0);
+    for (size_t i = 0; i < a[1].n_params; i++) assert_true(a[1].grads[i] == 0.0f);
+    assert_int_equal(per[1].n_tokens, 0);
+    assert_true(per[0].n_tokens > 0 && per[2].n_tokens > 0);
+
+    /* sequences out of adapter order are refused, naming the problem */
+    int unsorted[6] = {0, 1, 0, 1, 2, 2};
+    assert_int_equal(model_trainer_step_multi(t, in, tg, unsorted, scales, 1, per, &sum, &err), -1);
+    assert_non_null(strstr(err.msg, "grouped by adapter"));
+    int out_of_range[6] = {0, 0, 0, 0, 0, 3};
+    assert_int_equal(model_trainer_step_multi(t, in, tg, out_of_range, scales, 1, per, &sum, &err),
+                     -1);
+    assert_non_null(strstr(err.msg, "adapter 3 of 3"));
+
+    model_trainer_free(t);
+    for (int k = 0; k < 3; k++) {
+        free(ref[k]);
+        lora_adapter_free(&a[k]);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_each_adapter_gets_its_own_gradients),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
