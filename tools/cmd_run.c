@@ -44,6 +44,8 @@ static void usage(FILE *out) {
         "  --preset NAME    tiny | small | 124m for the demo model (default small)\n"
         "  --out DIR        the adapter, statistics and logs go here (default loraps-out)\n"
         "  --job FILE       a JSON job file (flags and LORAPS_* variables override it)\n"
+        "  --resume DIR     continue from a checkpoint (OUT/checkpoint-<step>), `latest`\n"
+        "                   (OUT/latest) or a PEFT adapter folder (fresh optimizer state)\n"
         "  --metrics-port P serve /healthz, /readyz and /metrics: shard k on P+k, worker i\n"
         "                   on P+S+i (S shards)\n"
         "  --help           this text\n\njob settings (passed to the servers):\n");
@@ -160,6 +162,7 @@ static int parse_count(const char *v, int lo, int hi, int *out) {
 
 int cmd_run(int argc, char **argv) {
     const char *model_dir = NULL, *out = "loraps-out", *preset = "small", *job_file = NULL;
+    const char *resume = NULL;
     int n_workers = 2, n_servers = 1, threads_given = 0, metrics_port = -1;
     job j;
     job_defaults(&j);
@@ -180,13 +183,15 @@ int cmd_run(int argc, char **argv) {
             return 0;
         }
         if (!strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--out") ||
-            !strcmp(a, "--preset") || !strcmp(a, "--job") || !strcmp(a, "--metrics-port")) {
+            !strcmp(a, "--preset") || !strcmp(a, "--job") || !strcmp(a, "--metrics-port") ||
+            !strcmp(a, "--resume")) {
             if (!v) return free(pass), fail(a, "needs a value");
             if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &n_servers) < 0)
                 return free(pass), fail(a, "expected 1..64");
             if (!strcmp(a, "--model")) model_dir = v;
             if (!strcmp(a, "--out")) out = v;
             if (!strcmp(a, "--preset")) preset = v;
+            if (!strcmp(a, "--resume")) resume = v;
             if (!strcmp(a, "--metrics-port") && parse_count(v, 1, 65000, &metrics_port) < 0)
                 return free(pass), fail(a, "expected a port in 1..65000");
             if (!strcmp(a, "--job")) pass[n_pass++] = argv[i], pass[n_pass++] = argv[i + 1];
@@ -284,6 +289,7 @@ int cmd_run(int argc, char **argv) {
         char mport_s[16];
         snprintf(mport_s, sizeof mport_s, "%d", metrics_port + k);
         if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
+        if (resume) av[c++] = "--resume", av[c++] = (char *)resume;
         for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
         av[c] = NULL;
         snprintf(name, sizeof name, "ps-%d", k);
