@@ -10,7 +10,7 @@
 /* Writes dir/tokenizer.json (and dir/tokenizer_config.json naming bos/eos): a byte-level BPE
  * with exactly vocab_size ids: the 256 byte tokens (GPT-2's order), vocab_size - 257 merges and
  * <|endoftext|> (special) as the last id. The merges are learned on the embedded corpus; past
- * what the corpus offers (3,709 merges from its 16 KB), the rest join two learned word pieces into
+ * what the corpus offers (4,234 merges from its 21 KB), the rest join two learned word pieces into
  * a longer one (valid BPE merges, applied after every learned one). Deterministic; vocab_size >=
  * 257. The `tokenizers` library loads the file and encodes exactly as tokenizer.c does. */
 int bpe_write_demo_tokenizer(const char *dir, int vocab_size, lp_err *err);

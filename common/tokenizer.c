@@ -262,7 +262,8 @@ static int add_pre(tokenizer *t, json_t *n, lp_err *err) {
     } else if (!strcmp(type, "Digits")) {
         s.type = PT_DIGITS;
         s.behavior = jbool(n, "individual_digits", 0) ? SPLIT_ISOLATED : SPLIT_CONTIGUOUS;
-        if (!(s.re = compile_re("[0-9]", PCRE2_ZERO_TERMINATED, err))) return -1;
+        /* the library splits on char::is_numeric: every Unicode number, one character each */
+        if (!(s.re = compile_re("\\p{N}", PCRE2_ZERO_TERMINATED, err))) return -1;
     } else {
         return lp_fail(err,
                        "pre_tokenizer '%s' is not supported (supported: Sequence, ByteLevel, "

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Golden ids for common/tokenizer.c, made by the real `tokenizers` library, offline.
+r"""Golden ids for common/tokenizer.c, made by the real `tokenizers` library, offline.
 
     python3 tests/reference/tokenizer_reference.py OUTDIR
 
@@ -16,8 +16,12 @@ of BPE tokenizer.json the way the model families ship them, and loads a fifth, o
                tokens, fuse_unk, decoder Replace/ByteFallback/Fuse/Strip, BOS by template
   metaspace    SentencePiece-style with the Metaspace pre-tokenizer (prepend_scheme "first",
                split) and decoders ByteFallback + Metaspace, byte_fallback
+  qwen2        Qwen2's shape: NFC normalizer, Split with Qwen2's regex (single digits) +
+               ByteLevel, <|im_start|>/<|im_end|>, added tokens with lstrip / rstrip
+  digits       normalizers Strip + Replace(regex \s+ -> " "), pre-tokenizers Digits(individual)
+               + Split(punctuation, merged_with_previous) + ByteLevel(add_prefix_space)
   demo512      golden/tokenizers/demo512/tokenizer.json as written by bpe_write_demo_tokenizer
-               (C), loaded unchanged
+  demo4096     (C; 4096: every merge learned from the corpus), loaded unchanged
 
 For each it encodes the edge-case corpus below and writes OUTDIR/<name>/tokenizer.json and
 OUTDIR/<name>.json: per string the ids with special tokens recognised, with them encoded as text
@@ -26,6 +30,7 @@ OUTDIR/<name>.json: per string the ids with special tokens recognised, with them
 import json
 import os
 import sys
+import unicodedata
 
 import tokenizers
 from tokenizers import (AddedToken, Regex, Tokenizer, decoders, models, normalizers,
@@ -35,6 +40,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 GOLD = os.path.join(HERE, "golden", "tokenizers")
 OUT = sys.argv[1] if len(sys.argv) > 1 else GOLD
 
+QWEN2_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}|"
+                 r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}|"
                   r" ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+")
 
@@ -64,7 +71,8 @@ EDGE = [
     "\u200b zero width", "a\x0bb\x0cc", "\u2581 literal", "multiple   spaces  here",
     "a" * 100, "ab " * 50, "The year 1999 ended; 2000 began. It's 12:00!",
     "HTTPS://Example.COM/path?q=1&r=two#frag", "snake_case camelCase PascalCase kebab-case",
-    "\u00bfQu\u00e9? \u00a1S\u00ed!", "\u00a9 \u00ae \u2122 \u00b0 \u00b1 \u00d7 \u00f7 \u2264 \u2265 \u2260 \u221e",
+    "\u00bfQu\u00e9? \u00a1S\u00ed!", "a <|tool|>  b", "x  <|mask|> y", "<|im_start|>user\nhi<|im_end|>",
+    "  spaced  out\t\n text  ", "Wait... what?! Yes; no: maybe.", "Call 555-0199, ext. 42.", "\u00a9 \u00ae \u2122 \u00b0 \u00b1 \u00d7 \u00f7 \u2264 \u2265 \u2260 \u221e",
 ]
 
 
@@ -167,6 +175,38 @@ def build_metaspace():
         decoders.Metaspace(replacement="\u2581", prepend_scheme="first", split=True)]))
 
 
+def build_qwen2():
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Split(Regex(QWEN2_PATTERN), behavior="isolated", invert=False),
+        pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=False, use_regex=False)])
+    tok.decoder = decoders.ByteLevel()
+    train(tok, trainers.BpeTrainer(vocab_size=1200, min_frequency=1, show_progress=False,
+                                   special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tok.add_tokens([AddedToken("<|tool|>", special=False, lstrip=True, rstrip=True,
+                               normalized=False)])
+    tok.add_special_tokens([AddedToken("<|mask|>", special=True, lstrip=True, rstrip=False,
+                                       normalized=False)])
+    return tok
+
+
+def build_digits():
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizers.Sequence([normalizers.Strip(),
+                                           normalizers.Replace(Regex(r"\s+"), " ")])
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.Digits(individual_digits=True),
+        pre_tokenizers.Split(Regex(r"[.,;:!?]"), behavior="merged_with_previous"),
+        pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)])
+    tok.decoder = decoders.ByteLevel()
+    train(tok, trainers.BpeTrainer(vocab_size=1000, min_frequency=1, show_progress=False,
+                                   special_tokens=["<|endoftext|>"],
+                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
 def cases(tok):
     out = []
     for text in EDGE + long_cases():
@@ -176,7 +216,7 @@ def cases(tok):
         tok.encode_special_tokens = True
         nospecial = tok.encode(text, add_special_tokens=False).ids
         tok.encode_special_tokens = False
-        out.append({"text": text, "ids": ids, "ids_nospecial": nospecial, "ids_post": post,
+        out.append({"text": text, "nfc": unicodedata.is_normalized("NFC", text), "ids": ids, "ids_nospecial": nospecial, "ids_post": post,
                     "decode": tok.decode(ids, skip_special_tokens=False),
                     "decode_skip": tok.decode(ids, skip_special_tokens=True)})
     return out
@@ -185,9 +225,11 @@ def cases(tok):
 def main():
     os.makedirs(OUT, exist_ok=True)
     builders = [("gpt2", build_gpt2), ("llama3", build_llama3), ("llama2", build_llama2),
-                ("metaspace", build_metaspace),
+                ("metaspace", build_metaspace), ("qwen2", build_qwen2), ("digits", build_digits),
                 ("demo512", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo512",
-                                                                     "tokenizer.json")))]
+                                                                     "tokenizer.json"))),
+                ("demo4096", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo4096",
+                                                                      "tokenizer.json")))]
     failed = 0
     for name, build in builders:
         try:
@@ -199,7 +241,7 @@ def main():
                 todo.append(("gpt2_prefix", reload(d)))
             for n, t in todo:
                 os.makedirs(os.path.join(OUT, n), exist_ok=True)
-                if n != "demo512":
+                if not n.startswith("demo"):
                     t.save(os.path.join(OUT, n, "tokenizer.json"))
                 cs = cases(t)
                 rt = sum(c["decode"] == c["text"] for c in cs)
