@@ -54,7 +54,10 @@ int netcfg_env_args(const netcfg_flag *flags, int n_flags, int argc, char **argv
         char var[96];
         netcfg_env_name(name, var, sizeof var);
         const char *v = getenv(var);
-        if (!v && !strcmp(name, "rank") && getenv("JOB_COMPLETION_INDEX")) {
+        /* An Indexed Job numbers its pods: a worker's rank, or a server's shard when the
+         * servers run as an Indexed Job too (deploy/k8s). */
+        if (!v && (!strcmp(name, "rank") || !strcmp(name, "shard")) &&
+            getenv("JOB_COMPLETION_INDEX")) {
             snprintf(var, sizeof var, "JOB_COMPLETION_INDEX");
             v = getenv(var);
         }

@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config git
   libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-openmp-dev libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev
-  python3 curl iproute2)
+  python3 curl iproute2 nodejs)
 if [ "${1:-}" = "--reference" ]; then packages+=(python3-torch python3-numpy); fi
 
 missing=()
