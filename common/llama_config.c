@@ -74,9 +74,12 @@ static int read_rope(llama_config *c, const json_t *root, const char *path, lp_e
     if (!json_is_object(scaling)) scaling = NULL;
     c->rope_theta = 10000.0;
     if (read_number(root, path, "rope_theta", 10000.0, &c->rope_theta, err) < 0) return -1;
-    if (params && json_object_get(params, "rope_theta") &&
-        read_number(params, path, "rope_parameters.rope_theta", 0, &c->rope_theta, err) < 0)
-        return -1;
+    const json_t *theta = params ? json_object_get(params, "rope_theta") : NULL;
+    if (theta && !json_is_null(theta)) {
+        c->rope_theta = json_number_value(theta);
+        if (!json_is_number(theta) || !(c->rope_theta > 0) || !isfinite(c->rope_theta))
+            return bad_field(path, "rope_parameters.rope_theta", "a positive number", theta, err);
+    }
     const json_t *spec = params;
     if (scaling) {
         spec = scaling;

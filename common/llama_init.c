@@ -73,12 +73,12 @@ static int add(init_list *l, rng *r, const char *name, int64_t rows, int64_t col
     return 0;
 }
 
-static int add_all(init_list *list, const llama_config *c, uint64_t seed) {
+static int add_all(init_list *list, const llama_config *c, uint64_t seed, float std) {
     rng r;
     rng_seed(&r, seed);
     int64_t C = c->hidden_size, I = c->intermediate_size, hd = c->head_dim;
     int64_t QD = c->num_attention_heads * hd, KVD = c->num_key_value_heads * hd;
-    float std = 0.02f, proj_std = 0.02f / sqrtf(2.0f * c->num_hidden_layers);
+    float proj_std = std / sqrtf(2.0f * c->num_hidden_layers);
     if (add(list, &r, "model.embed_tokens.weight", c->vocab_size, C, 0, 1.0f / sqrtf((float)C)))
         return -1;
     for (int l = 0; l < c->num_hidden_layers; l++) {
@@ -120,14 +120,16 @@ static int add_all(init_list *list, const llama_config *c, uint64_t seed) {
 }
 
 int llama_init_write_as(const char *dir, const llama_config *c, uint64_t seed, dtype stored,
-                        lp_err *err) {
+                        float std, lp_err *err) {
     if (c->hidden_size <= 0 || c->num_hidden_layers <= 0 || c->num_attention_heads <= 0 ||
         c->num_key_value_heads <= 0 || c->head_dim <= 0 || c->intermediate_size <= 0 ||
         c->vocab_size <= 0)
         return lp_fail(err, "llama_init_write: invalid config");
     if (fs_mkdirs(dir, err) < 0) return -1;
     init_list list = {0};
-    int rc = add_all(&list, c, seed) < 0 ? lp_fail(err, "llama_init_write: out of memory") : 0;
+    int rc = add_all(&list, c, seed, std > 0 ? std : 0.02f) < 0
+                 ? lp_fail(err, "llama_init_write: out of memory")
+                 : 0;
     st_writer *w = st_writer_new();
     if (rc == 0) rc = st_writer_set_metadata(w, "format", "pt", err);
     for (int i = 0; i < list.n && rc == 0; i++)
@@ -149,5 +151,5 @@ int llama_init_write_as(const char *dir, const llama_config *c, uint64_t seed, d
 }
 
 int llama_init_write(const char *dir, const llama_config *c, uint64_t seed, lp_err *err) {
-    return llama_init_write_as(dir, c, seed, DT_F32, err);
+    return llama_init_write_as(dir, c, seed, DT_F32, 0, err);
 }

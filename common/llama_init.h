@@ -18,8 +18,9 @@ int llama_preset(const char *name, llama_config *c, lp_err *err);
  * Llama (N(0, 0.02) matrices, o_proj/down_proj scaled by 1/sqrt(2 * layers), RMSNorm weights 1),
  * but embeddings of std 1/sqrt(hidden) so a tied head starts with logits of std ~1. */
 int llama_init_write(const char *dir, const llama_config *c, uint64_t seed, lp_err *err);
-/* The same with the tensors stored as F32, BF16 or F16. */
+/* The same with the tensors stored as F32, BF16 or F16, and matrices of std `std` (0: HF's
+ * 0.02; tests use larger ones so that attention is far from uniform). */
 int llama_init_write_as(const char *dir, const llama_config *c, uint64_t seed, dtype stored,
-                        lp_err *err);
+                        float std, lp_err *err);
 
 #endif
