@@ -137,6 +137,12 @@ typedef struct gpt2_trainer {
     int max_in;                /* widest adapted input, for the dropout scratch */
     int max_r;
     int any_dropout;
+    /* The full fine-tuning baseline (off unless asked): gradients of every linear weight and
+     * bias and of the tied head, laid out module by module, then the head. */
+    float *full_grads;
+    size_t n_full_grads;
+    float **dW_of, **db_of; /* per module, into full_grads */
+    float *dhead;
     float *encoded;
     layer_acts *acts;
     float *lnf, *lnf_mean, *lnf_rstd;
@@ -214,6 +220,9 @@ static void trainer_free(void *impl) {
     free(t->rows_of);
     free(t->grad_scale_of);
     free(t->step_of);
+    free(t->full_grads);
+    free(t->dW_of);
+    free(t->db_of);
     free(t->acts);
     free(t);
 }
@@ -341,6 +350,8 @@ static void linear_backward(gpt2_trainer *t, int module, float *dinp, const floa
                             const float *inp, const float *weight, int IC, int OC) {
     int N = t->B * t->T;
     if (dinp) matmul_backward(dinp, dout, weight, W_IN_OUT, N, IC, OC);
+    if (t->full_grads)
+        matmul_backward_weight(t->dW_of[module], t->db_of[module], inp, dout, W_IN_OUT, N, IC, OC);
     lora_segment segs[LORA_MAX_BATCH_ADAPTERS];
     int owner[LORA_MAX_BATCH_ADAPTERS];
     int n = segments_of(t, module, segs, owner);
@@ -423,6 +434,7 @@ static void head_loss(gpt2_trainer *t, const int *targets) {
             crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
             matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C,
                             V);
+            if (t->dhead) matmul_backward_weight(t->dhead, NULL, x, t->logits, W_OUT_IN, n, C, V);
         }
     }
 }
@@ -486,6 +498,34 @@ static int check_tokens(const gpt2_trainer *t, const int *inputs, const int *tar
             return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
                            targets[i], i, V);
     }
+    return 0;
+}
+
+static int trainer_full_grads(void *impl, float **grads, size_t *n, lp_err *err) {
+    gpt2_trainer *t = impl;
+    if (!t->full_grads) {
+        const gpt2_config *c = &t->g->cfg;
+        size_t total = (size_t)c->vocab_size * c->n_embd;
+        for (int i = 0; i < t->m->n_modules; i++)
+            total += (size_t)t->m->modules[i].in * t->m->modules[i].out + t->m->modules[i].out;
+        t->full_grads = calloc(total, sizeof(float));
+        t->dW_of = calloc((size_t)t->m->n_modules, sizeof *t->dW_of);
+        t->db_of = calloc((size_t)t->m->n_modules, sizeof *t->db_of);
+        if (!t->full_grads || !t->dW_of || !t->db_of)
+            return lp_fail(err, "out of memory for %zu weight gradients", total);
+        float *p = t->full_grads;
+        for (int i = 0; i < t->m->n_modules; i++) {
+            t->dW_of[i] = p;
+            p += (size_t)t->m->modules[i].in * t->m->modules[i].out;
+            t->db_of[i] = p;
+            p += t->m->modules[i].out;
+        }
+        t->dhead = p;
+        t->n_full_grads = total;
+        t->lowest_site = -1; /* every layer needs its input gradient now */
+    }
+    *grads = t->full_grads;
+    *n = t->n_full_grads;
     return 0;
 }
 
@@ -584,6 +624,7 @@ static const model_family_ops GPT2_OPS = {
     .trainer_new = trainer_new,
     .trainer_new_multi = trainer_new_multi,
     .trainer_step_multi = trainer_step_multi,
+    .trainer_full_grads = trainer_full_grads,
     .trainer_free = trainer_free,
     .trainer_arena_bytes = trainer_arena_bytes,
     .trainer_step = trainer_step,

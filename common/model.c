@@ -201,6 +201,12 @@ int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *tar
                                       dropout_seed, per_adapter, total, err);
 }
 
+int model_trainer_full_grads(model_trainer *t, float **grads, size_t *n, lp_err *err) {
+    if (!t->ops->trainer_full_grads)
+        return lp_fail(err, "this model family has no full fine-tuning baseline");
+    return t->ops->trainer_full_grads(t->impl, grads, n, err);
+}
+
 void model_trainer_free(model_trainer *t) {
     if (!t) return;
     t->ops->trainer_free(t->impl);

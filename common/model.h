@@ -55,6 +55,10 @@ int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *c
 int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
                              const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
                              model_step *per_adapter, model_step *total, lp_err *err);
+/* The full fine-tuning baseline, for measuring what LoRA saves: from now on backward also
+ * ADDS the gradients of every frozen linear weight and bias and of the output head into one
+ * buffer (returned, with its length), and runs down to the first layer. */
+int model_trainer_full_grads(model_trainer *t, float **grads, size_t *n, lp_err *err);
 /* Forward only, writing the full logits [B*T, vocab] (for tests), every row through the first
  * adapter. */
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err);

@@ -22,6 +22,8 @@ typedef struct model_family_ops {
                               const int *adapter_of, const float *grad_scales,
                               uint64_t dropout_seed, model_step *per_adapter, model_step *total,
                               lp_err *err);
+    /* the full fine-tuning baseline (optional) */
+    int (*trainer_full_grads)(void *impl, float **grads, size_t *n, lp_err *err);
     void (*free_family)(void *family);
     /* inference with a KV cache (model.h's model_session_*); a NULL adapter means none */
     int (*session_new)(void **impl, const model *m, const lora_adapter *a, int max_len,

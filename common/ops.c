@@ -43,6 +43,23 @@ void matmul_backward(float *dinp, const float *dout, const float *weight, weight
                     IC, 1.0f, dinp, IC);
 }
 
+void matmul_backward_weight(float *dweight, float *dbias, const float *inp, const float *dout,
+                            weight_layout layout, int N, int IC, int OC) {
+    if (layout == W_IN_OUT) /* dW [IC,OC] += inp^T . dout */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, IC, OC, N, 1.0f, inp, IC, dout, OC,
+                    1.0f, dweight, OC);
+    else /* dW [OC,IC] += dout^T . inp */
+        cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, OC, IC, N, 1.0f, dout, OC, inp, IC,
+                    1.0f, dweight, IC);
+    if (!dbias) return;
+#pragma omp parallel for
+    for (int o = 0; o < OC; o++) {
+        float sum = 0.0f;
+        for (int i = 0; i < N; i++) sum += dout[(size_t)i * OC + o];
+        dbias[o] += sum;
+    }
+}
+
 /* ---------------------------------------------------------------------------------------------
  * embeddings */
 

@@ -20,6 +20,11 @@ void matmul_forward(float *out, const float *inp, const float *weight, weight_la
 void matmul_backward(float *dinp, const float *dout, const float *weight, weight_layout layout,
                      int N, int IC, int OC);
 
+/* The weight gradient a full fine-tuning baseline needs and LoRA never computes:
+ * dW += inp^T . dout (in the weight's layout), dbias += column sums of dout (dbias may be NULL). */
+void matmul_backward_weight(float *dweight, float *dbias, const float *inp, const float *dout,
+                            weight_layout layout, int N, int IC, int OC);
+
 /* out[b,t,:] = wte[tokens[b,t],:] + wpe[t,:]. Embeddings are frozen, so no backward. */
 void encoder_forward(float *out, const int *tokens, const float *wte, const float *wpe, int B,
                      int T, int C);
