@@ -86,6 +86,8 @@ struct tokenizer {
     int byte_fb[256];      /* id of "<0xNN>" or -1 */
     added_tok *added;
     int n_added;
+    int *by_first;        /* added token indices grouped by first byte ... */
+    int first_start[257]; /* ... byte b's group is by_first[first_start[b] .. first_start[b+1]) */
     normstep *norm;
     int n_norm;
     pretok *pre;
@@ -543,6 +545,18 @@ static int parse_added(tokenizer *t, json_t *list, lp_err *err) {
     return 0;
 }
 
+/* Groups the added tokens by first byte (counting sort), so matching them costs a table look-up
+ * per byte of text however many there are (Llama 3 has 256). */
+static int index_added(tokenizer *t) {
+    int count[257] = {0};
+    for (int i = 0; i < t->n_added; i++) count[(unsigned char)t->added[i].s[0] + 1]++;
+    for (int b = 0; b < 256; b++) count[b + 1] += count[b];
+    memcpy(t->first_start, count, sizeof count);
+    if (!(t->by_first = malloc((size_t)(t->n_added + 1) * sizeof(int)))) return -1;
+    for (int i = 0; i < t->n_added; i++) t->by_first[count[(unsigned char)t->added[i].s[0]]++] = i;
+    return 0;
+}
+
 static int lookup_any(const tokenizer *t, const char *s) {
     for (int i = 0; i < t->n_added; i++)
         if (!strcmp(t->added[i].s, s)) return t->added[i].id;
@@ -601,6 +615,7 @@ int tokenizer_load(tokenizer **out, const char *path, lp_err *err) {
         t->bchar_len[b] = (unsigned char)utf8_encode(byte_char(b), t->bchar[b]);
     int rc = parse_model(t, json_object_get(root, "model"), err);
     if (!rc) rc = parse_added(t, json_object_get(root, "added_tokens"), err);
+    if (!rc && index_added(t) < 0) rc = lp_fail(err, "out of memory");
     if (!rc) rc = add_norm(t, json_object_get(root, "normalizer"), err);
     if (!rc) rc = add_pre(t, json_object_get(root, "pre_tokenizer"), err);
     if (!rc) rc = add_dec(t, json_object_get(root, "decoder"), err);
@@ -624,7 +639,7 @@ void tokenizer_free(tokenizer *t) {
     strmap_free(&t->vocab);
     free(t->merges), free(t->prefix), free(t->suffix);
     for (int i = 0; i < t->n_added; i++) free(t->added[i].s);
-    free(t->added);
+    free(t->added), free(t->by_first);
     for (int i = 0; i < t->n_norm; i++)
         free(t->norm[i].a), free(t->norm[i].b), pcre2_code_free(t->norm[i].re);
     free(t->norm);
@@ -1094,10 +1109,11 @@ static int split_added(const tokenizer *t, const char *s, size_t len, int normal
     while (i < len) {
         int best = -1;
         size_t blen = 0;
-        for (int k = 0; k < t->n_added; k++) {
-            const added_tok *a = &t->added[k];
+        unsigned char c = (unsigned char)s[i];
+        for (int q = t->first_start[c]; q < t->first_start[c + 1]; q++) {
+            const added_tok *a = &t->added[t->by_first[q]];
             if (a->normalized != normalized || a->len <= blen || a->len > len - i) continue;
-            if (!memcmp(s + i, a->s, a->len)) best = k, blen = a->len;
+            if (!memcmp(s + i, a->s, a->len)) best = t->by_first[q], blen = a->len;
         }
         if (best < 0) {
             i++;
