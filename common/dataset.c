@@ -42,6 +42,64 @@ void dataset_options_default(dataset_options *o) {
     o->on_long = DS_LONG_SPLIT;
 }
 
+static int parse_u64(const char *v, uint64_t *out) {
+    char *end;
+    if (!*v || *v == '-' || *v == ' ') return -1;
+    unsigned long long x = strtoull(v, &end, 10);
+    if (*end) return -1;
+    *out = x;
+    return 0;
+}
+
+static int choose(const char *key, const char *v, const char *a, const char *b, const char *c,
+                  int *out, lp_err *err) {
+    if (!strcmp(v, a)) return *out = 0, 0;
+    if (!strcmp(v, b)) return *out = 1, 0;
+    if (c && !strcmp(v, c)) return *out = 2, 0;
+    return lp_fail(err, "data option %s: '%s' is not one of %s, %s%s%s", key, v, a, b,
+                   c ? ", " : "", c ? c : "");
+}
+
+int dataset_options_set(dataset_options *o, const char *key, const char *v, lp_err *err) {
+    uint64_t x;
+    if (!strcmp(key, "seq_len")) {
+        if (parse_u64(v, &x) < 0 || x < 1 || x > 1u << 24)
+            return lp_fail(err, "data option seq_len: '%s' is not a length (1..16777216)", v);
+        o->seq_len = (int)x;
+    } else if (!strcmp(key, "layout")) {
+        if (choose(key, v, "pad", "pack", NULL, &o->pack, err) < 0) return -1;
+    } else if (!strcmp(key, "txt_docs")) {
+        if (choose(key, v, "blank", "line", NULL, &o->txt_by_line, err) < 0) return -1;
+    } else if (!strcmp(key, "bad_data")) {
+        if (choose(key, v, "fail", "skip", NULL, &o->skip_bad, err) < 0) return -1;
+    } else if (!strcmp(key, "long_docs")) {
+        if (choose(key, v, "split", "truncate", "reject", &o->on_long, err) < 0) return -1;
+    } else if (!strcmp(key, "special_tokens")) {
+        if (choose(key, v, "text", "special", NULL, &o->allow_special, err) < 0) return -1;
+    } else if (!strcmp(key, "val_fraction")) {
+        char *end;
+        double f = strtod(v, &end);
+        if (!*v || *end || !(f >= 0 && f < 1))
+            return lp_fail(err, "data option val_fraction: '%s' is not a number in [0, 1)", v);
+        o->val_fraction = f;
+    } else if (!strcmp(key, "val_file")) {
+        o->val_path = *v ? v : NULL;
+    } else if (!strcmp(key, "seed")) {
+        if (parse_u64(v, &x) < 0) return lp_fail(err, "data option seed: '%s' is not a number", v);
+        o->seed = x;
+    } else if (!strcmp(key, "vocab_size")) {
+        if (parse_u64(v, &x) < 0 || x > 1u << 30)
+            return lp_fail(err, "data option vocab_size: '%s' is not a size", v);
+        o->vocab_size = (int)x;
+    } else {
+        return lp_fail(err,
+                       "unknown data option '%s' (seq_len, layout, txt_docs, bad_data, "
+                       "long_docs, special_tokens, val_fraction, val_file, seed, vocab_size)",
+                       key);
+    }
+    return 0;
+}
+
 /* A bad record: skipped (and counted) or fatal, by option. Returns 0 to go on, -1 to fail. */
 static int bad(dataset *d, lp_err *err, size_t line, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));

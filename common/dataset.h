@@ -41,6 +41,12 @@ typedef struct dataset_options {
 } dataset_options;
 
 void dataset_options_default(dataset_options *o);
+/* Sets one option from text, for job files, flags and LORAPS_* variables:
+ *   seq_len N | layout pack|pad | txt_docs blank|line | bad_data fail|skip |
+ *   long_docs split|truncate|reject | special_tokens text|special | val_fraction F |
+ *   val_file PATH (kept by pointer) | seed N | vocab_size N
+ * An unknown key or a bad value is an error naming the key and what it accepts. */
+int dataset_options_set(dataset_options *o, const char *key, const char *value, lp_err *err);
 
 typedef struct dataset dataset;
 
@@ -58,7 +64,8 @@ const char *dataset_summary(const dataset *d);
 uint64_t dataset_n_skipped(const dataset *d);
 
 /* Sequence number `index` (any value; DS_TRAIN is shuffled per epoch, DS_VAL is in order and
- * wraps) into inputs[T] and targets[T]. */
+ * wraps) into inputs[T] and targets[T]. A full validation pass is indices
+ * [0, dataset_n_sequences(d, DS_VAL)), split over ranks like a training batch. */
 void dataset_sequence(dataset *d, int split, uint64_t index, int *inputs, int *targets);
 /* Sequences [first, first + n): inputs and targets of n*T each. */
 void dataset_batch(dataset *d, int split, uint64_t first, int n, int *inputs, int *targets);

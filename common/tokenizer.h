@@ -15,9 +15,11 @@ typedef struct tokenizer tokenizer;
 int tokenizer_load(tokenizer **out, const char *path, lp_err *err);
 void tokenizer_free(tokenizer *t);
 
-/* Encodes text (len bytes, not necessarily NUL-terminated) into a malloc'd array of ids.
- * Special tokens in the text are recognised only if allow_special; otherwise they are encoded
- * as ordinary text. Post-processing (e.g. a BOS the tokenizer adds) is applied if add_special. */
+/* Encodes text (len bytes, not necessarily NUL-terminated, valid UTF-8: anything else is refused
+ * with the byte offset) into a malloc'd array of ids. Special tokens in the text are recognised
+ * only if allow_special (otherwise encoded as ordinary text, as `encode_special_tokens = True`
+ * does in `tokenizers`); added tokens that are not special are always recognised, as there.
+ * Post-processing (e.g. a BOS the tokenizer's template adds) is applied if add_special. */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int allow_special,
                      int add_special, int **ids, size_t *n_ids, lp_err *err);
 /* Decodes ids into a malloc'd NUL-terminated string; skip_special drops special tokens. */

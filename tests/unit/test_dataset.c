@@ -450,6 +450,40 @@ static void test_data_source(void **s) {
     assert_int_equal(data_source_open_file(&b, path, "/nonexistent", &o, &err), -1);
 }
 
+static void test_options_from_text(void **s) {
+    (void)s;
+    dataset_options o;
+    dataset_options_default(&o);
+    lp_err err;
+    const char *ok[][2] = {
+        {"seq_len", "128"},      {"layout", "pad"},       {"txt_docs", "line"},
+        {"bad_data", "skip"},    {"long_docs", "reject"}, {"special_tokens", "special"},
+        {"val_fraction", "0.1"}, {"val_file", "v.jsonl"}, {"seed", "18446744073709551615"},
+        {"vocab_size", "50257"}};
+    for (size_t k = 0; k < sizeof ok / sizeof *ok; k++)
+        if (dataset_options_set(&o, ok[k][0], ok[k][1], &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(o.seq_len, 128);
+    assert_int_equal(o.pack, 0);
+    assert_int_equal(o.txt_by_line, 1);
+    assert_int_equal(o.skip_bad, 1);
+    assert_int_equal(o.on_long, DS_LONG_REJECT);
+    assert_int_equal(o.allow_special, 1);
+    assert_true(o.val_fraction == 0.1);
+    assert_string_equal(o.val_path, "v.jsonl");
+    assert_true(o.seed == UINT64_MAX);
+    assert_int_equal(o.vocab_size, 50257);
+    const char *bad[][3] = {{"seq_len", "0", "seq_len"},
+                            {"seq_len", "12x", "seq_len"},
+                            {"layout", "packed", "one of pad, pack"},
+                            {"val_fraction", "1", "[0, 1)"},
+                            {"seed", "-1", "seed"},
+                            {"colour", "red", "unknown data option 'colour'"}};
+    for (size_t k = 0; k < sizeof bad / sizeof *bad; k++) {
+        assert_int_equal(dataset_options_set(&o, bad[k][0], bad[k][1], &err), -1);
+        if (!strstr(err.msg, bad[k][2])) fail_msg("'%s' lacks '%s'", err.msg, bad[k][2]);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_txt_packed_stream),
@@ -460,6 +494,7 @@ int main(void) {
         cmocka_unit_test(test_bin),
         cmocka_unit_test(test_validation_split),
         cmocka_unit_test(test_data_source),
+        cmocka_unit_test(test_options_from_text),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
