@@ -505,12 +505,13 @@ static int trainer_full_grads(void *impl, float **grads, size_t *n, lp_err *err)
     gpt2_trainer *t = impl;
     if (!t->full_grads) {
         const gpt2_config *c = &t->g->cfg;
+        unsigned n_mods = (unsigned)t->m->n_modules;
         size_t total = (size_t)c->vocab_size * c->n_embd;
-        for (int i = 0; i < t->m->n_modules; i++)
+        for (unsigned i = 0; i < n_mods; i++)
             total += (size_t)t->m->modules[i].in * t->m->modules[i].out + t->m->modules[i].out;
         t->full_grads = calloc(total, sizeof(float));
-        t->dW_of = calloc((size_t)t->m->n_modules, sizeof *t->dW_of);
-        t->db_of = calloc((size_t)t->m->n_modules, sizeof *t->db_of);
+        t->dW_of = calloc(n_mods, sizeof *t->dW_of);
+        t->db_of = calloc(n_mods, sizeof *t->db_of);
         if (!t->full_grads || !t->dW_of || !t->db_of)
             return lp_fail(err, "out of memory for %zu weight gradients", total);
         float *p = t->full_grads;
