@@ -241,7 +241,8 @@ static const char CORPUS[] =
     "بالعالم.\n"
     "छोटा मॉडल वही सीखता है जो उसे दिखाया जाता है। नमस्ते "
     "दुनिया।\n"
-    "Emoji too: 😀 😂 🎉 👍 🚀 ❤️ 👩‍💻 👨‍👩‍👧‍👦 🇫🇷 ✅ ⚠️ — and symbols: © ® ™ ° ± "
+    "Emoji too: 😀 😂 🎉 👍 🚀 ❤️ 👩‍💻 👨‍👩‍👧‍👦 🇫🇷 ✅ ⚠️ — and symbols: © ® ™ ° "
+    "± "
     "× ÷ ≤ ≥ ≠ ∞ → ← ∑ √ π µ € £ ¥ § ¶ • … « » “ ” ‘ "
     "’.\n"
     "Naïve café résumé façade jalapeño Zürich São Paulo Kraków Øresund "
@@ -430,8 +431,7 @@ static const char CORPUS[] =
     "<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Status</title></head>\n"
     "<body><h1>All systems normal</h1><p>Last checked: <time>2025-06-01 "
     "08:00 UTC</time></p></body></html>\n"
-    ""
-;
+    "";
 
 const char *bpe_demo_corpus(size_t *len) {
     *len = sizeof CORPUS - 1;

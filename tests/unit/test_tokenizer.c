@@ -35,6 +35,7 @@ static int teardown(void **s) {
 }
 
 static char *slurp(const char *path, size_t *len) {
+    *len = 0;
     FILE *f = fopen(path, "rb");
     if (!f) return NULL;
     fseek(f, 0, SEEK_END);
