@@ -214,6 +214,10 @@ static int setup(ps *s, lp_err *err) {
     if (!s->router || wire_socket_setup(s->router, 0, err) < 0) return -1;
     /* No ROUTER_MANDATORY: a reply to a peer that went away, or that stopped reading (its
      * queue at the high-water mark), is dropped instead of blocking the server. */
+    if (strchr(c->bind, '[')) { /* tcp://[::]:P: IPv6 (and IPv4 too, for [::]) */
+        int on = 1;
+        zmq_setsockopt(s->router, ZMQ_IPV6, &on, sizeof on);
+    }
     if (zmq_bind(s->router, c->bind) < 0)
         return lp_fail(err, "bind %s: %s", c->bind, zmq_strerror(zmq_errno()));
     for (int k = 0; k < c->n_shards && c->n_shards > 1; k++) {

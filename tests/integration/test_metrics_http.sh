@@ -123,4 +123,21 @@ LORAPS_QUIET=maybe "$B/loraps-worker" >/dev/null 2>"$TMP/e.err" || rc=$?
 grep -q "expected tcp://HOST:PORT" "$TMP/e.err" || fail "no clear endpoint error: $(cat "$TMP/e.err")"
 "$B/loraps-ps" --model x --metrics-port 99999 2>"$TMP/e.err" >/dev/null && fail "port 99999 accepted"
 grep -q "metrics-port" "$TMP/e.err" || fail "no clear metrics-port error"
+
+# 7. loraps run --metrics-port P: shard 0 on P, worker i on P+1+i.
+port_free() { ! (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for _ in $(seq 20); do
+    RP=$("$B/free_ports" 1)
+    port_free $((RP + 1)) && port_free $((RP + 2)) && break
+done
+bg run "$B/loraps" run --workers 2 --preset tiny --out "$TMP/run" --max-steps 100000 --seq-len 32 \
+    --metrics-port "$RP"
+RUN=$LAST_PID
+wait_grep "$TMP/run.out" "metrics on http://127.0.0.1:$RP-$((RP + 2))/metrics" 30
+wait_grep "$TMP/run.out" "^step 3/" 60
+expect "http://127.0.0.1:$RP/metrics" 200 'loraps_workers_live{role="ps",shard="0"} 2'
+expect "http://127.0.0.1:$((RP + 1))/readyz" 200 "ready"
+expect "http://127.0.0.1:$((RP + 2))/metrics" 200 'loraps_worker_steps_total{role="worker",rank="1"}'
+kill -TERM "$RUN"
+wait_for "$RUN" 60 || fail "loraps run exited non-zero after SIGTERM"
 echo PASS
