@@ -305,6 +305,16 @@ void ps_checkpoint_on_peer(ps *s, wire_msg *m) {
         return;
     }
     int from = (int)st->shard;
+    /* Shards connect with the routing id "shard-<k>" (ps_main.c): a state must come from the
+     * shard it claims to be. */
+    char rid[32];
+    int rl = snprintf(rid, sizeof rid, "shard-%d", from);
+    if (m->routing_len != (size_t)rl || memcmp(m->routing, rid, (size_t)rl)) {
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+                  "ShardState of shard %d from a connection that is not that shard", from);
+        return;
+    }
+    if (!s->cfg.out_dir[0]) return; /* nothing is written without --out */
     uint32_t idx[3 * s->spec.n + 1];
     size_t numel[3 * s->spec.n + 1];
     int n = shard_map_tensors(&s->map, from, idx);
@@ -357,8 +367,10 @@ int ps_checkpoint_final_done(ps *s) {
 }
 
 void ps_checkpoint_on_stop(ps *s) {
-    if (s->phase >= PS_FINISHING || (s->cfg.shard == 0 && !s->cfg.out_dir[0])) return;
-    ps_checkpoint_begin(s, PS_CKPT_STOP);
+    if (s->phase == PS_DONE || (s->cfg.shard == 0 && !s->cfg.out_dir[0])) return;
+    /* Finishing already: the final collection is under way; wait for it instead. */
+    int finishing = s->phase == PS_FINISHING;
+    if (!finishing) ps_checkpoint_begin(s, PS_CKPT_STOP);
     if (s->cfg.shard != 0 || s->cfg.n_shards < 2 || !s->ckpt) return;
     /* Wait (bounded) for the other shards' states; everything else is turned away. */
     int64_t until = wire_now_ms() + 10000;
@@ -381,8 +393,8 @@ void ps_checkpoint_on_stop(ps *s) {
         }
     }
     if (s->ckpt->slot[2].active) {
-        ps_log(s, "stopping without the other shards' states (%d missing): no checkpoint",
-               s->ckpt->slot[2].missing);
+        ps_log(s, "stopping without the other shards' states (%d missing): no %s",
+               s->ckpt->slot[2].missing, finishing ? "final adapter" : "checkpoint");
         slot_free(&s->ckpt->slot[2]);
     }
 }

@@ -126,4 +126,20 @@ if "$B/loraps-ps" --model "$TMP/tiny" --out "$TMP/nothing" "${JOB[@]}" --resume 
     fail "resume from a folder without a complete checkpoint was accepted"
 fi
 grep -q "no checkpoint has been completed" "$TMP/nothing.err" || fail "$(cat "$TMP/nothing.err")"
+# A client that is not a shard cannot hand shard 0 a shard's state (it would land in the
+# checkpoint): refused, and the job's final checkpoint is still made of the real shards' states.
+ports=$("$B/free_ports" 2)
+PEERS=""
+for p in $ports; do PEERS="$PEERS${PEERS:+,}tcp://127.0.0.1:$p"; done
+for k in 0 1; do
+    bg spoof-ps$k "$B/loraps-ps" --model "$TMP/tiny" --shard $k --peers "$PEERS" --out "$TMP/spoof" \
+        --max-steps 6 --seq-len 16 --micro-batch 2 --quiet
+    SP[$k]=$LAST_PID
+done
+"$B/shard_state_spoof" "${PEERS%%,*}" >"$TMP/spoof.out" || fail "spoofed state: $(cat "$TMP/spoof.out")"
+bg spoof-w "$B/loraps-worker" --servers "$PEERS" --model "$TMP/tiny" --rank 0 --quiet
+for p in "$LAST_PID" "${SP[@]}"; do wait_for "$p" 60 || fail "the spoofed job failed"; done
+check_latest_of() { "$B/loraps" inspect "$1/latest" | grep -q "step .*6 of 6" || fail "no final checkpoint in $1"; }
+check_latest_of "$TMP/spoof"
+echo "spoofed ShardState: $(cat "$TMP/spoof.out")"
 echo "PASS"

@@ -79,6 +79,30 @@ finish
 grep -q "warning: .*without trainer state" "$TMP/peft-ps0.err" || fail "no warning for a bare adapter"
 [ -f "$TMP/from_peft/adapter_model.safetensors" ] || fail "no adapter after resuming a bare adapter"
 
+# Another data split: a 1-worker checkpoint (micro-batch 4) resumed with 2 workers of 2 continues
+# after the sequences it consumed, so it matches the 1-worker run (sync: 1 x 2b == 2 x b, 1e-5).
+JOB1=(--max-steps 10 --seq-len 32 --lr 0.01 --save-every 5 --quiet)
+p1=$("$B/free_ports" 1)
+bg one-ps "$B/loraps-ps" --model "$TMP/tiny" --bind "tcp://127.0.0.1:$p1" --out "$TMP/one" \
+    --workers 1 --micro-batch 4 "${JOB1[@]}"
+PS1=$LAST_PID
+bg one-w "$B/loraps-worker" --servers "tcp://127.0.0.1:$p1" --model "$TMP/tiny" --rank 0 --quiet
+wait_for "$LAST_PID" 60 && wait_for "$PS1" 60 || fail "the 1-worker run failed"
+p2=$("$B/free_ports" 1)
+bg split-ps "$B/loraps-ps" --model "$TMP/tiny" --bind "tcp://127.0.0.1:$p2" --out "$TMP/split" \
+    --workers 2 --micro-batch 2 "${JOB1[@]}" --resume "$TMP/one/checkpoint-5"
+PS2=$LAST_PID
+for k in 0 1; do
+    bg split-w$k "$B/loraps-worker" --servers "tcp://127.0.0.1:$p2" --model "$TMP/tiny" --rank $k --quiet
+    WS[$k]=$LAST_PID
+done
+for p in "${WS[@]}" "$PS2"; do wait_for "$p" 60 || fail "the 2-worker resume failed"; done
+grep -q "warning: the data split changed" "$TMP/split-ps.err" || fail "no data split warning"
+grep -q "data continues at sequence 22 (step 5)" "$TMP/split-w1.err" ||
+    fail "rank 1 of 2 does not continue at sequence 22: $(grep data "$TMP/split-w1.err")"
+"$B/adapter_diff" "$TMP/one/adapter_model.safetensors" "$TMP/split/adapter_model.safetensors" 1e-5 ||
+    fail "1 worker resumed as 2 differs from 1 worker throughout"
+
 # A job whose LoRA shape differs from the checkpoint's is refused, naming the tensor.
 if "$B/loraps-ps" --model "$TMP/tiny" "${JOB[@]}" --r 4 --resume "$TMP/full1/latest" \
     --bind "tcp://127.0.0.1:$("$B/free_ports" 1)" 2>"$TMP/shape.err"; then
