@@ -564,7 +564,15 @@ static int lookup_any(const tokenizer *t, const char *s) {
     return strmap_get(&t->vocab, s, strlen(s), &id) ? id : -1;
 }
 
-/* bos/eos from tokenizer_config.json beside the file when there is one, else by name. */
+static int lookup_added(const tokenizer *t, const char *s) {
+    for (int i = 0; i < t->n_added; i++)
+        if (!strcmp(t->added[i].s, s)) return t->added[i].id;
+    return -1;
+}
+
+/* bos/eos: tokenizer_config.json beside the file says (a token, or null for none); without it,
+ * the template's first token is the BOS, and otherwise the usual names among the added tokens
+ * (not the model's vocab: Qwen's has a plain "<s>"). */
 static void find_bos_eos(tokenizer *t, const char *path) {
     static const char *bos_names[] = {"<s>", "<|begin_of_text|>", "<|startoftext|>", "<bos>",
                                       "<|endoftext|>"};
@@ -573,9 +581,9 @@ static void find_bos_eos(tokenizer *t, const char *path) {
     t->bos_id = t->n_post_before ? t->post_before[0] : -1;
     t->eos_id = -1;
     for (size_t i = 0; t->bos_id < 0 && i < sizeof bos_names / sizeof *bos_names; i++)
-        t->bos_id = lookup_any(t, bos_names[i]);
+        t->bos_id = lookup_added(t, bos_names[i]);
     for (size_t i = 0; t->eos_id < 0 && i < sizeof eos_names / sizeof *eos_names; i++)
-        t->eos_id = lookup_any(t, eos_names[i]);
+        t->eos_id = lookup_added(t, eos_names[i]);
     char cfg[4096];
     const char *slash = strrchr(path, '/');
     int dlen = slash ? (int)(slash - path) : 1;
@@ -588,7 +596,10 @@ static void find_bos_eos(tokenizer *t, const char *path) {
         json_t *v = json_object_get(root, keys[k]);
         const char *s = json_is_string(v) ? json_string_value(v) : jstr(v, "content");
         int id = s ? lookup_any(t, s) : -1;
-        if (id >= 0) *dst[k] = id;
+        if (id >= 0)
+            *dst[k] = id;
+        else if (json_is_null(v) && !(k == 0 && t->n_post_before))
+            *dst[k] = -1;
     }
     json_decref(root);
 }
