@@ -6,6 +6,7 @@
 #include "tokenizer.h"
 
 #include "fsutil.h"
+#include "tokenizer_nfc.h"
 #include "tokenizer_util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -23,7 +24,7 @@
 enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREV, SPLIT_NEXT, SPLIT_CONTIGUOUS };
 enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 enum { PT_BYTELEVEL, PT_SPLIT, PT_METASPACE, PT_DIGITS };
-enum { NM_PREPEND, NM_REPLACE, NM_STRIP, NM_PASS };
+enum { NM_PREPEND, NM_REPLACE, NM_STRIP, NM_NFC, NM_PASS };
 enum { DEC_BYTELEVEL, DEC_METASPACE, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP };
 
 typedef struct pretok {
@@ -204,14 +205,16 @@ static int add_norm(tokenizer *t, json_t *n, lp_err *err) {
         s.type = NM_REPLACE, s.b = strdup(c), s.blen = strlen(c);
     } else if (!strcmp(type, "Strip")) {
         s.type = NM_STRIP, s.left = jbool(n, "strip_left", 1), s.right = jbool(n, "strip_right", 1);
-    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFKC")) {
-        /* Passed through: exact for text already in that form, which is nearly all real text
-         * (the library has Unicode tables for the rest; we do not). */
+    } else if (!strcmp(type, "NFC")) {
+        s.type = NM_NFC;
+    } else if (!strcmp(type, "NFKC")) {
+        /* Passed through: exact for text already in NFKC (tokenizer_nfc.c has only the canonical
+         * tables); no BPE family this project targets uses it. */
         s.type = NM_PASS;
     } else {
         return lp_fail(err,
                        "normalizer '%s' is not supported (supported: Sequence, Prepend, "
-                       "Replace, Strip, NFC/NFKC as pass-through)",
+                       "Replace, Strip, NFC, NFKC as pass-through)",
                        type);
     }
     normstep *p = realloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *p);
@@ -904,6 +907,8 @@ static int normalize(const tokenizer *t, const char *s, size_t len, pcre2_match_
                 rc = sp.p[i].is_match ? sbuf_put(&tmp, n->b, n->blen)
                                       : sbuf_put(&tmp, out->p + sp.p[i].a, sp.p[i].b - sp.p[i].a);
             rc |= sbuf_put(&tmp, "", 0);
+        } else if (n->type == NM_NFC) {
+            rc = nfc_normalize(out->p, out->n, &tmp);
         } else if (n->type == NM_STRIP) {
             size_t a = 0, b = out->n;
             uint32_t cp;

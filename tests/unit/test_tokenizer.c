@@ -3,6 +3,7 @@
  * errors, decoding details, and encoding from several threads. */
 #include "bpe_train.h"
 #include "tokenizer.h"
+#include "tokenizer_nfc.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -316,12 +317,43 @@ static void test_threads(void **s) {
     tokenizer_free(t);
 }
 
+/* NFC against Python's unicodedata: every decomposable code point alone and decomposed, random
+ * starters with marks in random order, Hangul, singletons and exclusions. */
+static void test_nfc(void **s) {
+    (void)s;
+    json_t *root = json_load_file(GOLD "nfc_cases.json", 0, NULL);
+    assert_non_null(root);
+    json_t *cases = json_object_get(root, "cases"), *c;
+    size_t k;
+    int bad = 0;
+    json_array_foreach(cases, k, c) {
+        json_t *in = json_array_get(c, 0), *want = json_array_get(c, 1);
+        sbuf out = {0};
+        assert_int_equal(nfc_normalize(json_string_value(in), json_string_length(in), &out), 0);
+        if (out.n != json_string_length(want) || memcmp(out.p, json_string_value(want), out.n)) {
+            if (bad++ < 10) fprintf(stderr, "  NFC differs on case %zu\n", k);
+        }
+        sbuf_free(&out);
+    }
+    printf("NFC: %zu strings, %d differ from Python's unicodedata %s (tables: %s)\n",
+           json_array_size(cases), bad, json_string_value(json_object_get(root, "unicode")),
+           nfc_unicode_version);
+    assert_int_equal(bad, 0);
+    json_decref(root);
+    /* ASCII around marks: the letter before a mark composes, ASCII elsewhere is kept */
+    sbuf out = {0};
+    const char *in = "plain ascii, cafe\xcc\x81 and A\xcc\x8a\xcc\xa3!";
+    assert_int_equal(nfc_normalize(in, strlen(in), &out), 0);
+    assert_string_equal(out.p, "plain ascii, caf\xc3\xa9 and \xe1\xba\xa0\xcc\x8a!");
+    sbuf_free(&out);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_demo_sizes),   cmocka_unit_test(test_demo_deterministic),
         cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_decode_details),
         cmocka_unit_test(test_load_errors),  cmocka_unit_test(test_merge_ranks),
-        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_threads),      cmocka_unit_test(test_nfc),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
