@@ -2,7 +2,7 @@
  * config.json parsing (transformers 4 and 5 spellings of rope settings, per-type defaults,
  * errors that name the field), init + load round trips, the module list, missing tensors, BF16
  * weights kept in bf16 versus widened at load (same fingerprint, identical logits, half the
- * bytes), and the KV-cache session against the trainer's full forward (whole prompts, one token
+ * bytes), a sharded checkpoint (same fingerprint and logits as one file), F16 weights, and the KV-cache session against the trainer's full forward (whole prompts, one token
  * at a time, chunks longer than the session's internal chunk, reset, limits). */
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +23,7 @@
 #include "model.h"
 #include "ops.h"
 #include "rng.h"
+#include "safetensors.h"
 
 #define GOLDEN_DIR LORAPS_TEST_DATA "/reference/golden"
 
@@ -440,6 +441,75 @@ static void session_case(const char *dir, const char *targets, int T) {
     model_free(m);
 }
 
+/* ---------------------------------------------------------------------------------------------
+ * sharded checkpoints and F16 weights */
+
+static void test_sharded_and_f16(void **state) {
+    (void)state;
+    llama_config c;
+    lp_err err = {0};
+    check_ok(llama_preset("tiny", &c, &err), &err, "tiny");
+    char one[192], sharded[192], f16[192], path[320];
+    snprintf(one, sizeof one, "%s/one", tmpdir);
+    snprintf(sharded, sizeof sharded, "%s/sharded", tmpdir);
+    snprintf(f16, sizeof f16, "%s/f16", tmpdir);
+    check_ok(llama_init_write_as(one, &c, 21, DT_F32, 0.1f, &err), &err, "write");
+    check_ok(llama_init_write_as(f16, &c, 21, DT_F16, 0.1f, &err), &err, "write f16");
+    /* the same tensors in two shards: layer 0 in one, everything else in the other */
+    st_file f;
+    snprintf(path, sizeof path, "%s/model.safetensors", one);
+    check_ok(st_open(&f, path, &err), &err, path);
+    check_ok(fs_mkdirs(sharded, &err), &err, sharded);
+    st_writer *w[2] = {st_writer_new(), st_writer_new()};
+    const char *file[2] = {"model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors"};
+    size_t cap = 1 << 16, len = 0;
+    char *index = malloc(cap);
+    len += (size_t)snprintf(index + len, cap - len, "{\"metadata\": {}, \"weight_map\": {");
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        int k = strstr(t->name, "layers.0.") ? 0 : 1;
+        check_ok(st_writer_add(w[k], t->name, t->dtype, t->ndim, t->shape, t->data, &err), &err,
+                 t->name);
+        len += (size_t)snprintf(index + len, cap - len, "%s\"%s\": \"%s\"", i ? ", " : "", t->name,
+                                file[k]);
+    }
+    len += (size_t)snprintf(index + len, cap - len, "}}\n");
+    for (int k = 0; k < 2; k++) {
+        snprintf(path, sizeof path, "%s/%s", sharded, file[k]);
+        check_ok(st_writer_write(w[k], path, &err), &err, path);
+        st_writer_free(w[k]);
+    }
+    snprintf(path, sizeof path, "%s/model.safetensors.index.json", sharded);
+    check_ok(fs_write_atomic(path, index, len, &err), &err, path);
+    free(index);
+    snprintf(path, sizeof path, "%s/config.json", sharded);
+    check_ok(llama_config_write(&c, path, &err), &err, path);
+    st_close(&f);
+
+    const int T = 16, V = 512;
+    int tokens[16];
+    for (int i = 0; i < T; i++) tokens[i] = (i * 53 + 7) % V;
+    float *a = malloc(sizeof(float) * T * V), *b = malloc(sizeof(float) * T * V),
+          *h = malloc(sizeof(float) * T * V);
+    uint64_t fa, fb, fh;
+    size_t ba, bb, bh;
+    logits_of(one, tokens, T, a, &fa, &ba);
+    logits_of(sharded, tokens, T, b, &fb, &bb);
+    logits_of(f16, tokens, T, h, &fh, &bh);
+    assert_true(fa == fb);
+    assert_int_equal(ba, bb);
+    assert_memory_equal(a, b, sizeof(float) * T * V);
+    /* F16 weights are widened to f32 at load: the logits move by the weights' rounding only */
+    double d = max_abs_diff(a, h, T * V), m = 0;
+    for (int i = 0; i < T * V; i++) m = fmax(m, fabs((double)a[i]));
+    print_message("  sharded: same fingerprint and logits; F16 weights: logits max|diff| %.2e "
+                  "(max|logit| %.2f)\n",
+                  d, m);
+    assert_true(fa != fh);
+    assert_true(d > 0 && d < 1e-2 * m);
+    free(a), free(b), free(h);
+}
+
 static void test_session_llama(void **state) {
     (void)state;
     /* GQA, untied head, llama3 rope; 100 tokens: two internal chunks */
@@ -462,6 +532,7 @@ int main(void) {
         cmocka_unit_test(test_presets_roundtrip),
         cmocka_unit_test(test_load_modules_and_missing),
         cmocka_unit_test(test_bf16_kept_and_widened),
+        cmocka_unit_test(test_sharded_and_f16),
         cmocka_unit_test(test_session_llama),
         cmocka_unit_test(test_session_qwen2),
     };
