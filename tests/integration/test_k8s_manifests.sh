@@ -13,4 +13,13 @@ if [ ! -f "$K8S/node_modules/kubernetes-models/package.json" ] || [ ! -f "$K8S/n
 fi
 node "$K8S/validate.mjs" "$K8S/../../deploy/k8s" "$B" || fail "deploy/k8s does not validate"
 LORAPS_BIN=$B "$K8S/check_dockerfile.sh" || fail "deploy/Dockerfile check"
+# ... and it catches a runtime stage that lacks a library, or that runs as root.
+sed 's/ libmicrohttpd12 / /; s/^      libmicrohttpd12 \\$/      \\/' "$K8S/../../deploy/Dockerfile" >"$TMP/Dockerfile.nolib"
+grep -q libmicrohttpd12 "$TMP/Dockerfile.nolib" && fail "could not make the broken Dockerfile"
+DOCKERFILE=$TMP/Dockerfile.nolib LORAPS_BIN=$B "$K8S/check_dockerfile.sh" 2>"$TMP/e" >/dev/null &&
+    fail "check_dockerfile accepts a runtime stage without libmicrohttpd"
+grep -q "libmicrohttpd12, which the runtime stage does not install" "$TMP/e" || fail "unclear: $(cat "$TMP/e")"
+sed 's/^USER .*/USER root/' "$K8S/../../deploy/Dockerfile" >"$TMP/Dockerfile.root"
+DOCKERFILE=$TMP/Dockerfile.root LORAPS_BIN=$B "$K8S/check_dockerfile.sh" >/dev/null 2>&1 &&
+    fail "check_dockerfile accepts USER root"
 echo PASS

@@ -10,7 +10,7 @@
 # usage: LORAPS_BIN=build/bin tests/k8s/check_dockerfile.sh [--build]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
-DF=$ROOT/deploy/Dockerfile
+DF=${DOCKERFILE:-$ROOT/deploy/Dockerfile}
 B=${LORAPS_BIN:?set LORAPS_BIN to the bin folder of a build}
 fail() {
     echo "FAIL: check_dockerfile: $*" >&2
@@ -31,18 +31,23 @@ packages() {
 rt_pkgs=$(packages <<<"$runtime")
 bd_pkgs=$(packages <<<"$build")
 [ -n "$rt_pkgs" ] && [ -n "$bd_pkgs" ] || fail "cannot read the stages' package lists"
-for p in $rt_pkgs $bd_pkgs; do
-    apt-cache show "$p" >/dev/null 2>&1 || fail "package $p does not exist in this Debian"
-done
+if ! apt-cache show $rt_pkgs $bd_pkgs >/dev/null 2>&1; then
+    for p in $rt_pkgs $bd_pkgs; do
+        apt-cache show "$p" >/dev/null 2>&1 || fail "package $p does not exist in this Debian"
+    done
+fi
 grep -q -- '-dev' <<<"$rt_pkgs" && fail "the runtime stage installs a -dev package"
 grep -qE '^(build-essential|cmake|gcc)$' <<<"$rt_pkgs" && fail "the runtime stage installs a compiler"
 
 # Every directly linked library must come from the runtime packages or the base image.
 base="libc6 libgcc-s1 libpcre2-8-0"
+declare -A checked
 for bin in loraps-ps loraps-worker loraps; do
     [ -x "$B/$bin" ] || fail "$B/$bin is missing (build first)"
     grep -q "$bin" <<<"$build" || fail "the build stage does not install $bin"
     for lib in $(readelf -d "$B/$bin" | awk '/NEEDED/{gsub(/[\[\]]/, "", $5); print $5}'); do
+        [ -z "${checked[$lib]:-}" ] || continue
+        checked[$lib]=1
         case $lib in libasan.so* | libubsan.so*) continue ;; esac # a sanitizer (test) build
         path=$(ldd "$B/$bin" | awk -v l="$lib" '$1 == l {print $3}')
         [ -n "$path" ] || fail "$bin: $lib is not found here"
