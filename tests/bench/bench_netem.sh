@@ -86,10 +86,13 @@ print(f"  {'link':<26} {'step ms':>9} {'compute ms':>11} {'bytes/step/worker':>1
 print(f"  {'unshaped veth':<26} {p_ms:9.1f} {p_comp:11.1f} {p_bytes:18.0f}")
 print(f"  {'shaped (every host)':<26} {s_ms:9.1f} {s_comp:11.1f} {s_bytes:18.0f}")
 print(f"  step time shaped / unshaped          {s_ms / p_ms:.2f}x")
-print(f"  bytes per step / adapter bytes       {p_bytes / adapter:.2f} (a pull and a push: ~2)")
+wire = {"f32": 4, "bf16": 2, "f16": 2}.get(dtype, 4)
+print(f"  bytes per step / adapter bytes       {p_bytes / adapter:.2f} "
+      f"(a pull and a push in {dtype}: ~{2 * wire / 4:.0f})")
 if bps:
-    # The server's link carries every worker's push in and every pull out.
-    wire_ms = 3 * s_bytes * 8 / bps * 1000
-    print(f"  server link time per step at {rate}: {wire_ms:.1f} ms "
+    # Each direction of a link is capped on its own; the busiest is the server's way out, which
+    # carries every worker's pull (half of a worker's bytes per step).
+    wire_ms = 3 * (s_bytes / 2) * 8 / bps * 1000
+    print(f"  server egress per step at {rate}: {wire_ms:.1f} ms "
           f"({wire_ms / s_ms * 100:.0f}% of the shaped step)")
 EOF
