@@ -5,13 +5,25 @@
 #include "rng.h"
 #include "tokenizer_util.h"
 
+#include <errno.h>
+#include <fcntl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 typedef struct part {
     ivec tok;
+    /* or, for a packed .bin, the file's tokens read in place (mmap'd: shared by every worker
+     * process on a host through the page cache, nothing copied) */
+    const unsigned char *view;
+    uint64_t view_n;
+    int view_bpt;
+    void *map;
+    size_t map_len;
     unsigned char *mask; /* 1 = the token is a target; NULL: all are */
     size_t mask_cap;
     uint64_t *off; /* pad mode: sequence k is tok[off[k], off[k] + len[k]) */
@@ -115,6 +127,18 @@ static int bad(dataset *d, lp_err *err, size_t line, const char *fmt, ...) {
     if (!d->n_skipped++)
         snprintf(d->first_skip, sizeof d->first_skip, "%s%s%zu: %s", d->path, d->where, line, msg);
     return 0;
+}
+
+static uint64_t part_ntok(const part *p) {
+    return p->view ? p->view_n : p->tok.n;
+}
+
+static int part_tok(const part *p, uint64_t i) {
+    if (!p->view) return p->tok.p[i];
+    const unsigned char *b = p->view + i * (uint64_t)p->view_bpt;
+    if (p->view_bpt == 2) return b[0] | b[1] << 8;
+    return (int)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
+                 (uint32_t)b[3] << 24);
 }
 
 static int part_push(part *p, int id, int target) {
@@ -334,6 +358,24 @@ static int load_bin(dataset *d, const char *buf, size_t len, int split, lp_err *
                        d->path, (unsigned long long)count, len - 24);
     if (!count) return lp_fail(err, "%s: no tokens", d->path);
     int eos_id = eos == 0xFFFFFFFFu ? -1 : (int)eos;
+    int target = split >= 0 ? split : d->force_split;
+    if (d->o.pack && (target >= 0 || d->o.val_fraction <= 0)) {
+        /* read in place if every id is good: the ids are checked once, here */
+        uint64_t n_bad = 0, docs = 0;
+        for (uint64_t i = 0; i < count; i++) {
+            const unsigned char *p = u + 24 + i * bpt;
+            uint32_t id = bpt == 2 ? (uint32_t)(p[0] | p[1] << 8) : rd32(p);
+            n_bad += id >= (uint32_t)d->vocab;
+            docs += (int)id == eos_id || i + 1 == count;
+        }
+        part *pt = &d->p[target < 0 ? DS_TRAIN : target];
+        if (!n_bad && !pt->tok.n && !pt->view) {
+            pt->view = u + 24, pt->view_n = count, pt->view_bpt = (int)bpt;
+            pt->n_docs = docs;
+            d->n_docs_seen += docs;
+            return 1; /* the caller keeps the mapping */
+        }
+    }
     ivec doc = {0};
     int rc = 0;
     for (uint64_t i = 0; i < count && !rc; i++) {
@@ -355,17 +397,37 @@ static int load_bin(dataset *d, const char *buf, size_t len, int split, lp_err *
 
 static int load_file(dataset *d, const char *path, int split, lp_err *err) {
     snprintf(d->path, sizeof d->path, "%s", path);
-    char *buf;
-    size_t len;
-    if (fs_read_all(path, &buf, &len, err) < 0) return -1;
     const char *ext = strrchr(path, '.');
     int rc;
     d->force_split = split;
     d->where = ext && !strcmp(ext, ".bin") ? ": token " : ":";
+    if (ext && !strcmp(ext, ".bin")) {
+        int fd = open(path, O_RDONLY | O_CLOEXEC);
+        struct stat st;
+        if (fd < 0 || fstat(fd, &st) < 0) {
+            if (fd >= 0) close(fd);
+            return lp_fail(err, "%s: cannot open: %s", path, strerror(errno));
+        }
+        size_t len = (size_t)st.st_size;
+        void *map = len ? mmap(NULL, len, PROT_READ, MAP_SHARED, fd, 0) : NULL;
+        close(fd);
+        if (!len) return lp_fail(err, "%s: empty file", path);
+        if (map == MAP_FAILED) return lp_fail(err, "%s: mmap: %s", path, strerror(errno));
+        rc = load_bin(d, map, len, split, err);
+        if (rc == 1) { /* read in place: the part owns the mapping now */
+            part *pt = d->p[DS_VAL].view == (const unsigned char *)map + 24 ? &d->p[DS_VAL]
+                                                                            : &d->p[DS_TRAIN];
+            pt->map = map, pt->map_len = len;
+            return 0;
+        }
+        munmap(map, len);
+        return rc;
+    }
+    char *buf;
+    size_t len;
+    if (fs_read_all(path, &buf, &len, err) < 0) return -1;
     if (!len)
         rc = lp_fail(err, "%s: empty file", path);
-    else if (ext && !strcmp(ext, ".bin"))
-        rc = load_bin(d, buf, len, split, err);
     else if (!d->tok)
         rc = lp_fail(err, "%s: text data needs a tokenizer", path);
     else if (ext && !strcmp(ext, ".jsonl"))
@@ -397,7 +459,7 @@ int dataset_open(dataset **out, const char *path, const tokenizer *tok, const da
     snprintf(d->path, sizeof d->path, "%s", path);
     /* a .bin file's own eos pads when the tokenizer names none */
     d->pad = d->eos >= 0 ? d->eos : 0;
-    if (!rc && !d->p[DS_TRAIN].tok.n)
+    if (!rc && !part_ntok(&d->p[DS_TRAIN]))
         rc = lp_fail(err, "%s: no usable documents (%s)", path,
                      d->n_skipped ? "every record was bad" : "only blank lines");
     if (rc) {
@@ -409,8 +471,10 @@ int dataset_open(dataset **out, const char *path, const tokenizer *tok, const da
              "(%llu tokens) of %d tokens, %s; %llu bad records skipped%s%s",
              path, (unsigned long long)(d->p[0].n_docs + d->p[1].n_docs),
              (unsigned long long)dataset_n_sequences(d, DS_TRAIN),
-             (unsigned long long)d->p[0].tok.n, (unsigned long long)dataset_n_sequences(d, DS_VAL),
-             (unsigned long long)d->p[1].tok.n, o->seq_len, o->pack ? "packed" : "padded",
+             (unsigned long long)part_ntok(&d->p[0]),
+             (unsigned long long)dataset_n_sequences(d, DS_VAL),
+             (unsigned long long)part_ntok(&d->p[1]), o->seq_len,
+             o->pack ? (d->p[0].view ? "packed, read in place" : "packed") : "padded",
              (unsigned long long)d->n_skipped, d->n_skipped ? ", the first: " : "", d->first_skip);
     *out = d;
     return 0;
@@ -421,6 +485,7 @@ void dataset_free(dataset *d) {
     for (int s = 0; s < 2; s++) {
         ivec_free(&d->p[s].tok);
         free(d->p[s].mask), free(d->p[s].off), free(d->p[s].len);
+        if (d->p[s].map) munmap(d->p[s].map, d->p[s].map_len);
         free(d->perm[s]);
     }
     free(d);
@@ -429,12 +494,13 @@ void dataset_free(dataset *d) {
 uint64_t dataset_n_sequences(const dataset *d, int split) {
     const part *p = &d->p[split];
     if (!d->o.pack) return p->n_seq;
-    if (p->tok.n < 2) return 0;
-    return (p->tok.n - 1 + (uint64_t)d->o.seq_len - 1) / (uint64_t)d->o.seq_len;
+    uint64_t n = part_ntok(p);
+    if (n < 2) return 0;
+    return (n - 1 + (uint64_t)d->o.seq_len - 1) / (uint64_t)d->o.seq_len;
 }
 
 uint64_t dataset_n_tokens(const dataset *d, int split) {
-    return d->p[split].tok.n;
+    return part_ntok(&d->p[split]);
 }
 
 int dataset_seq_len(const dataset *d) {
@@ -482,14 +548,15 @@ void dataset_sequence(dataset *d, int split, uint64_t index, int *inputs, int *t
     uint64_t off, len;
     if (d->o.pack) {
         off = s * (uint64_t)T;
-        len = pt->tok.n - off < (uint64_t)T + 1 ? pt->tok.n - off : (uint64_t)T + 1;
+        uint64_t total = part_ntok(pt);
+        len = total - off < (uint64_t)T + 1 ? total - off : (uint64_t)T + 1;
     } else {
         off = pt->off[s], len = pt->len[s];
     }
     for (uint64_t t = 0; t < len && t < (uint64_t)T; t++) {
-        inputs[t] = pt->tok.p[off + t];
+        inputs[t] = part_tok(pt, off + t);
         if (t + 1 < len && (!pt->mask || pt->mask[off + t + 1]))
-            targets[t] = pt->tok.p[off + t + 1];
+            targets[t] = part_tok(pt, off + t + 1);
     }
 }
 

@@ -366,6 +366,32 @@ static void test_bin(void **s) {
             fail_msg("%s", err.msg);
         assert_int_equal(dataset_n_tokens(d, DS_TRAIN), 40);
         assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 5);
+        assert_non_null(strstr(dataset_summary(d), "read in place")); /* mmap'd, not copied */
+        /* epoch 0 is a permutation of the 5 windows of the file's tokens */
+        int seen[5] = {0}, in[8], tg[8];
+        for (int i = 0; i < 5; i++) {
+            dataset_sequence(d, DS_TRAIN, (uint64_t)i, in, tg);
+            int w = -1;
+            for (int c = 0; c < 5 && w < 0; c++)
+                if (in[0] == ids[c * 8]) w = c;
+            assert_true(w >= 0);
+            seen[w]++;
+            for (int t = 0; t < 8; t++) {
+                assert_int_equal(in[t], ids[w * 8 + t]);
+                assert_int_equal(tg[t], w * 8 + t + 1 < 40 ? ids[w * 8 + t + 1] : -1);
+            }
+        }
+        for (int c = 0; c < 5; c++) assert_int_equal(seen[c], 1);
+        dataset_free(d);
+        /* with a validation fraction the documents are split, so the tokens are copied */
+        if (dataset_open(
+                &d, path, NULL,
+                &(dataset_options){.seq_len = 8, .pack = 1, .vocab_size = 512, .val_fraction = 0.5},
+                &err) < 0)
+            fail_msg("%s", err.msg);
+        assert_null(strstr(dataset_summary(d), "read in place"));
+        assert_int_equal(dataset_n_tokens(d, DS_TRAIN) + dataset_n_tokens(d, DS_VAL), 40);
+        assert_int_equal(dataset_n_tokens(d, DS_VAL), 20);
         dataset_free(d);
         /* pad mode: the EOS in the file separates documents */
         if (dataset_open(&d, path, tok, &(dataset_options){.seq_len = 32, .pack = 0}, &err) < 0)
