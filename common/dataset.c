@@ -645,3 +645,18 @@ int dataset_write_bin(const char *path, const int *ids, size_t n, int bytes_per_
     free(b);
     return rc;
 }
+
+int dataset_export_bin(const dataset *d, int split, const char *path, lp_err *err) {
+    const part *p = &d->p[split];
+    if (p->mask)
+        return lp_fail(err, "%s: prompt/completion data has a loss mask, which a .bin cannot hold",
+                       d->path);
+    uint64_t n = part_ntok(p);
+    if (!n) return lp_fail(err, "%s: no tokens to write", d->path);
+    int *ids = malloc(n * sizeof *ids);
+    if (!ids) return lp_fail(err, "out of memory");
+    for (uint64_t i = 0; i < n; i++) ids[i] = part_tok(p, i);
+    int rc = dataset_write_bin(path, ids, n, d->vocab <= 65536 ? 2 : 4, d->eos, err);
+    free(ids);
+    return rc;
+}

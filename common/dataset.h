@@ -91,6 +91,11 @@ int dataset_pos_from_json(const dataset *d, json_t *j, dataset_pos *p, lp_err *e
 int dataset_write_bin(const char *path, const int *ids, size_t n, int bytes_per_token, int eos_id,
                       lp_err *err);
 
+/* Writes a split's token stream (documents with their EOS, as packing sees it) as a .bin with
+ * 2 bytes per token when the vocabulary fits, else 4: tokenize once, train many times. Refused
+ * for data with prompt masking (a .bin has no mask). */
+int dataset_export_bin(const dataset *d, int split, const char *path, lp_err *err);
+
 /* Where a worker's sequences come from: the embedded demo task or a file dataset. Both answer
  * "sequence number i" the same way, so the worker does not care which. */
 typedef struct data_source {

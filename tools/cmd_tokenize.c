@@ -1,6 +1,7 @@
 /* loraps tokenize: text on stdin -> a JSON array of token ids, and back with --decode; the same
  * ids and text as the `tokenizers` library gives for the same tokenizer.json. */
 #include "commands.h"
+#include "dataset.h"
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -11,13 +12,17 @@
 static void usage(FILE *out) {
     fprintf(out,
             "usage: loraps tokenize (--model DIR | --tokenizer FILE) [--decode] [--special]\n"
-            "                       [--add-special] [--skip-special]\n\n"
+            "                       [--add-special] [--skip-special]\n"
+            "       loraps tokenize (--model DIR | --tokenizer FILE) --data FILE --out FILE.bin\n"
+            "                       [--txt-docs blank|line] [--bad-data fail|skip] [--special]\n\n"
             "Encodes all of stdin (every byte, a final newline too) to a JSON array of ids on\n"
             "stdout; with --decode, reads a JSON array of ids and writes the text.\n"
             "  --special       recognise special tokens written in the text (default: they are\n"
             "                  encoded as plain text)\n"
             "  --add-special   apply the tokenizer's post-processor (e.g. a BOS token)\n"
-            "  --skip-special  when decoding, leave special tokens out\n");
+            "  --skip-special  when decoding, leave special tokens out\n"
+            "  --data, --out   pre-tokenize a .txt or .jsonl {\"text\"} dataset into a .bin (each\n"
+            "                  document followed by EOS), for training without re-tokenizing\n");
 }
 
 static char *read_stdin(size_t *len) {
@@ -36,7 +41,10 @@ static char *read_stdin(size_t *len) {
 }
 
 int cmd_tokenize(int argc, char **argv) {
-    const char *path = NULL;
+    const char *path = NULL, *data = NULL, *out = NULL;
+    dataset_options dopt;
+    dataset_options_default(&dopt);
+    dopt.seq_len = 1;
     int decode = 0, special = 0, add_special = 0, skip_special = 0;
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -51,12 +59,25 @@ int cmd_tokenize(int argc, char **argv) {
             add_special = 1;
         } else if (!strcmp(a, "--skip-special")) {
             skip_special = 1;
-        } else if (!strcmp(a, "--model") || !strcmp(a, "--tokenizer")) {
+        } else if (!strcmp(a, "--model") || !strcmp(a, "--tokenizer") || !strcmp(a, "--data") ||
+                   !strcmp(a, "--out") || !strcmp(a, "--txt-docs") || !strcmp(a, "--bad-data")) {
             if (i + 1 >= argc) {
                 fprintf(stderr, "loraps tokenize: error: %s needs a value\n", a);
                 return 2;
             }
-            path = argv[++i];
+            const char *v = argv[++i];
+            lp_err e;
+            if (!strcmp(a, "--data"))
+                data = v;
+            else if (!strcmp(a, "--out"))
+                out = v;
+            else if (!strcmp(a, "--txt-docs") || !strcmp(a, "--bad-data")) {
+                if (dataset_options_set(&dopt, a[2] == 't' ? "txt_docs" : "bad_data", v, &e) < 0) {
+                    fprintf(stderr, "loraps tokenize: error: %s: %s\n", a, e.msg);
+                    return 2;
+                }
+            } else
+                path = v;
         } else {
             fprintf(stderr, "loraps tokenize: error: unknown option '%s'\n", a);
             usage(stderr);
@@ -73,6 +94,26 @@ int cmd_tokenize(int argc, char **argv) {
     if (tokenizer_load(&t, path, &err) < 0) {
         fprintf(stderr, "loraps tokenize: error: %s\n", err.msg);
         return 1;
+    }
+    if (data || out) {
+        if (!data || !out) {
+            tokenizer_free(t);
+            fprintf(stderr, "loraps tokenize: error: --data and --out go together\n");
+            return 2;
+        }
+        dopt.allow_special = special;
+        dataset *d = NULL;
+        int rc = 0;
+        if (dataset_open(&d, data, t, &dopt, &err) < 0 ||
+            dataset_export_bin(d, DS_TRAIN, out, &err) < 0) {
+            fprintf(stderr, "loraps tokenize: error: %s\n", err.msg);
+            rc = 1;
+        } else {
+            fprintf(stderr, "loraps tokenize: %s -> %s\n", dataset_summary(d), out);
+        }
+        dataset_free(d);
+        tokenizer_free(t);
+        return rc;
     }
     size_t len;
     char *in = read_stdin(&len);

@@ -417,6 +417,38 @@ static void test_bin(void **s) {
     assert_int_equal(dataset_write_bin(path, ids, 40, 2, -1, &err), -1);
 }
 
+/* Tokenize once to a .bin, train from it: the same sequences as from the text. */
+static void test_export_bin(void **s) {
+    (void)s;
+    const char *path = write_str("export.txt", DOCS);
+    dataset_options o;
+    dataset_options_default(&o);
+    o.seq_len = 6, o.seed = 3;
+    dataset *a, *b;
+    lp_err err;
+    if (dataset_open(&a, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    char bin[400];
+    snprintf(bin, sizeof bin, "%s/export.bin", dir);
+    if (dataset_export_bin(a, DS_TRAIN, bin, &err) < 0) fail_msg("%s", err.msg);
+    if (dataset_open(&b, bin, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_n_sequences(a, DS_TRAIN), dataset_n_sequences(b, DS_TRAIN));
+    int n = (int)dataset_n_sequences(a, DS_TRAIN) * 2;
+    int *i1 = malloc((size_t)n * 6 * sizeof(int)), *t1 = malloc((size_t)n * 6 * sizeof(int));
+    int *i2 = malloc((size_t)n * 6 * sizeof(int)), *t2 = malloc((size_t)n * 6 * sizeof(int));
+    dataset_batch(a, DS_TRAIN, 0, n, i1, t1);
+    dataset_batch(b, DS_TRAIN, 0, n, i2, t2);
+    assert_memory_equal(i1, i2, (size_t)n * 6 * sizeof(int));
+    assert_memory_equal(t1, t2, (size_t)n * 6 * sizeof(int));
+    free(i1), free(t1), free(i2), free(t2);
+    dataset_free(a), dataset_free(b);
+    /* prompt masks cannot go into a .bin */
+    path = write_str("export.jsonl", "{\"prompt\": \"q\", \"completion\": \" a\"}\n");
+    if (dataset_open(&a, path, tok, &o, &err) < 0) fail_msg("%s", err.msg);
+    assert_int_equal(dataset_export_bin(a, DS_TRAIN, bin, &err), -1);
+    assert_non_null(strstr(err.msg, "loss mask"));
+    dataset_free(a);
+}
+
 static void test_validation_split(void **s) {
     (void)s;
     char text[4000] = "";
@@ -585,6 +617,7 @@ int main(void) {
         cmocka_unit_test(test_data_source),
         cmocka_unit_test(test_options_from_text),
         cmocka_unit_test(test_garbage),
+        cmocka_unit_test(test_export_bin),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

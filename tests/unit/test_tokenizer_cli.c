@@ -119,10 +119,34 @@ static void test_errors(void **s) {
     assert_string_equal(out, "[]\n");
 }
 
+static void test_pretokenize(void **s) {
+    (void)s;
+    char *out, args[1200], bin[300];
+    snprintf(bin, sizeof bin, "%s.bin", in_path);
+    snprintf(args, sizeof args, "--model " GOLD "demo512 --data " GOLD "train_corpus.txt --out %s",
+             bin);
+    assert_int_equal(run(args, "", 0, &out), 0);
+    assert_non_null(strstr(out, "49 documents"));
+    FILE *f = fopen(bin, "rb");
+    assert_non_null(f);
+    char head[24];
+    assert_int_equal(fread(head, 1, 24, f), 24);
+    fclose(f);
+    assert_memory_equal(head, "LPTK", 4);
+    assert_int_equal(head[8], 2); /* vocab 512: 2 bytes per token */
+    unlink(bin);
+    assert_int_equal(run("--model " GOLD "demo512 --data " GOLD "train_corpus.txt", "", 0, &out),
+                     2);
+    assert_int_equal(run("--model " GOLD "demo512 --data x --out y --bad-data maybe", "", 0, &out),
+                     2);
+    assert_non_null(strstr(out, "not one of fail, skip"));
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_matches_golden),
         cmocka_unit_test(test_errors),
+        cmocka_unit_test(test_pretokenize),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
