@@ -19,12 +19,13 @@ static int g_shard_for_log;
 /* Orchestration options (common/net_config.h, common/metrics_http.h): kept here, not in
  * ps_config, so the server's own state stays the checkpoint code's. */
 static int g_metrics_port = -1; /* -1: no HTTP endpoint */
+static int g_idle_exit_s;       /* 0: wait for workers forever */
 static char g_metrics_bind[64] = "0.0.0.0";
 static char g_env_notes[2048];
 static const netcfg_flag PS_ENV_FLAGS[] = {
-    {"model", 1}, {"bind", 1},         {"out", 1},          {"job", 1},
-    {"shard", 1}, {"peers", 1},        {"ps-threads", 1},   {"metrics", 1},
-    {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1}, {"resume", 1},
+    {"model", 1},        {"bind", 1},       {"out", 1},       {"job", 1},   {"shard", 1},
+    {"peers", 1},        {"ps-threads", 1}, {"metrics", 1},   {"quiet", 0}, {"metrics-port", 1},
+    {"metrics-bind", 1}, {"resume", 1},     {"idle-exit", 1},
 };
 
 static void on_signal(int sig) {
@@ -64,6 +65,8 @@ static void usage(FILE *out) {
             "  --metrics FILE   append one JSON line per step (shard 0)\n"
             "  --metrics-port P serve /healthz, /readyz and Prometheus /metrics on port P\n"
             "  --metrics-bind A address for that port (default 0.0.0.0; :: for IPv6)\n"
+            "  --idle-exit S    no live worker for S seconds (none came, or all are gone):\n"
+            "                   checkpoint and exit with status 3 (default 0: wait forever)\n"
             "  --quiet          no progress lines\n"
             "  --help           this text\n\n"
             "Every option above is also a variable: LORAPS_BIND, LORAPS_PEERS, LORAPS_SHARD,\n"
@@ -119,7 +122,7 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         if (!strcmp(a, "--model") || !strcmp(a, "--bind") || !strcmp(a, "--out") ||
             !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers") ||
             !strcmp(a, "--ps-threads") || !strcmp(a, "--metrics") || !strcmp(a, "--metrics-port") ||
-            !strcmp(a, "--metrics-bind") || !strcmp(a, "--resume")) {
+            !strcmp(a, "--metrics-bind") || !strcmp(a, "--resume") || !strcmp(a, "--idle-exit")) {
             if (!v) return fail(a, "needs a value");
             if (!strcmp(a, "--resume")) snprintf(c->resume, sizeof c->resume, "%s", v);
             if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
@@ -129,6 +132,13 @@ static int parse_args(ps_config *c, int argc, char **argv) {
             if (!strcmp(a, "--metrics")) snprintf(c->metrics_path, sizeof c->metrics_path, "%s", v);
             if (!strcmp(a, "--metrics-bind"))
                 snprintf(g_metrics_bind, sizeof g_metrics_bind, "%s", v);
+            if (!strcmp(a, "--idle-exit")) {
+                char *end;
+                long t = strtol(v, &end, 10);
+                if (*end || !*v || t < 0 || t > 30 * 86400)
+                    return fail("--idle-exit", "expected seconds in 0..2592000");
+                g_idle_exit_s = (int)t;
+            }
             if (!strcmp(a, "--metrics-port")) {
                 char *end;
                 long p = strtol(v, &end, 10);
@@ -450,8 +460,8 @@ int main(int argc, char **argv) {
     s.phase = PS_WAITING;
     s.log_window_ms = wire_now_ms();
     ps_log(&s, "listening on %s; waiting for %d workers", s.cfg.bind, s.cfg.job.workers);
-    int64_t done_ms = 0;
-    int exit_code = 0;
+    int64_t done_ms = 0, idle_since = wire_now_ms();
+    int exit_code = 0, idle_stop = 0;
     while (!g_stop) {
         int n = zmq_poll(items, n_items, 50);
         if (n < 0 && zmq_errno() != EINTR) {
@@ -490,6 +500,13 @@ int main(int argc, char **argv) {
         ps_tick(&s);
         ps_metrics_update(&s, pm, now);
         log_waiting(&s, now);
+        /* A server whose workers never came, or are all gone for good (a failed Job), must not
+         * wait forever: orchestrators only see a process that ends. */
+        if (ps_members_alive(&s) > 0 || s.phase >= PS_FINISHING) idle_since = now;
+        if (g_idle_exit_s > 0 && now - idle_since > (int64_t)g_idle_exit_s * 1000) {
+            idle_stop = 1;
+            break;
+        }
         if (s.phase == PS_DONE) {
             if (!done_ms) done_ms = now;
             /* Linger briefly so workers hear "done" and say Bye. */
@@ -501,6 +518,12 @@ int main(int argc, char **argv) {
                (unsigned long long)s.adapter.version);
         /* a checkpoint of the current version and the --out adapter (ps_checkpoint.c) */
         ps_checkpoint_on_stop(&s);
+    } else if (idle_stop) {
+        ps_log(&s,
+               "no live worker for %d s (--idle-exit) at version %llu: checkpointing and exiting",
+               g_idle_exit_s, (unsigned long long)s.adapter.version);
+        ps_checkpoint_on_stop(&s);
+        exit_code = 3;
     }
     if (ps_write_stats(&s, &err) < 0) ps_log(&s, "writing stats: %s", err.msg);
     ps_log(&s,
