@@ -1,4 +1,4 @@
-# Several hosts: one parameter server and three workers, each in its own network namespace on a
+# Several hosts: one parameter server (then two shards) and three workers, each in its own network namespace on a
 # bridge (198.18.0.0/15), reaching the server by DNS name (loraps-ps-0) as on Kubernetes; the
 # server listens on 0.0.0.0 because its name cannot be bound. First a job trains to the end and
 # every process exits 0; then one worker's cable is pulled mid-job: the server drops it and the
@@ -11,8 +11,10 @@ command -v curl >/dev/null || fail "curl is missing: run deploy/install-deps.sh"
 make_model tiny "$TMP/tiny"
 netns_init
 netns_host ps 198.18.0.1
+netns_host ps1 198.18.0.2
 for i in 0 1 2; do netns_host "w$i" "198.18.0.1$i"; done
 netns_hosts_file "198.18.0.1 loraps-ps-0
+198.18.0.2 loraps-ps-1
 198.18.0.10 worker-0
 198.18.0.11 worker-1
 198.18.0.12 worker-2"
@@ -89,4 +91,25 @@ echo "cable back in: worker 2 joined again after $(($(date +%s) - t_up)) s and t
 grep -q "^step $N/$N " "$TMP/cut-ps.out" && fail "the job ended before worker 2 trained again"
 finish cut $N
 echo "the job finished: $N steps, every process exited 0"
+
+# 3. Two server shards on two hosts, named; each binds 0.0.0.0 and reaches the other by name.
+PEERS=tcp://loraps-ps-0:5555,tcp://loraps-ps-1:5555
+pids=()
+for k in 0 1; do
+    h=ps; [ $k = 1 ] && h=ps1
+    bg "two-ps$k" ip netns exec "$NETNS_PREFIX-$h" "$B/loraps-ps" --model "$TMP/tiny" --shard $k \
+        --peers "$PEERS" --out "$TMP/two" --workers 3 --max-steps 30 --micro-batch 2 --seq-len 32 \
+        --heartbeat-ms 100
+    pids+=("$LAST_PID")
+done
+for i in 0 1 2; do
+    bg "two-w$i" ip netns exec "$NETNS_PREFIX-w$i" "$B/loraps-worker" --servers "$PEERS" \
+        --model "$TMP/tiny" --rank "$i"
+    pids+=("$LAST_PID")
+done
+for p in "${pids[@]}"; do wait_for "$p" 240 || fail "2 shards: process $p exited non-zero"; done
+grep -q "^step 30/30 " "$TMP/two-ps0.out" || fail "2 shards: the job did not finish"
+grep -q "bind *tcp://0.0.0.0:5555" "$TMP/two-ps1.err" || fail "shard 1 did not listen on 0.0.0.0"
+[ -f "$TMP/two/adapter_model.safetensors" ] || fail "2 shards: no adapter written"
+echo "2 shards on 2 hosts + 3 workers: trained to the end"
 echo PASS
