@@ -20,8 +20,8 @@ typedef struct netcfg_flag {
 
 /* Builds argv with a "--flag value" inserted after argv[0] for every flag of the table that the
  * command line lacks and whose LORAPS_* variable is set. The flags "rank" and "shard" also fall
- * back to JOB_COMPLETION_INDEX (Kubernetes' Indexed Job). *out_argv is malloc'd (the strings it adds
- * too); free it with netcfg_args_free. `notes` (may be NULL) receives a line naming each
+ * back to JOB_COMPLETION_INDEX (Kubernetes' Indexed Job). *out_argv is malloc'd (the strings it
+ * adds too); free it with netcfg_args_free. `notes` (may be NULL) receives a line naming each
  * variable used, for the effective-configuration print. */
 int netcfg_env_args(const netcfg_flag *flags, int n_flags, int argc, char **argv, int *out_argc,
                     char ***out_argv, char *notes, size_t notes_len, lp_err *err);
