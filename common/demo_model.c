@@ -1,5 +1,6 @@
 #include "demo_model.h"
 
+#include "bpe_train.h"
 #include "fsutil.h"
 #include "model_init.h"
 
@@ -19,10 +20,15 @@ int demo_model_ensure(const char *preset, char *dir, size_t size, lp_err *err) {
         snprintf(dir, size, "%s/.cache/loraps/demo-gpt2-%s", home ? home : "/tmp", preset);
     char config[4096];
     snprintf(config, sizeof config, "%s/config.json", dir);
-    /* model_init_write writes config.json last, so its presence means the folder is whole. */
-    if (fs_exists(config)) return 0;
     gpt2_config c;
     if (model_preset(preset, &c, err) < 0) return -1;
+    /* model_init_write writes config.json last, so its presence means the folder is whole.
+     * Folders cached before models came with a tokenizer get theirs now. */
+    if (fs_exists(config)) {
+        char tok[4200];
+        snprintf(tok, sizeof tok, "%s/tokenizer.json", dir);
+        return fs_exists(tok) ? 0 : bpe_write_demo_tokenizer(dir, c.vocab_size, err);
+    }
     fprintf(stderr, "creating the demo model %s (gpt2 %s, seed %d)\n", dir, preset, DEMO_SEED);
     return model_init_write(dir, &c, DEMO_SEED, err);
 }

@@ -16,6 +16,8 @@ static const command COMMANDS[] = {
     {"init-model", cmd_init_model, "write an HF GPT-2 model folder with random weights"},
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (a plain HF folder)"},
     {"inspect", cmd_inspect, "show what a model, adapter, checkpoint or .safetensors holds"},
+    {"generate", cmd_generate, "continue a prompt with a model and an optional adapter"},
+    {"eval", cmd_eval, "loss and perplexity of a model (+ adapter) on a data file"},
     {"tokenize", cmd_tokenize, "text to token ids and back with a model's tokenizer.json"},
 };
 
