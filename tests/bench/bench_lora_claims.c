@@ -9,6 +9,7 @@
  *   bench_lora_claims [--preset 124m] [--targets c_attn] [--r 8] [--B 4] [--T 256] [--steps 2]
  */
 #include "adamw.h"
+#include "bench_util.h"
 #include "demo_model.h"
 #include "demo_task.h"
 #include "lora.h"
@@ -22,13 +23,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, const lp_err *err) {
     fprintf(stderr, "bench_lora_claims: error: %s: %s\n", what, err->msg);
@@ -61,13 +55,13 @@ static double time_steps(model_trainer *t, lora_adapter *a, float *params, float
     lp_err err;
     for (int s = 0; s <= steps; s++) {
         demo_task_batch(task, (uint64_t)s * B, B, T, in, tg);
-        double t0 = now();
+        double t0 = bench_now();
         memset(grads, 0, n * sizeof(float));
         lora_adapter_zero_grad(a);
         model_step out;
         if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) die("step", &err);
         adamw_update(params, grads, mom, vel, n, 1e-5f, &opt, s + 1);
-        if (s > 0 && now() - t0 < best) best = now() - t0;
+        if (s > 0 && bench_now() - t0 < best) best = bench_now() - t0;
     }
     free(in);
     free(tg);
@@ -85,13 +79,13 @@ static double ms_per_token(const model *m, const lora_adapter *a, int prompt, in
     float *logits = malloc(sizeof(float) * V);
     for (int i = 0; i < prompt; i++) tokens[i] = (i * 31 + 7) % V;
     if (model_session_feed(s, tokens, prompt, logits, &err) < 0) die("prompt", &err);
-    double t0 = now();
+    double t0 = bench_now();
     for (int i = 0; i < new_tokens; i++) {
         int next = 0;
         for (int v = 1; v < V; v++) next = logits[v] > logits[next] ? v : next;
         if (model_session_feed(s, &next, 1, logits, &err) < 0) die("generate", &err);
     }
-    double ms = (now() - t0) * 1e3 / new_tokens;
+    double ms = (bench_now() - t0) * 1e3 / new_tokens;
     model_session_free(s);
     free(tokens);
     free(logits);

@@ -5,6 +5,7 @@
  *
  *   bench_mixed_batch [--preset small] [--tasks 4] [--B 1] [--T 128] [--steps 3]
  */
+#include "bench_util.h"
 #include "demo_model.h"
 #include "lora.h"
 #include "model.h"
@@ -16,13 +17,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static void die(const char *what, const lp_err *err) {
     fprintf(stderr, "bench_mixed_batch: error: %s: %s\n", what, err->msg);
@@ -89,7 +83,7 @@ int main(int argc, char **argv) {
         die("trainer", &err);
     double best_separate = 1e30, best_mixed = 1e30;
     for (int s = 0; s <= steps; s++) { /* round 0 warms up */
-        double t0 = now();
+        double t0 = bench_now();
         for (int k = 0; k < K; k++) {
             model_step out;
             /* the single-task trainer is bound to adapter 0; the work is the same for any */
@@ -97,11 +91,11 @@ int main(int argc, char **argv) {
                                    1, &out, &err) < 0)
                 die("step", &err);
         }
-        double t1 = now();
+        double t1 = bench_now();
         model_step total;
         if (model_trainer_step_multi(mixed, in, tg, adapter_of, scales, 1, NULL, &total, &err) < 0)
             die("mixed step", &err);
-        double t2 = now();
+        double t2 = bench_now();
         if (s > 0) {
             if (t1 - t0 < best_separate) best_separate = t1 - t0;
             if (t2 - t1 < best_mixed) best_mixed = t2 - t1;

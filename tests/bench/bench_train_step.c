@@ -5,6 +5,7 @@
  *   bench_train_step [--preset 124m] [--targets c_attn] [--r 8] [--B 4] [--T 256] [--steps 3]
  */
 #include "adamw.h"
+#include "bench_util.h"
 #include "demo_model.h"
 #include "demo_task.h"
 #include "lora.h"
@@ -16,36 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
-/* The best sgemm rate over the shapes a GPT-2 step runs, each timed a few times. */
+/* The best sgemm rate over the shapes a GPT-2 step runs. */
 static double sgemm_peak_gflops(int N, int C) {
     int shapes[4][3] = {{N, 3 * C, C}, {N, 4 * C, C}, {N, C, 4 * C}, {N, C, C}};
-    double best = 0;
-    for (int s = 0; s < 4; s++) {
-        int M = shapes[s][0], Nn = shapes[s][1], K = shapes[s][2];
-        float *a = calloc((size_t)M * K, 4), *b = calloc((size_t)K * Nn, 4),
-              *c = calloc((size_t)M * Nn, 4);
-        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-        for (size_t i = 0; i < (size_t)K * Nn; i++) b[i] = (float)(i % 5) * 0.1f;
-        for (int rep = 0; rep < 4; rep++) {
-            double t0 = now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, M, Nn, K, 1.0f, a, K, b, Nn,
-                        0.0f, c, Nn);
-            double g = 2.0 * M * Nn * K / (now() - t0) / 1e9;
-            if (rep > 0 && g > best) best = g;
-        }
-        free(a);
-        free(b);
-        free(c);
-    }
-    return best;
+    return bench_sgemm_peak(shapes, 4);
 }
 
 int main(int argc, char **argv) {
@@ -104,7 +80,7 @@ int main(int argc, char **argv) {
     double best = 1e30;
     for (int s = 0; s <= steps; s++) { /* step 0 warms up caches and thread pools */
         demo_task_batch(&task, (uint64_t)s * B, B, T, in, tg);
-        double t0 = now();
+        double t0 = bench_now();
         model_step out;
         lora_adapter_zero_grad(&a);
         if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) {
@@ -112,7 +88,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         adamw_update(a.params, a.grads, mom, vel, a.n_params, 1e-4f, &opt, s + 1);
-        double dt = now() - t0;
+        double dt = bench_now() - t0;
         if (s > 0 && dt < best) best = dt;
     }
     double flops = model_train_flops(m, &a, B, T);
