@@ -103,6 +103,30 @@ grep -q "data continues at sequence 22 (step 5)" "$TMP/split-w1.err" ||
 "$B/adapter_diff" "$TMP/one/adapter_model.safetensors" "$TMP/split/adapter_model.safetensors" 1e-5 ||
     fail "1 worker resumed as 2 differs from 1 worker throughout"
 
+# async: checkpoints count updates (one per push); a resume restores each rank's own next step
+# and finishes the job (exactness is not claimed: the order of pushes is not reproducible).
+JOBA=(--mode async --workers 2 --max-steps 8 --seq-len 16 --micro-batch 2 --save-every 4 --quiet)
+pa=$("$B/free_ports" 1)
+bg async-ps "$B/loraps-ps" --model "$TMP/tiny" --bind "tcp://127.0.0.1:$pa" --out "$TMP/async" "${JOBA[@]}"
+PSA=$LAST_PID
+for k in 0 1; do
+    bg async-w$k "$B/loraps-worker" --servers "tcp://127.0.0.1:$pa" --model "$TMP/tiny" --rank $k --quiet
+    WS[$k]=$LAST_PID
+done
+for p in "${WS[@]}" "$PSA"; do wait_for "$p" 60 || fail "the async run failed"; done
+"$B/loraps" inspect "$TMP/async/checkpoint-8" | grep -q "rank 1 .*next step [0-9]" || fail "async ranks"
+pa=$("$B/free_ports" 1)
+bg async2-ps "$B/loraps-ps" --model "$TMP/tiny" --bind "tcp://127.0.0.1:$pa" --out "$TMP/async2" \
+    "${JOBA[@]}" --resume "$TMP/async/checkpoint-8"
+PSA=$LAST_PID
+for k in 0 1; do
+    bg async2-w$k "$B/loraps-worker" --servers "tcp://127.0.0.1:$pa" --model "$TMP/tiny" --rank $k --quiet
+    WS[$k]=$LAST_PID
+done
+for p in "${WS[@]}" "$PSA"; do wait_for "$p" 60 || fail "the async resume failed"; done
+grep -q "finished at version 16" "$TMP/async2-ps.err" || fail "async resume did not run to 16 updates"
+grep -q "pushes 8 accepted" "$TMP/async2-ps.err" || fail "async resume: not 8 more pushes: $(grep exit "$TMP/async2-ps.err")"
+
 # A job whose LoRA shape differs from the checkpoint's is refused, naming the tensor.
 if "$B/loraps-ps" --model "$TMP/tiny" "${JOB[@]}" --r 4 --resume "$TMP/full1/latest" \
     --bind "tcp://127.0.0.1:$("$B/free_ports" 1)" 2>"$TMP/shape.err"; then

@@ -238,12 +238,58 @@ static void test_merge_refuses_bad_input(void **state) {
     assert_int_equal(system(cmd), 0);
 }
 
+/* PEFT 0.21 features loraps does not implement are refused by name, not silently ignored. */
+static void test_unsupported_features_refused(void **state) {
+    (void)state;
+    static const char *edits[][2] = {
+        {"\"lora_bias\": false", "\"lora_bias\": true"},
+        {"\"exclude_modules\": null", "\"exclude_modules\": [\"c_fc\"]"},
+        {"\"use_dora\": false", "\"use_dora\": true"},
+        {"\"layer_replication\": null", "\"layer_replication\": [[0, 1]]"},
+        {"\"target_parameters\": null", "\"target_parameters\": [\"weight\"]"},
+    };
+    static const char *keys[] = {"lora_bias", "exclude_modules", "use_dora", "layer_replication",
+                                 "target_parameters"};
+    lp_err err;
+    model *m;
+    assert_int_equal(model_load(&m, BASE, &err), 0);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(m, &mods);
+    char *text;
+    size_t len;
+    assert_int_equal(fs_read_all(RT "/peft_made/adapter_config.json", &text, &len, &err), 0);
+    for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+        char tmpl[] = "/tmp/loraps-peft.XXXXXX";
+        char *dir = mkdtemp(tmpl), path[300], cmd[700];
+        const char *at = strstr(text, edits[i][0]);
+        assert_non_null(at);
+        char *edited = malloc(len + 64);
+        size_t pre = (size_t)(at - text);
+        snprintf(edited, len + 64, "%.*s%s%s", (int)pre, text, edits[i][1],
+                 at + strlen(edits[i][0]));
+        snprintf(path, sizeof path, "%s/adapter_config.json", dir);
+        assert_int_equal(fs_write_atomic(path, edited, strlen(edited), &err), 0);
+        snprintf(cmd, sizeof cmd, "cp " RT "/peft_made/adapter_model.safetensors %s/", dir);
+        assert_int_equal(system(cmd), 0);
+        lora_adapter a;
+        assert_int_equal(peft_load(dir, mods, n_mods, &a, &err), -1);
+        printf("%s: %s\n", keys[i], err.msg);
+        assert_non_null(strstr(err.msg, keys[i]));
+        free(edited);
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        assert_int_equal(system(cmd), 0);
+    }
+    free(text);
+    model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_peft_made_adapter_loads_with_peft_logits),
         cmocka_unit_test(test_our_checkpoint_gives_the_logits_peft_checked),
         cmocka_unit_test(test_merge_equals_adapter),
         cmocka_unit_test(test_merge_refuses_bad_input),
+        cmocka_unit_test(test_unsupported_features_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
