@@ -271,7 +271,9 @@ static void progress(ps *s, uint64_t step, uint64_t tokens, double loss, double 
     if (s->cfg.shard != 0 || s->cfg.quiet) return;
     double elapsed = (now - s->start_ms) / 1000.0;
     uint64_t done = s->adapter.version, total = s->total_updates;
-    double eta = done ? elapsed / (double)done * (double)(total - done) : 0;
+    /* a resumed job's rate counts only the steps of this run */
+    uint64_t run = done > s->resumed_version ? done - s->resumed_version : 0;
+    double eta = run ? elapsed / (double)run * (double)(total - done) : 0;
     char line[4096];
     int n = snprintf(line, sizeof line, "step %llu/%llu  loss %.4f  %.0f tok/s  %.0f ms",
                      (unsigned long long)(step + 1), (unsigned long long)total, loss,
