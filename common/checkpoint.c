@@ -98,7 +98,7 @@ static int write_optimizer(const char *dir, const lora_adapter *a, const float *
     }
     int64_t step = (int64_t)updates, one = 1;
     if (rc == 0) rc = st_writer_add(w, "step", DT_I64, 1, &one, &step, err);
-    char path[PATHBUF];
+    char path[PATHBUF + 64];
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
     if (rc == 0) rc = st_writer_write(w, path, err);
     st_writer_free(w);
@@ -140,7 +140,7 @@ static json_t *settings_json(const char *text) {
 static int write_state(const char *dir, const ckpt_info *in, int with_optimizer, lp_err *err) {
     static const char *files[] = {"adapter_config.json", "adapter_model.safetensors",
                                   CKPT_OPTIMIZER_FILE};
-    char hx[17], path[PATHBUF];
+    char hx[17], path[PATHBUF + 64];
     json_t *o = json_object();
     json_object_set_new(o, "format", json_string(CKPT_FORMAT));
     json_object_set_new(o, "format_version", json_integer(CKPT_FORMAT_VERSION));
