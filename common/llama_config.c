@@ -264,13 +264,22 @@ int llama_config_write(const llama_config *c, const char *path, lp_err *err) {
         c->vocab_size <= 0 || c->max_position_embeddings <= 0 ||
         c->num_attention_heads % c->num_key_value_heads != 0 || c->head_dim % 2 != 0)
         return lp_fail(err, "%s: refusing to write an invalid Llama config", path);
-    int qwen2 = !strcmp(c->model_type, "qwen2");
+    int qwen2 = !strcmp(c->model_type, "qwen2"), mistral = !strcmp(c->model_type, "mistral");
     json_t *root = json_object();
     json_t *arch = json_array();
-    json_array_append_new(arch, json_string(qwen2 ? "Qwen2ForCausalLM" : "LlamaForCausalLM"));
+    json_array_append_new(arch, json_string(qwen2     ? "Qwen2ForCausalLM"
+                                            : mistral ? "MistralForCausalLM"
+                                                      : "LlamaForCausalLM"));
     json_object_set_new(root, "architectures", arch);
-    json_object_set_new(root, "model_type", json_string(qwen2 ? "qwen2" : "llama"));
-    if (!qwen2) {
+    json_object_set_new(root, "model_type",
+                        json_string(qwen2     ? "qwen2"
+                                    : mistral ? "mistral"
+                                              : "llama"));
+    if (mistral)
+        json_object_set_new(root, "sliding_window",
+                            c->sliding_window ? json_integer(c->sliding_window) : json_null());
+    if (qwen2) json_object_set_new(root, "use_sliding_window", json_false());
+    if (!qwen2 && !mistral) {
         json_object_set_new(root, "attention_bias", json_boolean(c->qkv_bias));
         json_object_set_new(root, "mlp_bias", json_boolean(c->mlp_bias));
     }

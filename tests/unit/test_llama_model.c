@@ -2,8 +2,9 @@
  * config.json parsing (transformers 4 and 5 spellings of rope settings, per-type defaults,
  * errors that name the field), init + load round trips, the module list, missing tensors, BF16
  * weights kept in bf16 versus widened at load (same fingerprint, identical logits, half the
- * bytes), a sharded checkpoint (same fingerprint and logits as one file), F16 weights, and the KV-cache session against the trainer's full forward (whole prompts, one token
- * at a time, chunks longer than the session's internal chunk, reset, limits). */
+ * bytes), a sharded checkpoint (same fingerprint and logits as one file), F16 weights, and the
+ * KV-cache session against the trainer's full forward (whole prompts, one token at a time, chunks
+ * longer than the session's internal chunk, reset, limits). */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -221,6 +222,29 @@ static void test_presets_roundtrip(void **state) {
     assert_int_equal(c.vocab_size, 49152);
     assert_int_equal(c.max_position_embeddings, 8192);
     assert_true(c.tie_word_embeddings && c.rope_theta == 100000.0);
+    /* qwen2 and mistral (with its sliding window) round-trip too */
+    const char *types[2] = {"qwen2", "mistral"};
+    for (int i = 0; i < 2; i++) {
+        llama_config back;
+        check_ok(llama_preset("tiny", &c, &err), &err, "tiny");
+        snprintf(c.model_type, sizeof c.model_type, "%s", types[i]);
+        c.qkv_bias = i == 0;
+        c.sliding_window = i == 1 ? 96 : 0;
+        char path[256];
+        snprintf(path, sizeof path, "%s/preset0/config.json", tmpdir);
+        check_ok(llama_config_write(&c, path, &err), &err, "llama_config_write");
+        check_ok(llama_config_read(&back, path, &err), &err, "llama_config_read");
+        assert_memory_equal(&c, &back, sizeof c);
+    }
+    /* a mistral whose window is shorter than its positions: sequences are limited to it */
+    char dir[192];
+    snprintf(dir, sizeof dir, "%s/mistral", tmpdir);
+    check_ok(llama_init_write(dir, &c, 3, &err), &err, "llama_init_write mistral");
+    model *m = NULL;
+    check_ok(model_load(&m, dir, &err), &err, "model_load mistral");
+    assert_string_equal(model_arch(m), "mistral");
+    assert_int_equal(model_max_seq_len(m), 96);
+    model_free(m);
     assert_int_equal(llama_preset("huge", &c, &err), -1);
     assert_non_null(strstr(err.msg, "smollm-135m-shape"));
 }
