@@ -11,6 +11,7 @@
  * weights as BF16; they are then kept in bf16 and widened per use, unless
  * LORAPS_BF16_WEIGHTS=f32 asks for f32 copies at load (compare the two RSS lines). */
 #include "adamw.h"
+#include "bench_util.h"
 #include "demo_task.h"
 #include "fsutil.h"
 #include "llama_init.h"
@@ -27,12 +28,6 @@
 #include <time.h>
 #include <unistd.h>
 
-static double now(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 /* The sgemm rate of one MLP-shaped GEMM (x [N,C] . W^T, W [I,C]), best of reps: measured just
  * before each step, so that on a shared machine the step and its peak see the same load. */
 static double sgemm_quick_gflops(int N, const llama_config *c, int reps) {
@@ -43,10 +38,10 @@ static double sgemm_quick_gflops(int N, const llama_config *c, int reps) {
     for (size_t i = 0; i < (size_t)K * Nn; i++) b[i] = (float)(i % 5) * 0.1f;
     double best = 0;
     for (int rep = 0; rep < reps; rep++) {
-        double t0 = now();
+        double t0 = bench_now();
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Nn, K, 1.0f, a, K, b, K, 0.0f, o,
                     Nn);
-        double g = 2.0 * M * Nn * K / (now() - t0) / 1e9;
+        double g = 2.0 * M * Nn * K / (bench_now() - t0) / 1e9;
         if (g > best) best = g;
     }
     free(a);
@@ -60,29 +55,11 @@ static int cmp_double(const void *x, const void *y) {
     return (a > b) - (a < b);
 }
 
-/* The best sgemm rate over the shapes a Llama step runs (x . W^T with W [out,in]). */
+/* The best sgemm rate over the shapes a Llama step runs. */
 static double sgemm_peak_gflops(int N, const llama_config *c) {
     int C = c->hidden_size, FF = c->intermediate_size, QD = c->num_attention_heads * c->head_dim;
-    int shapes[4][3] = {{N, QD, C}, {N, FF, C}, {N, C, FF}, {N, C, QD}};
-    double best = 0;
-    for (int s = 0; s < 4; s++) {
-        int M = shapes[s][0], Nn = shapes[s][1], K = shapes[s][2];
-        float *a = calloc((size_t)M * K, 4), *b = calloc((size_t)K * Nn, 4),
-              *o = calloc((size_t)M * Nn, 4);
-        for (size_t i = 0; i < (size_t)M * K; i++) a[i] = (float)(i % 7) * 0.1f;
-        for (size_t i = 0; i < (size_t)K * Nn; i++) b[i] = (float)(i % 5) * 0.1f;
-        for (int rep = 0; rep < 4; rep++) {
-            double t0 = now();
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, M, Nn, K, 1.0f, a, K, b, K, 0.0f,
-                        o, Nn);
-            double g = 2.0 * M * Nn * K / (now() - t0) / 1e9;
-            if (rep > 0 && g > best) best = g;
-        }
-        free(a);
-        free(b);
-        free(o);
-    }
-    return best;
+    const int shapes[4][3] = {{N, QD, C}, {N, FF, C}, {N, C, FF}, {N, C, QD}};
+    return bench_sgemm_peak(shapes, 4);
 }
 
 static int ensure_model(const char *preset, const char *dtype_name, char *dir, size_t size,
@@ -178,7 +155,7 @@ int main(int argc, char **argv) {
     for (int s = 0; s <= steps; s++) { /* step 0 warms up caches and thread pools */
         demo_task_batch(&task, (uint64_t)s * B, B, T, in, tg);
         double adjacent_peak = sgemm_quick_gflops(B * T, &cfg, 3);
-        double t0 = now();
+        double t0 = bench_now();
         model_step out;
         lora_adapter_zero_grad(&a);
         if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) {
@@ -186,7 +163,7 @@ int main(int argc, char **argv) {
             return 1;
         }
         adamw_update(a.params, a.grads, mom, vel, a.n_params, 1e-4f, &opt, s + 1);
-        double dt_s = now() - t0;
+        double dt_s = bench_now() - t0;
         loss = out.loss_sum / out.n_tokens;
         if (s > 0 && dt_s < best) best = dt_s;
         if (s > 0) step_ratio[s - 1] = flops / dt_s / 1e9 / adjacent_peak;
