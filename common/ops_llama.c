@@ -45,9 +45,12 @@ void rope_table(float *cos_sin, const double *inv_freq, int P, int hd) {
     for (int p = 0; p < P; p++) {
         float *row = cos_sin + (size_t)p * hd;
         for (int j = 0; j < half; j++) {
-            double a = (double)p * inv_freq[j];
-            row[j] = (float)cos(a);
-            row[half + j] = (float)sin(a);
+            /* As transformers computes it: the frequency and the angle rounded to float (so a
+             * position in the thousands matches HF's angles, not more exact ones), then its
+             * cosine and sine. */
+            float a = (float)p * (float)inv_freq[j];
+            row[j] = (float)cos((double)a);
+            row[half + j] = (float)sin((double)a);
         }
     }
 }

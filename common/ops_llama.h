@@ -22,7 +22,8 @@ void rope_forward(float *x, const float *cos_sin, int N, int T, int pos0, int NH
 /* dx += R^T dout (the inverse rotation); dx and dout must not overlap. */
 void rope_backward(float *dx, const float *dout, const float *cos_sin, int N, int T, int pos0,
                    int NH, int hd);
-/* Fills cos_sin [P, hd] for positions 0..P-1 from inv_freq [hd/2] (computed in double). */
+/* Fills cos_sin [P, hd] for positions 0..P-1 from inv_freq [hd/2]: angles p * inv_freq in
+ * float, as transformers' rotary embedding computes them, then cos and sin. */
 void rope_table(float *cos_sin, const double *inv_freq, int P, int hd);
 
 /* out = silu(gate) * up, elementwise over n. */
