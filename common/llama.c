@@ -189,8 +189,11 @@ static const float *matrix_f32(const wmat *w, float *scratch) {
 
 #define HEAD_CHUNK 128 /* tokens per chunk of logits */
 
+/* Per layer, what backward needs. The normalised inputs of q/k/v and gate/up are not kept:
+ * backward recomputes them from the residual stream and the saved rstd where a LoRA site needs
+ * them (12 % of the arena for SmolLM2-135M's shapes). */
 typedef struct layer_acts {
-    float *ln1, *rstd1, *q, *k, *v, *att, *atty, *res2, *ln2, *rstd2, *gate, *up, *res3;
+    float *rstd1, *q, *k, *v, *att, *atty, *res2, *rstd2, *gate, *up, *res3;
 } layer_acts;
 
 typedef struct llama_trainer {
@@ -208,6 +211,7 @@ typedef struct llama_trainer {
     float *encoded;
     layer_acts *acts;
     float *lnf, *rstd_f;
+    float *xn;    /* the current RMSNorm output feeding q/k/v or gate/up [N, C] */
     float *proj;  /* o_proj / down_proj output before the residual add [N, C] */
     float *mlp_h; /* silu(gate) * up [N, I]: down_proj's input, recomputed in backward */
     float *dres, *dln, *dq_rot, *dk_rot, *dq, *dk, *dv, *datty, *dgate, *dup, *dh;
@@ -241,7 +245,6 @@ static void carve_all(llama_trainer *t, carver *c) {
     t->encoded = carve(c, N * C);
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         layer_acts *a = &t->acts[l];
-        a->ln1 = carve(c, N * C);
         a->rstd1 = carve(c, N);
         a->q = carve(c, N * QD);
         a->k = carve(c, N * KVD);
@@ -249,7 +252,6 @@ static void carve_all(llama_trainer *t, carver *c) {
         a->att = carve(c, (size_t)t->B * NH * t->T * t->T);
         a->atty = carve(c, N * QD);
         a->res2 = carve(c, N * C);
-        a->ln2 = carve(c, N * C);
         a->rstd2 = carve(c, N);
         a->gate = carve(c, N * I);
         a->up = carve(c, N * I);
@@ -257,6 +259,7 @@ static void carve_all(llama_trainer *t, carver *c) {
     }
     t->lnf = carve(c, N * C);
     t->rstd_f = carve(c, N);
+    t->xn = carve(c, N * C);
     t->proj = carve(c, N * C);
     t->mlp_h = carve(c, N * I);
     for (int i = 0; i < t->m->n_modules; i++)
@@ -414,18 +417,18 @@ static void forward(llama_trainer *t, const int *inputs) {
         const llama_layer *w = &g->layers[l];
         layer_acts *a = &t->acts[l];
         int mod = l * MODS_PER_LAYER;
-        rmsnorm_forward(a->ln1, a->rstd1, res, w->ln1, N, C, eps);
-        linear_forward(t, mod + MOD_Q, a->q, a->ln1);
-        linear_forward(t, mod + MOD_K, a->k, a->ln1);
-        linear_forward(t, mod + MOD_V, a->v, a->ln1);
+        rmsnorm_forward(t->xn, a->rstd1, res, w->ln1, N, C, eps);
+        linear_forward(t, mod + MOD_Q, a->q, t->xn);
+        linear_forward(t, mod + MOD_K, a->k, t->xn);
+        linear_forward(t, mod + MOD_V, a->v, t->xn);
         rope_forward(a->q, t->cos_sin, N, T, 0, NH, hd);
         rope_forward(a->k, t->cos_sin, N, T, 0, NKV, hd);
         gqa_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
         linear_forward(t, mod + MOD_O, t->proj, a->atty);
         residual_forward(a->res2, res, t->proj, N * C);
-        rmsnorm_forward(a->ln2, a->rstd2, a->res2, w->ln2, N, C, eps);
-        linear_forward(t, mod + MOD_GATE, a->gate, a->ln2);
-        linear_forward(t, mod + MOD_UP, a->up, a->ln2);
+        rmsnorm_forward(t->xn, a->rstd2, a->res2, w->ln2, N, C, eps);
+        linear_forward(t, mod + MOD_GATE, a->gate, t->xn);
+        linear_forward(t, mod + MOD_UP, a->up, t->xn);
         swiglu_forward(t->mlp_h, a->gate, a->up, N * I);
         linear_forward(t, mod + MOD_DOWN, t->proj, t->mlp_h);
         residual_forward(a->res3, a->res2, t->proj, N * C);
@@ -488,8 +491,10 @@ static void backward(llama_trainer *t) {
         swiglu_backward(zeroed(t->dgate, N * I), zeroed(t->dup, N * I), a->gate, a->up, d_h,
                         (int)(N * I));
         float *d_ln2 = input_grad(t, mod + MOD_UP, t->dln, N * C);
-        linear_backward(t, mod + MOD_UP, d_ln2, t->dup, a->ln2);
-        linear_backward(t, mod + MOD_GATE, d_ln2, t->dgate, a->ln2);
+        if (t->site_of[mod + MOD_GATE] || t->site_of[mod + MOD_UP])
+            rmsnorm_recompute(t->xn, a->res2, w->ln2, a->rstd2, (int)N, C);
+        linear_backward(t, mod + MOD_UP, d_ln2, t->dup, t->xn);
+        linear_backward(t, mod + MOD_GATE, d_ln2, t->dgate, t->xn);
         if (!d_ln2) break;
         rmsnorm_backward(t->dres, d_ln2, a->res2, w->ln2, a->rstd2, (int)N, C);
         /* attention */
@@ -502,9 +507,11 @@ static void backward(llama_trainer *t) {
         rope_backward(zeroed(t->dq, N * QD), t->dq_rot, t->cos_sin, (int)N, T, 0, NH, hd);
         rope_backward(zeroed(t->dk, N * KVD), t->dk_rot, t->cos_sin, (int)N, T, 0, NKV, hd);
         float *d_ln1 = input_grad(t, mod + MOD_Q, t->dln, N * C);
-        linear_backward(t, mod + MOD_V, d_ln1, t->dv, a->ln1);
-        linear_backward(t, mod + MOD_K, d_ln1, t->dk, a->ln1);
-        linear_backward(t, mod + MOD_Q, d_ln1, t->dq, a->ln1);
+        if (t->site_of[mod + MOD_Q] || t->site_of[mod + MOD_K] || t->site_of[mod + MOD_V])
+            rmsnorm_recompute(t->xn, res_in, w->ln1, a->rstd1, (int)N, C);
+        linear_backward(t, mod + MOD_V, d_ln1, t->dv, t->xn);
+        linear_backward(t, mod + MOD_K, d_ln1, t->dk, t->xn);
+        linear_backward(t, mod + MOD_Q, d_ln1, t->dq, t->xn);
         if (!d_ln1) break;
         rmsnorm_backward(t->dres, d_ln1, res_in, w->ln1, a->rstd1, (int)N, C);
     }

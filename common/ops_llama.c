@@ -23,6 +23,16 @@ void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *wei
     }
 }
 
+void rmsnorm_recompute(float *out, const float *inp, const float *weight, const float *rstd, int N,
+                       int C) {
+#pragma omp parallel for
+    for (int i = 0; i < N; i++) {
+        const float *x = inp + (size_t)i * C;
+        float *o = out + (size_t)i * C, s = rstd[i];
+        for (int c = 0; c < C; c++) o[c] = x[c] * s * weight[c];
+    }
+}
+
 void rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                       const float *rstd, int N, int C) {
     /* dx = rstd * (g - xhat * mean(g * xhat)), with g = dout * w and xhat = x * rstd. */

@@ -11,6 +11,10 @@
 /* out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps) over C; rstd [N] is saved. */
 void rmsnorm_forward(float *out, float *rstd, const float *inp, const float *weight, int N, int C,
                      float eps);
+/* out = x * rstd * w with the rstd saved by rmsnorm_forward: the same output, bit for bit,
+ * without keeping it (backward recomputes what a LoRA branch needs). */
+void rmsnorm_recompute(float *out, const float *inp, const float *weight, const float *rstd, int N,
+                       int C);
 void rmsnorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                       const float *rstd, int N, int C);
 
