@@ -46,7 +46,11 @@ int model_load(model **out, const char *dir, lp_err *err) {
     for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
         if (!strcmp(FAMILIES[i].model_type, type)) f = &FAMILIES[i];
     if (!f) {
-        lp_fail(err, "%s/config.json: model_type '%s' is not supported (gpt2)", dir, type);
+        char known[256] = "";
+        for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
+            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
+                     FAMILIES[i].model_type);
+        lp_fail(err, "%s/config.json: model_type '%s' is not supported (%s)", dir, type, known);
         return -1;
     }
     model *m = calloc(1, sizeof *m);
@@ -128,6 +132,10 @@ int model_max_seq_len(const model *m) {
 
 int model_hidden_size(const model *m) {
     return m->hidden_size;
+}
+
+int model_fan_in_fan_out(const model *m) {
+    return m->layout == W_IN_OUT;
 }
 
 int model_lora_modules(const model *m, const lora_module **modules) {

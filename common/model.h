@@ -21,6 +21,9 @@ const char *model_arch(const model *m); /* "gpt2" */
 int model_vocab_size(const model *m);
 int model_max_seq_len(const model *m);
 int model_hidden_size(const model *m);
+/* PEFT's fan_in_fan_out for this model: 1 where linear weights are stored [in,out] (GPT-2's
+ * Conv1D), 0 for nn.Linear's [out,in]. */
+int model_fan_in_fan_out(const model *m);
 /* The linear layers LoRA may adapt, in forward order. */
 int model_lora_modules(const model *m, const lora_module **modules);
 /* A 64-bit hash of the config and every weight byte: workers with a different base model

@@ -52,7 +52,7 @@ int ps_spec_from_model(ps *s, lp_err *err) {
         rc = lora_adapter_build(&a, &lc, mods, n_mods, err);
         lora_config_free(&lc);
     }
-    g_fan_in_fan_out = !strcmp(model_arch(mdl), "gpt2"); /* Conv1D weights are [in, out] */
+    g_fan_in_fan_out = model_fan_in_fan_out(mdl);
     free(g_modules);
     g_modules = malloc((size_t)(n_mods ? n_mods : 1) * sizeof *g_modules);
     if (g_modules) memcpy(g_modules, mods, (size_t)n_mods * sizeof *g_modules);

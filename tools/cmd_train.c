@@ -103,7 +103,7 @@ int cmd_train(int argc, char **argv) {
     int rc = local_train(&j, m, &a, print_step, NULL, &err);
     if (rc < 0) fail("training", &err);
     if (rc == 0 && out) {
-        if (peft_save(out, &a, model_dir, 1, &err) < 0)
+        if (peft_save(out, &a, model_dir, model_fan_in_fan_out(m), &err) < 0)
             rc = fail("--out", &err);
         else
             printf("loraps train: adapter written to %s (PEFT format)\n", out);

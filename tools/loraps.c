@@ -13,7 +13,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"run", cmd_run, "start a local job: S parameter servers and N workers"},
     {"train", cmd_train, "train a LoRA adapter in this one process (no servers)"},
-    {"init-model", cmd_init_model, "write an HF GPT-2 model folder with random weights"},
+    {"init-model", cmd_init_model, "write an HF GPT-2 or Llama folder with random weights"},
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (a plain HF folder)"},
     {"inspect", cmd_inspect, "show what a model, adapter, checkpoint or .safetensors holds"},
     {"generate", cmd_generate, "continue a prompt with a model and an optional adapter"},
