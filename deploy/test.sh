@@ -10,5 +10,8 @@ cmake --build build-test -j"$(nproc)"
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 export LORAPS_CACHE=${LORAPS_CACHE:-$PWD/build-test/cache}
+# ctest runs two tests at once on CI's 2 cores: OpenMP threads that busy-wait would then starve
+# each other (a 30 s test took 10 min that way); waiting threads sleep instead.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 cd build-test
 exec ctest --output-on-failure --timeout 900 -j2
