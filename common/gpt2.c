@@ -8,6 +8,7 @@
  *
  * Backward computes only input gradients through the frozen weights, and LoRA gradients. It
  * stops at the lowest adapted module: nothing below it has anything to learn. */
+#include "arena.h"
 #include "gpt2_internal.h"
 #include "hash.h"
 
@@ -155,58 +156,46 @@ typedef struct gpt2_trainer {
     int training; /* LoRA dropout is active only while training, as in PEFT */
 } gpt2_trainer;
 
-/* Hands out consecutive slices of the arena; with base == NULL it only counts. */
-typedef struct carver {
-    float *base;
-    size_t used;
-} carver;
-
-static float *carve(carver *c, size_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
-    return p;
-}
-
-static void carve_all(gpt2_trainer *t, carver *c) {
+static void carve_all(gpt2_trainer *t, arena_carver *c) {
     const gpt2_config *cfg = &t->g->cfg;
     size_t N = (size_t)t->B * t->T, C = (size_t)cfg->n_embd, NH = (size_t)cfg->n_head;
     size_t V = (size_t)cfg->vocab_size;
-    t->encoded = carve(c, N * C);
+    t->encoded = arena_carve(c, N * C);
     for (int l = 0; l < cfg->n_layer; l++) {
         layer_acts *a = &t->acts[l];
-        a->ln1 = carve(c, N * C);
-        a->ln1_mean = carve(c, N);
-        a->ln1_rstd = carve(c, N);
-        a->qkv = carve(c, N * 3 * C);
-        a->att = carve(c, (size_t)t->B * NH * t->T * t->T);
-        a->atty = carve(c, N * C);
-        a->res2 = carve(c, N * C);
-        a->ln2 = carve(c, N * C);
-        a->ln2_mean = carve(c, N);
-        a->ln2_rstd = carve(c, N);
-        a->fch = carve(c, N * 4 * C);
-        a->fch_gelu = carve(c, N * 4 * C);
-        a->res3 = carve(c, N * C);
+        a->ln1 = arena_carve(c, N * C);
+        a->ln1_mean = arena_carve(c, N);
+        a->ln1_rstd = arena_carve(c, N);
+        a->qkv = arena_carve(c, N * 3 * C);
+        a->att = arena_carve(c, (size_t)t->B * NH * t->T * t->T);
+        a->atty = arena_carve(c, N * C);
+        a->res2 = arena_carve(c, N * C);
+        a->ln2 = arena_carve(c, N * C);
+        a->ln2_mean = arena_carve(c, N);
+        a->ln2_rstd = arena_carve(c, N);
+        a->fch = arena_carve(c, N * 4 * C);
+        a->fch_gelu = arena_carve(c, N * 4 * C);
+        a->res3 = arena_carve(c, N * C);
     }
-    t->lnf = carve(c, N * C);
-    t->lnf_mean = carve(c, N);
-    t->lnf_rstd = carve(c, N);
-    t->proj = carve(c, N * C);
+    t->lnf = arena_carve(c, N * C);
+    t->lnf_mean = arena_carve(c, N);
+    t->lnf_rstd = arena_carve(c, N);
+    t->proj = arena_carve(c, N * C);
     for (int i = 0; i < t->m->n_modules; i++)
-        t->lora_h[i] = t->h_ld[i] ? carve(c, N * (size_t)t->h_ld[i]) : NULL;
-    t->dres = carve(c, N * C);
-    t->dln = carve(c, N * C);
-    t->dqkv = carve(c, N * 3 * C);
-    t->datty = carve(c, N * C);
-    t->dfch = carve(c, N * 4 * C);
-    t->dfch_gelu = carve(c, N * 4 * C);
-    t->att_scratch = carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
-    t->lora_dh = carve(c, N * (size_t)t->max_r);
+        t->lora_h[i] = t->h_ld[i] ? arena_carve(c, N * (size_t)t->h_ld[i]) : NULL;
+    t->dres = arena_carve(c, N * C);
+    t->dln = arena_carve(c, N * C);
+    t->dqkv = arena_carve(c, N * 3 * C);
+    t->datty = arena_carve(c, N * C);
+    t->dfch = arena_carve(c, N * 4 * C);
+    t->dfch_gelu = arena_carve(c, N * 4 * C);
+    t->att_scratch = arena_carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
+    t->lora_dh = arena_carve(c, N * (size_t)t->max_r);
     size_t drop = t->any_dropout ? N * (size_t)t->max_in : 0;
-    t->drop_x = carve(c, drop);
-    t->drop_dx = carve(c, drop);
-    t->logits = carve(c, (size_t)HEAD_CHUNK * V);
-    t->losses = carve(c, HEAD_CHUNK);
+    t->drop_x = arena_carve(c, drop);
+    t->drop_dx = arena_carve(c, drop);
+    t->logits = arena_carve(c, (size_t)HEAD_CHUNK * V);
+    t->losses = arena_carve(c, HEAD_CHUNK);
 }
 
 static void trainer_free(void *impl) {
@@ -261,7 +250,7 @@ static int trainer_new_multi(void **out, const model *m, lora_adapter *const *ad
         }
     }
     t->att_slots = omp_get_max_threads();
-    carver count = {NULL, 0};
+    arena_carver count = {NULL, 0};
     carve_all(t, &count);
     t->arena_floats = count.used;
     if (posix_memalign((void **)&t->arena, 64, t->arena_floats * sizeof(float)) != 0) {
@@ -270,7 +259,7 @@ static int trainer_new_multi(void **out, const model *m, lora_adapter *const *ad
         return lp_fail(err, "cannot allocate the %.1f MiB activation arena",
                        (double)count.used * 4 / (1 << 20));
     }
-    carver real = {t->arena, 0};
+    arena_carver real = {t->arena, 0};
     carve_all(t, &real);
     *out = t;
     return 0;
@@ -420,22 +409,13 @@ static void head_loss(gpt2_trainer *t, const int *targets) {
     int N = t->B * t->T, C = c->n_embd, V = c->vocab_size;
     if (t->training) memset(t->dln, 0, (size_t)N * C * sizeof(float));
     for (int k = 0; k < t->n_adapters; k++) {
-        int end = t->rows_of[k].row0 + t->rows_of[k].rows;
-        float grad_scale = t->grad_scale_of[k];
+        size_t row0 = (size_t)t->rows_of[k].row0;
         model_step *st = &t->step_of[k];
-        *st = (model_step){0, 0};
-        for (int start = t->rows_of[k].row0; start < end; start += HEAD_CHUNK) {
-            int n = end - start < HEAD_CHUNK ? end - start : HEAD_CHUNK;
-            const float *x = t->lnf + (size_t)start * C;
-            matmul_forward(t->logits, x, t->g->lm_head, W_OUT_IN, NULL, n, C, V);
-            st->loss_sum += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
-            for (int i = 0; i < n; i++) st->n_tokens += targets[start + i] >= 0;
-            if (grad_scale == 0) continue;
-            crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
-            matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C,
-                            V);
-            if (t->dhead) matmul_backward_weight(t->dhead, NULL, x, t->logits, W_OUT_IN, n, C, V);
-        }
+        st->n_tokens = 0;
+        st->loss_sum =
+            head_crossentropy(t->lnf + row0 * C, t->g->lm_head, targets + row0, t->rows_of[k].rows,
+                              C, V, t->grad_scale_of[k], t->dln + row0 * C, t->dhead, t->logits,
+                              t->losses, HEAD_CHUNK, &st->n_tokens);
     }
 }
 
@@ -486,19 +466,6 @@ static void backward(gpt2_trainer *t) {
         if (!d_ln1) break;
         layernorm_backward(t->dres, d_ln1, res_in, w->ln1_w, a->ln1_mean, a->ln1_rstd, (int)N, C);
     }
-}
-
-static int check_tokens(const gpt2_trainer *t, const int *inputs, const int *targets, lp_err *err) {
-    int V = t->g->cfg.vocab_size, N = t->B * t->T;
-    for (int i = 0; i < N; i++) {
-        if (inputs[i] < 0 || inputs[i] >= V)
-            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
-                           inputs[i], i, V);
-        if (targets && targets[i] >= V)
-            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
-                           targets[i], i, V);
-    }
-    return 0;
 }
 
 static int trainer_full_grads(void *impl, float **grads, size_t *n, lp_err *err) {
@@ -555,7 +522,7 @@ static int trainer_step_multi(void *impl, const int *inputs, const int *targets,
                               uint64_t dropout_seed, model_step *per_adapter, model_step *total,
                               lp_err *err) {
     gpt2_trainer *t = impl;
-    if (check_tokens(t, inputs, targets, err) < 0 || set_rows(t, adapter_of, err) < 0) return -1;
+    if (set_rows(t, adapter_of, err) < 0) return -1;
     t->dropout_seed = dropout_seed;
     t->training = 0;
     for (int k = 0; k < t->n_adapters; k++) {
@@ -582,7 +549,7 @@ static int trainer_step(void *impl, const int *inputs, const int *targets, float
 
 static int trainer_logits(void *impl, const int *inputs, float *logits, lp_err *err) {
     gpt2_trainer *t = impl;
-    if (check_tokens(t, inputs, NULL, err) < 0 || set_rows(t, NULL, err) < 0) return -1;
+    if (set_rows(t, NULL, err) < 0) return -1;
     t->training = 0;
     forward(t, inputs);
     const gpt2_config *c = &t->g->cfg;

@@ -101,10 +101,6 @@ int gpt2_session_feed(void *impl, const int *tokens, int n, float *logits, lp_er
     if (pos0 + n > s->max_len)
         return lp_fail(err, "the sequence would be %d tokens, past this session's %d", pos0 + n,
                        s->max_len);
-    for (int i = 0; i < n; i++)
-        if (tokens[i] < 0 || tokens[i] >= c->vocab_size)
-            return lp_fail(err, "token %d is outside the vocabulary (%d)", tokens[i],
-                           c->vocab_size);
     /* positions pos0 .. pos0+n-1: the position table starts at row pos0 */
     encoder_forward(s->x, tokens, g->wte, g->wpe + (size_t)pos0 * C, 1, n, C);
     for (int l = 0; l < c->n_layer; l++) {

@@ -15,6 +15,7 @@
  * in bf16, mapped from the file, and widened one matrix at a time into a scratch as they are
  * used (LORAPS_BF16_WEIGHTS=keep|f32; see the default below). The embedding/head matrix is
  * always f32: the head reads all of it in every chunk. */
+#include "arena.h"
 #include "hash.h"
 #include "llama_config.h"
 #include "model_family.h"
@@ -224,65 +225,54 @@ typedef struct llama_trainer {
     int training;
 } llama_trainer;
 
-typedef struct carver {
-    float *base;
-    size_t used;
-} carver;
-
-static float *carve(carver *c, size_t n) {
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(size_t)15; /* 64-byte aligned */
-    return p;
-}
-
-static void carve_all(llama_trainer *t, carver *c) {
+static void carve_all(llama_trainer *t, arena_carver *c) {
     const llama_config *cfg = &t->g->cfg;
     size_t N = (size_t)t->B * t->T, C = (size_t)cfg->hidden_size,
            I = (size_t)cfg->intermediate_size;
     size_t NH = (size_t)cfg->num_attention_heads, hd = (size_t)cfg->head_dim;
     size_t QD = NH * hd, KVD = (size_t)cfg->num_key_value_heads * hd, V = (size_t)cfg->vocab_size;
-    t->cos_sin = carve(c, (size_t)t->T * hd);
-    t->encoded = carve(c, N * C);
+    t->cos_sin = arena_carve(c, (size_t)t->T * hd);
+    t->encoded = arena_carve(c, N * C);
     for (int l = 0; l < cfg->num_hidden_layers; l++) {
         layer_acts *a = &t->acts[l];
-        a->rstd1 = carve(c, N);
-        a->q = carve(c, N * QD);
-        a->k = carve(c, N * KVD);
-        a->v = carve(c, N * KVD);
-        a->att = carve(c, (size_t)t->B * NH * t->T * t->T);
-        a->atty = carve(c, N * QD);
-        a->res2 = carve(c, N * C);
-        a->rstd2 = carve(c, N);
-        a->gate = carve(c, N * I);
-        a->up = carve(c, N * I);
-        a->res3 = carve(c, N * C);
+        a->rstd1 = arena_carve(c, N);
+        a->q = arena_carve(c, N * QD);
+        a->k = arena_carve(c, N * KVD);
+        a->v = arena_carve(c, N * KVD);
+        a->att = arena_carve(c, (size_t)t->B * NH * t->T * t->T);
+        a->atty = arena_carve(c, N * QD);
+        a->res2 = arena_carve(c, N * C);
+        a->rstd2 = arena_carve(c, N);
+        a->gate = arena_carve(c, N * I);
+        a->up = arena_carve(c, N * I);
+        a->res3 = arena_carve(c, N * C);
     }
-    t->lnf = carve(c, N * C);
-    t->rstd_f = carve(c, N);
-    t->xn = carve(c, N * C);
-    t->proj = carve(c, N * C);
-    t->mlp_h = carve(c, N * I);
+    t->lnf = arena_carve(c, N * C);
+    t->rstd_f = arena_carve(c, N);
+    t->xn = arena_carve(c, N * C);
+    t->proj = arena_carve(c, N * C);
+    t->mlp_h = arena_carve(c, N * I);
     for (int i = 0; i < t->m->n_modules; i++)
-        t->lora_h[i] = t->site_of[i] ? carve(c, N * (size_t)t->site_of[i]->r) : NULL;
-    t->dres = carve(c, N * C);
-    t->dln = carve(c, N * C);
-    t->dq_rot = carve(c, N * QD);
-    t->dk_rot = carve(c, N * KVD);
-    t->dq = carve(c, N * QD);
-    t->dk = carve(c, N * KVD);
-    t->dv = carve(c, N * KVD);
-    t->datty = carve(c, N * QD);
-    t->dgate = carve(c, N * I);
-    t->dup = carve(c, N * I);
-    t->dh = carve(c, N * I);
-    t->att_scratch = carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
-    t->lora_dh = carve(c, N * (size_t)t->max_r);
+        t->lora_h[i] = t->site_of[i] ? arena_carve(c, N * (size_t)t->site_of[i]->r) : NULL;
+    t->dres = arena_carve(c, N * C);
+    t->dln = arena_carve(c, N * C);
+    t->dq_rot = arena_carve(c, N * QD);
+    t->dk_rot = arena_carve(c, N * KVD);
+    t->dq = arena_carve(c, N * QD);
+    t->dk = arena_carve(c, N * KVD);
+    t->dv = arena_carve(c, N * KVD);
+    t->datty = arena_carve(c, N * QD);
+    t->dgate = arena_carve(c, N * I);
+    t->dup = arena_carve(c, N * I);
+    t->dh = arena_carve(c, N * I);
+    t->att_scratch = arena_carve(c, (size_t)t->T * t->T * (size_t)t->att_slots);
+    t->lora_dh = arena_carve(c, N * (size_t)t->max_r);
     size_t drop = t->a->cfg.dropout > 0 ? N * (size_t)t->max_in : 0;
-    t->drop_x = carve(c, drop);
-    t->drop_dx = carve(c, drop);
-    t->logits = carve(c, (size_t)HEAD_CHUNK * V);
-    t->losses = carve(c, HEAD_CHUNK);
-    t->wbuf = carve(c, t->g->max_bf16);
+    t->drop_x = arena_carve(c, drop);
+    t->drop_dx = arena_carve(c, drop);
+    t->logits = arena_carve(c, (size_t)HEAD_CHUNK * V);
+    t->losses = arena_carve(c, HEAD_CHUNK);
+    t->wbuf = arena_carve(c, t->g->max_bf16);
 }
 
 static void trainer_free(void *impl) {
@@ -314,7 +304,7 @@ static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T
         if (s->r > t->max_r) t->max_r = s->r;
     }
     t->att_slots = omp_get_max_threads();
-    carver count = {NULL, 0};
+    arena_carver count = {NULL, 0};
     carve_all(t, &count);
     t->arena_floats = count.used;
     if (posix_memalign((void **)&t->arena, 64, t->arena_floats * sizeof(float)) != 0) {
@@ -323,7 +313,7 @@ static int trainer_new(void **out, const model *m, lora_adapter *a, int B, int T
         return lp_fail(err, "cannot allocate the %.1f MiB activation arena",
                        (double)count.used * 4 / (1 << 20));
     }
-    carver real = {t->arena, 0};
+    arena_carver real = {t->arena, 0};
     carve_all(t, &real);
     const llama_config *c = &t->g->cfg;
     double inv_freq[4096];
@@ -437,25 +427,6 @@ static void forward(llama_trainer *t, const int *inputs) {
     rmsnorm_forward(t->lnf, t->rstd_f, res, g->norm, N, C, eps);
 }
 
-/* Logits, softmax and cross-entropy chunk by chunk; with grad_scale != 0 also their backward
- * into t->dln. Returns the summed loss. */
-static double head_loss(llama_trainer *t, const int *targets, float grad_scale) {
-    const llama_config *c = &t->g->cfg;
-    int N = t->B * t->T, C = c->hidden_size, V = c->vocab_size;
-    double total = 0;
-    if (grad_scale != 0) memset(t->dln, 0, (size_t)N * C * sizeof(float));
-    for (int start = 0; start < N; start += HEAD_CHUNK) {
-        int n = N - start < HEAD_CHUNK ? N - start : HEAD_CHUNK;
-        matmul_forward(t->logits, t->lnf + (size_t)start * C, t->g->lm_head, W_OUT_IN, NULL, n, C,
-                       V);
-        total += crossentropy_forward(t->logits, t->losses, targets + start, n, V);
-        if (grad_scale == 0) continue;
-        crossentropy_backward(t->logits, targets + start, grad_scale, n, V);
-        matmul_backward(t->dln + (size_t)start * C, t->logits, t->g->lm_head, W_OUT_IN, n, C, V);
-    }
-    return total;
-}
-
 static float *zeroed(float *p, size_t n) {
     memset(p, 0, n * sizeof(float));
     return p;
@@ -517,36 +488,28 @@ static void backward(llama_trainer *t) {
     }
 }
 
-static int check_tokens(int V, int N, const int *inputs, const int *targets, lp_err *err) {
-    for (int i = 0; i < N; i++) {
-        if (inputs[i] < 0 || inputs[i] >= V)
-            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
-                           inputs[i], i, V);
-        if (targets && targets[i] >= V)
-            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
-                           targets[i], i, V);
-    }
-    return 0;
-}
-
 static int trainer_step(void *impl, const int *inputs, const int *targets, float grad_scale,
                         uint64_t dropout_seed, model_step *out, lp_err *err) {
+    (void)err; /* model.c has checked the tokens; nothing here can fail */
     llama_trainer *t = impl;
-    if (check_tokens(t->g->cfg.vocab_size, t->B * t->T, inputs, targets, err) < 0) return -1;
+    const llama_config *c = &t->g->cfg;
+    int N = t->B * t->T, C = c->hidden_size;
     t->dropout_seed = dropout_seed;
     t->training = grad_scale != 0;
     forward(t, inputs);
-    out->loss_sum = head_loss(t, targets, grad_scale);
+    if (t->training) memset(t->dln, 0, (size_t)N * C * sizeof(float));
     out->n_tokens = 0;
-    for (int i = 0; i < t->B * t->T; i++) out->n_tokens += targets[i] >= 0;
+    out->loss_sum =
+        head_crossentropy(t->lnf, t->g->lm_head, targets, N, C, c->vocab_size, grad_scale, t->dln,
+                          NULL, t->logits, t->losses, HEAD_CHUNK, &out->n_tokens);
     if (grad_scale != 0) backward(t);
     return 0;
 }
 
 static int trainer_logits(void *impl, const int *inputs, float *logits, lp_err *err) {
+    (void)err;
     llama_trainer *t = impl;
     const llama_config *c = &t->g->cfg;
-    if (check_tokens(c->vocab_size, t->B * t->T, inputs, NULL, err) < 0) return -1;
     t->training = 0;
     forward(t, inputs);
     matmul_forward(logits, t->lnf, t->g->lm_head, W_OUT_IN, NULL, t->B * t->T, c->hidden_size,
@@ -611,26 +574,26 @@ static void session_free(void *impl) {
     free(s);
 }
 
-static void session_carve(llama_session *s, carver *cv) {
+static void session_carve(llama_session *s, arena_carver *cv) {
     const llama_config *c = &s->g->cfg;
     size_t L = (size_t)c->num_hidden_layers, C = (size_t)c->hidden_size, hd = (size_t)c->head_dim;
     size_t QD = (size_t)c->num_attention_heads * hd, KVD = (size_t)c->num_key_value_heads * hd;
     size_t I = (size_t)c->intermediate_size, M = (size_t)s->max_len, CH = SESSION_CHUNK;
-    s->kcache = carve(cv, L * M * KVD);
-    s->vcache = carve(cv, L * M * KVD);
-    s->cos_sin = carve(cv, M * hd);
-    s->x = carve(cv, CH * C);
-    s->ln = carve(cv, CH * C);
-    s->rstd = carve(cv, CH);
-    s->q = carve(cv, CH * QD);
-    s->atty = carve(cv, CH * QD);
-    s->proj = carve(cv, CH * C);
-    s->gate = carve(cv, CH * I);
-    s->up = carve(cv, CH * I);
-    s->h = carve(cv, CH * I);
-    s->lora_h = carve(cv, CH * (size_t)(s->max_r ? s->max_r : 1));
-    s->att_scratch = carve(cv, CH * M * (size_t)s->slots);
-    s->wbuf = carve(cv, s->g->max_bf16);
+    s->kcache = arena_carve(cv, L * M * KVD);
+    s->vcache = arena_carve(cv, L * M * KVD);
+    s->cos_sin = arena_carve(cv, M * hd);
+    s->x = arena_carve(cv, CH * C);
+    s->ln = arena_carve(cv, CH * C);
+    s->rstd = arena_carve(cv, CH);
+    s->q = arena_carve(cv, CH * QD);
+    s->atty = arena_carve(cv, CH * QD);
+    s->proj = arena_carve(cv, CH * C);
+    s->gate = arena_carve(cv, CH * I);
+    s->up = arena_carve(cv, CH * I);
+    s->h = arena_carve(cv, CH * I);
+    s->lora_h = arena_carve(cv, CH * (size_t)(s->max_r ? s->max_r : 1));
+    s->att_scratch = arena_carve(cv, CH * M * (size_t)s->slots);
+    s->wbuf = arena_carve(cv, s->g->max_bf16);
 }
 
 static int session_new(void **out, const model *m, const lora_adapter *a, int max_len,
@@ -652,7 +615,7 @@ static int session_new(void **out, const model *m, const lora_adapter *a, int ma
         s->site_of[site->module] = site;
         if (site->r > s->max_r) s->max_r = site->r;
     }
-    carver count = {NULL, 0};
+    arena_carver count = {NULL, 0};
     session_carve(s, &count);
     if (posix_memalign((void **)&s->buf, 64, count.used * sizeof(float)) != 0) {
         s->buf = NULL;
@@ -660,7 +623,7 @@ static int session_new(void **out, const model *m, const lora_adapter *a, int ma
         return lp_fail(err, "cannot allocate the %.1f MiB KV cache",
                        (double)count.used * 4 / (1 << 20));
     }
-    carver real = {s->buf, 0};
+    arena_carver real = {s->buf, 0};
     session_carve(s, &real);
     const llama_config *c = &s->g->cfg;
     double inv_freq[4096];
@@ -725,7 +688,6 @@ static int session_feed(void *impl, const int *tokens, int n, float *logits, lp_
     if (n > s->max_len - s->len)
         return lp_fail(err, "session: %d more tokens would exceed its length %d (%d used)", n,
                        s->max_len, s->len);
-    if (check_tokens(c->vocab_size, n, tokens, NULL, err) < 0) return -1;
     int last = 0;
     for (int done = 0; done < n; done += last) {
         last = n - done < SESSION_CHUNK ? n - done : SESSION_CHUNK;

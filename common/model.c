@@ -12,7 +12,21 @@
 struct model_trainer {
     const model_family_ops *ops;
     void *impl;
+    int vocab_size, n_tokens; /* for checking inputs before any family sees them */
 };
+
+static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
+                        lp_err *err) {
+    for (int i = 0; i < t->n_tokens; i++) {
+        if (inputs[i] < 0 || inputs[i] >= t->vocab_size)
+            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
+                           inputs[i], i, t->vocab_size);
+        if (targets && targets[i] >= t->vocab_size)
+            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
+                           targets[i], i, t->vocab_size);
+    }
+    return 0;
+}
 
 typedef struct family {
     const char *model_type;
@@ -179,6 +193,8 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
     if (check_trainer_args(m, &a, 1, B, T, err) < 0) return -1;
     model_trainer *t = calloc(1, sizeof *t);
     t->ops = m->ops;
+    t->vocab_size = m->vocab_size;
+    t->n_tokens = B * T;
     if (m->ops->trainer_new(&t->impl, m, a, B, T, err) < 0) {
         free(t);
         return -1;
@@ -194,6 +210,8 @@ int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *c
     if (check_trainer_args(m, adapters, n_adapters, B, T, err) < 0) return -1;
     model_trainer *t = calloc(1, sizeof *t);
     t->ops = m->ops;
+    t->vocab_size = m->vocab_size;
+    t->n_tokens = B * T;
     if (m->ops->trainer_new_multi(&t->impl, m, adapters, n_adapters, B, T, err) < 0) {
         free(t);
         return -1;
@@ -205,6 +223,7 @@ int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *c
 int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
                              const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
                              model_step *per_adapter, model_step *total, lp_err *err) {
+    if (check_tokens(t, inputs, targets, err) < 0) return -1;
     return t->ops->trainer_step_multi(t->impl, inputs, targets, adapter_of, grad_scales,
                                       dropout_seed, per_adapter, total, err);
 }
@@ -227,16 +246,19 @@ size_t model_trainer_arena_bytes(const model_trainer *t) {
 
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
                        uint64_t dropout_seed, model_step *out, lp_err *err) {
+    if (check_tokens(t, inputs, targets, err) < 0) return -1;
     return t->ops->trainer_step(t->impl, inputs, targets, grad_scale, dropout_seed, out, err);
 }
 
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
+    if (check_tokens(t, inputs, NULL, err) < 0) return -1;
     return t->ops->trainer_logits(t->impl, inputs, logits, err);
 }
 
 struct model_session {
     const model_family_ops *ops;
     void *impl;
+    int vocab_size;
 };
 
 int model_session_new(model_session **out, const model *m, const lora_adapter *a, int max_len,
@@ -246,6 +268,7 @@ int model_session_new(model_session **out, const model *m, const lora_adapter *a
         return lp_fail(err, "session length %d: must be in 1..%d", max_len, m->max_seq_len);
     model_session *s = calloc(1, sizeof *s);
     s->ops = m->ops;
+    s->vocab_size = m->vocab_size;
     if (m->ops->session_new(&s->impl, m, a, max_len, err) < 0) {
         free(s);
         return -1;
@@ -262,6 +285,10 @@ void model_session_free(model_session *s) {
 
 int model_session_feed(model_session *s, const int *tokens, int n, float *logits, lp_err *err) {
     if (n <= 0) return lp_fail(err, "model_session_feed: no tokens");
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= s->vocab_size)
+            return lp_fail(err, "token %d is outside the vocabulary (%d)", tokens[i],
+                           s->vocab_size);
     return s->ops->session_feed(s->impl, tokens, n, logits, err);
 }
 

@@ -301,6 +301,24 @@ void crossentropy_backward(float *probs_to_dlogits, const int *targets, float dl
     }
 }
 
+double head_crossentropy(const float *x, const float *head, const int *targets, int rows, int C,
+                         int V, float grad_scale, float *dx, float *dhead, float *logits,
+                         float *losses, int chunk, int *n_tokens) {
+    double total = 0;
+    for (int start = 0; start < rows; start += chunk) {
+        int n = rows - start < chunk ? rows - start : chunk;
+        const float *xs = x + (size_t)start * C;
+        matmul_forward(logits, xs, head, W_OUT_IN, NULL, n, C, V);
+        total += crossentropy_forward(logits, losses, targets + start, n, V);
+        for (int i = 0; i < n; i++) *n_tokens += targets[start + i] >= 0;
+        if (grad_scale == 0) continue;
+        crossentropy_backward(logits, targets + start, grad_scale, n, V);
+        matmul_backward(dx + (size_t)start * C, logits, head, W_OUT_IN, n, C, V);
+        if (dhead) matmul_backward_weight(dhead, NULL, xs, logits, W_OUT_IN, n, C, V);
+    }
+    return total;
+}
+
 /* ---------------------------------------------------------------------------------------------
  * LoRA: two skinny GEMMs per segment; B.A is never formed. */
 

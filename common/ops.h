@@ -65,6 +65,15 @@ double crossentropy_forward(float *logits_to_probs, float *losses, const int *ta
 /* In place: probabilities become dlogits = dloss * (p - onehot); ignored rows become 0. */
 void crossentropy_backward(float *probs_to_dlogits, const int *targets, float dloss, int N, int V);
 
+/* The output head and its loss, chunk by chunk so the [rows, V] logits never exist whole:
+ * logits = x . head^T (head [V,C]), softmax cross-entropy against targets (< 0: ignored).
+ * Returns the summed loss and counts the counted tokens into *n_tokens. With grad_scale != 0
+ * also the backward of grad_scale * loss: dx [rows,C] += ..., and dhead (may be NULL) += ....
+ * logits holds chunk * V floats, losses chunk floats. */
+double head_crossentropy(const float *x, const float *head, const int *targets, int rows, int C,
+                         int V, float grad_scale, float *dx, float *dhead, float *logits,
+                         float *losses, int chunk, int *n_tokens);
+
 /* A LoRA segment: rows [row0, row0 + rows) of a batch use this adapter's A [r,IC], B [OC,r]
  * and scale. A batch of one adapter is one segment; mixed-task batches are several. */
 typedef struct lora_segment {

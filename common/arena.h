@@ -1,0 +1,17 @@
+/* The activation arena: every buffer a trainer needs is a slice of one allocation made at
+ * start-up, so the step loop never allocates. Sizing and handing out use the same code: a
+ * carver with no base only counts. */
+#ifndef LORAPS_ARENA_H
+#define LORAPS_ARENA_H
+
+#include <stddef.h>
+
+typedef struct arena_carver {
+    float *base; /* NULL: count only */
+    size_t used; /* floats handed out so far */
+} arena_carver;
+
+/* The next n floats (64-byte aligned), or NULL while counting. */
+float *arena_carve(arena_carver *c, size_t n);
+
+#endif
