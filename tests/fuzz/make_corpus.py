@@ -302,7 +302,38 @@ def safetensors_seeds():
         b'"b":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}' + b"\0" * 4)
 
 
+# ---- dictionaries: the parsers' own key and value names, and JSON's tokens --------------------
+
+DICT_SOURCES = {
+    "fuzz_gpt2_config": ["gpt2_config.c"],
+    "fuzz_llama_config": ["llama_config.c"],
+    "fuzz_job_file": ["job.c", "lora.c"],
+    "fuzz_peft_config": ["peft.c", "lora.c"],
+    "fuzz_tokenizer_json": ["tokenizer.c"],
+    "fuzz_dataset": ["dataset.c"],
+    "fuzz_safetensors": ["safetensors.c", "dtype.c"],
+}
+JSON_TOKENS = ["{", "}", "[", "]", ":", ",", "\\\"", "true", "false", "null", "0", "-1", "1e308",
+               "0.5", "4294967296", "9223372036854775808", "\\\\u0000", "\\\\ud800"]
+
+
+def dicts():
+    import re
+    src = os.path.join(HERE, "..", "..", "common")
+    for target, files in DICT_SOURCES.items():
+        words = set()
+        for f in files:
+            with open(os.path.join(src, f)) as fh:
+                words |= set(re.findall(r'"([A-Za-z_][A-Za-z0-9_.\-]{1,40})"', fh.read()))
+        lines = ['"%s"' % t for t in JSON_TOKENS] + ['"%s"' % w for w in sorted(words)]
+        os.makedirs(os.path.join(HERE, "dict"), exist_ok=True)
+        with open(os.path.join(HERE, "dict", target + ".dict"), "w") as fh:
+            fh.write("# made by make_corpus.py from common/%s\n" % ", common/".join(files))
+            fh.write("\n".join(lines) + "\n")
+
+
 if __name__ == "__main__":
+    dicts()
     safetensors_seeds()
     wire_seeds()
     text_seeds()

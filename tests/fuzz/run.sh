@@ -76,7 +76,8 @@ export OMP_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1
 run_one() { # target -> writes logs/<target>.log and logs/<target>.rc
     local t=$1 seeds=$SRC/tests/fuzz/corpus/$1 work=$BUILD/corpus/$1 log=$BUILD/logs/$1.log
     local found=$SRC/tests/fuzz/crashes-found/$1
-    local dirs=()
+    local dirs=() dict=()
+    [ -f "$SRC/tests/fuzz/dict/$1.dict" ] && dict=(-dict="$SRC/tests/fuzz/dict/$1.dict")
     [ -d "$seeds" ] && dirs+=("$seeds")
     [ -d "$found" ] && dirs+=("$found")
     local rc=0
@@ -89,7 +90,7 @@ run_one() { # target -> writes logs/<target>.log and logs/<target>.rc
         mkdir -p "$work"
         # New inputs go to the first folder (the working copy); the seeds are only read.
         "$BUILD/fuzz/$t" -max_total_time="$SECONDS_EACH" -timeout=30 -rss_limit_mb=2048 \
-            -print_final_stats=1 -artifact_prefix="$BUILD/crashes/$t-" "$work" "${dirs[@]}" \
+            -print_final_stats=1 -artifact_prefix="$BUILD/crashes/$t-" "${dict[@]}" "$work" "${dirs[@]}" \
             >"$log" 2>&1 || rc=$?
     fi
     echo $rc >"$BUILD/logs/$t.rc"
