@@ -65,6 +65,8 @@ int cmd_init_model(int argc, char **argv) {
             preset = argv[++i];
         else if (!strcmp(a, "--out"))
             out = argv[++i];
+        else if (!strcmp(a, "--dtype"))
+            dtype_name = argv[++i];
         else if (!strcmp(a, "--seed")) {
             char *end;
             seed = strtoull(argv[++i], &end, 10);

@@ -1,5 +1,6 @@
-/* adapter_diff A B [TOL]: compares two adapter_model.safetensors tensor by tensor (same names,
- * shapes) and prints the largest relative difference ||a - b|| / ||a|| over tensors. Exits 0 if
+/* adapter_diff A B [TOL]: compares two safetensors files (adapters, or model_logits' outputs)
+ * tensor by tensor (same names, shapes) and prints the largest relative difference
+ * ||a - b|| / ||a|| over the float tensors; integer tensors must be byte-identical. Exits 0 if
  * it is <= TOL (default 1e-5), 1 if not, 2 on bad input. */
 #include "safetensors.h"
 
@@ -31,6 +32,12 @@ int main(int argc, char **argv) {
         if (!y || y->numel != x->numel) {
             fprintf(stderr, "adapter_diff: %s missing or of another size in B\n", x->name);
             return 1;
+        }
+        if (x->dtype != DT_F32 && x->dtype != DT_F16 && x->dtype != DT_BF16) {
+            /* ids and the like: equal, or infinitely different */
+            int same = x->dtype == y->dtype && !memcmp(x->data, y->data, x->nbytes);
+            if (!same) worst = INFINITY, worst_name = x->name;
+            continue;
         }
         float *u = malloc((size_t)x->numel * sizeof *u), *v = malloc((size_t)x->numel * sizeof *v);
         if (st_read_f32(x, u, (size_t)x->numel, &err) < 0 ||
