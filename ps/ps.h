@@ -230,6 +230,32 @@ int ps_checkpoint_final_done(ps *s);
 void ps_checkpoint_on_stop(ps *s);
 void ps_checkpoint_free(ps *s);
 
+/* ps_security.c: CURVE, the limits that protect the server, per-step durability */
+struct metrics;
+/* A security/limit flag: 1 if consumed, 0 if not one of them, -1 on a bad value. */
+int ps_security_flag(const char *flag, const char *value, lp_err *err);
+void ps_security_usage(FILE *out);
+/* Loads the CURVE keys (or warns that traffic is unauthenticated) and checks the options. */
+int ps_security_load(ps *s, lp_err *err);
+/* The ROUTER (before bind): ZMQ_MAXMSGSIZE, CURVE server, the ZAP handler and monitor. */
+int ps_security_router(ps *s, lp_err *err);
+/* A DEALER to another shard (before connect): CURVE client with the server key pair. */
+int ps_security_peer(void *sock, lp_err *err);
+void ps_security_print(const ps *s, FILE *out);
+void ps_security_shutdown(void); /* after zmq_ctx_term */
+/* 1: the sender is cut off (too many refused messages); drop the message unanswered. */
+int ps_security_drop(ps *s, const wire_msg *m);
+void ps_security_on_reject(ps *s, const wire_msg *m);
+/* 0: a Hello of this rank would exceed --max-workers. */
+int ps_security_admit(ps *s, int rank);
+void ps_security_metrics_define(ps *s, struct metrics *m);
+void ps_security_metrics_update(struct metrics *m);
+void ps_security_exit_log(ps *s);
+/* After each published version: with --durable-every K, every K-th is written to disk now. */
+void ps_durable_after_update(ps *s);
+/* 1 while the newest version is not yet durable (a failed write, retried): serve nothing. */
+int ps_durable_hold(ps *s);
+
 /* ps_sync.c */
 void ps_handle(ps *s, wire_msg *m);
 /* Progress the state machine: complete steps, answer pulls, finish. */

@@ -287,6 +287,7 @@ void ps_checkpoint_begin(ps *s, int kind) {
 void ps_checkpoint_after_update(ps *s) {
     const job *j = &s->cfg.job;
     uint64_t V = s->adapter.version;
+    ps_durable_after_update(s); /* --durable-every (ps_security.c) */
     /* the job's last version is checkpointed by the final collection */
     if (j->save_every <= 0 || V % (uint64_t)j->save_every || V >= s->total_updates ||
         V <= s->resumed_version)

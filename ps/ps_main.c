@@ -26,6 +26,9 @@ static const netcfg_flag PS_ENV_FLAGS[] = {
     {"model", 1},        {"bind", 1},       {"out", 1},       {"job", 1},   {"shard", 1},
     {"peers", 1},        {"ps-threads", 1}, {"metrics", 1},   {"quiet", 0}, {"metrics-port", 1},
     {"metrics-bind", 1}, {"resume", 1},     {"idle-exit", 1},
+    /* ps_security.c */
+    {"curve-dir", 1}, {"max-msg-bytes", 1}, {"max-workers", 1}, {"reject-limit", 1},
+    {"reject-window", 1}, {"ban-seconds", 1}, {"durable-every", 1},
 };
 
 static void on_signal(int sig) {
@@ -71,8 +74,9 @@ static void usage(FILE *out) {
             "  --help           this text\n\n"
             "Every option above is also a variable: LORAPS_BIND, LORAPS_PEERS, LORAPS_SHARD,\n"
             "LORAPS_METRICS_PORT, ... (a flag wins over its variable). A --bind is not needed on\n"
-            "a cluster: a shard whose --peers entry is a DNS name listens on 0.0.0.0.\n\n"
-            "job settings:\n");
+            "a cluster: a shard whose --peers entry is a DNS name listens on 0.0.0.0.\n\n");
+    ps_security_usage(out);
+    fprintf(out, "\njob settings:\n");
     job_print_help(out);
 }
 
@@ -119,6 +123,12 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         int r = job_parse_flag(&c->job, argc, argv, &i, &err);
         if (r < 0) return fail(a, err.msg);
         if (r > 0) continue;
+        r = ps_security_flag(a, v, &err);
+        if (r < 0) return fail(a, err.msg);
+        if (r > 0) {
+            i += 2;
+            continue;
+        }
         if (!strcmp(a, "--model") || !strcmp(a, "--bind") || !strcmp(a, "--out") ||
             !strcmp(a, "--job") || !strcmp(a, "--shard") || !strcmp(a, "--peers") ||
             !strcmp(a, "--ps-threads") || !strcmp(a, "--metrics") || !strcmp(a, "--metrics-port") ||
@@ -195,6 +205,7 @@ static uint64_t random_u64(void) {
 static int setup(ps *s, lp_err *err) {
     ps_config *c = &s->cfg;
     ops_set_threads(c->threads);
+    if (ps_security_load(s, err) < 0) return -1;
     if (c->metrics_path[0] && c->shard == 0 && !(s->metrics = fopen(c->metrics_path, "a")))
         return lp_fail(err, "%s: %s", c->metrics_path, strerror(errno));
     if (ps_spec_from_model(s, err) < 0) return -1;
@@ -222,6 +233,7 @@ static int setup(ps *s, lp_err *err) {
     s->ctx = zmq_ctx_new();
     s->router = zmq_socket(s->ctx, ZMQ_ROUTER);
     if (!s->router || wire_socket_setup(s->router, 0, err) < 0) return -1;
+    if (ps_security_router(s, err) < 0) return -1;
     /* No ROUTER_MANDATORY: a reply to a peer that went away, or that stopped reading (its
      * queue at the high-water mark), is dropped instead of blocking the server. */
     if (strchr(c->bind, '[')) { /* tcp://[::]:P: IPv6 (and IPv4 too, for [::]) */
@@ -238,6 +250,7 @@ static int setup(ps *s, lp_err *err) {
         zmq_setsockopt(s->peer[k], ZMQ_ROUTING_ID, id, strlen(id));
         /* The final tensors must reach shard 0 even as this shard exits. */
         if (wire_socket_setup(s->peer[k], 30000, err) < 0) return -1;
+        if (ps_security_peer(s->peer[k], err) < 0) return -1;
         if (zmq_connect(s->peer[k], c->peers[k]) < 0)
             return lp_fail(err, "connect %s: %s", c->peers[k], zmq_strerror(zmq_errno()));
     }
@@ -267,6 +280,7 @@ static void print_config(ps *s) {
     if (g_metrics_port >= 0)
         fprintf(stderr, "  metrics          http://%s:%d/metrics (and /healthz, /readyz)\n",
                 g_metrics_bind, g_metrics_port);
+    ps_security_print(s, stderr);
     fputs(g_env_notes, stderr);
     job_print(&c->job, stderr, "  ");
     fflush(stderr);
@@ -328,6 +342,7 @@ static int ps_metrics_start(ps *s, metrics **m, lp_err *err) {
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
         g_pm[defs[i].id] = metrics_define(*m, defs[i].name, defs[i].kind, defs[i].help);
+    ps_security_metrics_define(s, *m);
     metrics_set(*m, g_pm[PM_UPDATES_TOTAL], (double)s->total_updates);
     metrics_set(*m, g_pm[PM_WORKERS_EXPECTED], s->cfg.job.workers);
     /* The loop polls every 50 ms: a minute without a pass means it is stuck. */
@@ -360,6 +375,7 @@ static void ps_metrics_update(ps *s, metrics *m, int64_t now_ms) {
     metrics_set(m, g_pm[PM_JOINS], (double)s->count.joins);
     metrics_set(m, g_pm[PM_DROPS], (double)s->count.drops);
     metrics_set(m, g_pm[PM_PHASE], (double)s->phase);
+    ps_security_metrics_update(m);
     /* Checkpoint age: `latest` is replaced once a checkpoint is complete (common/checkpoint.h),
      * so the link's own time is when the newest one was written. Shard 0 writes them. */
     static int64_t ckpt_checked_ms;
@@ -400,6 +416,7 @@ static void shutdown_ps(ps *s) {
         if (s->peer && s->peer[k]) zmq_close(s->peer[k]);
     if (s->router) zmq_close(s->router);
     if (s->ctx) zmq_ctx_term(s->ctx);
+    ps_security_shutdown();
     ps_adapter_free(&s->adapter);
     ps_spec_free(&s->spec);
     shard_map_free(&s->map);
@@ -473,7 +490,9 @@ int main(int argc, char **argv) {
             wire_msg m;
             Loraps__ErrorCode code;
             int r = wire_recv(s.router, 1, &m, &s.net, &code, &err);
-            if (r == WIRE_OK)
+            if ((r == WIRE_OK || r == WIRE_BAD) && ps_security_drop(&s, &m))
+                ; /* a peer cut off by --reject-limit: dropped unanswered */
+            else if (r == WIRE_OK)
                 ps_handle(&s, &m);
             else if (r == WIRE_BAD)
                 ps_reject(&s, &m, code, "%s", err.msg);
@@ -526,6 +545,7 @@ int main(int argc, char **argv) {
         exit_code = 3;
     }
     if (ps_write_stats(&s, &err) < 0) ps_log(&s, "writing stats: %s", err.msg);
+    ps_security_exit_log(&s);
     ps_log(&s,
            "exit: version %llu, pushes %llu accepted %llu duplicate %llu stale, %llu rejected, "
            "%llu dropped, sent %llu B, received %llu B",

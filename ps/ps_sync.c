@@ -63,6 +63,11 @@ static void handle_hello(ps *s, wire_msg *m) {
                   s->cfg.job.workers);
         return;
     }
+    if (!ps_security_admit(s, (int)h->rank)) {
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "server full: %d live workers (--max-workers)",
+                  ps_members_alive(s));
+        return;
+    }
     ps_member *mem = ps_member_join(s, (int)h->rank, h->host, h->pid);
     if (!mem) {
         ps_reject(s, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for members");
@@ -153,6 +158,7 @@ static int pull_ready(ps *s, const ps_pull *p) {
     if (s->phase >= PS_FINISHING) return 1;
     if (s->phase != PS_RUNNING) return 0;
     if (s->adapter.version < p->version) return 0;
+    if (ps_durable_hold(s)) return 0; /* --durable-every: not served before it is on disk */
     if (!s->cfg.sync && s->cfg.job.staleness > 0) {
         uint64_t mc = min_clock(s);
         if (mc != UINT64_MAX && p->step > mc + (uint64_t)s->cfg.job.staleness) return 0;

@@ -43,6 +43,7 @@ int ps_reject(ps *s, const wire_msg *m, Loraps__ErrorCode code, const char *fmt,
     va_end(ap);
     s->count.rejected_total++;
     s->count.rejected[(unsigned)code < 32 ? code : 0]++;
+    ps_security_on_reject(s, m); /* --reject-limit */
     if (m->routing_len)
         wire_send_error(s->router, m->routing, m->routing_len, s->job_id, code, why, &s->net);
     int64_t now = wire_now_ms();

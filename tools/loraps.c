@@ -19,6 +19,7 @@ static const command COMMANDS[] = {
     {"generate", cmd_generate, "continue a prompt with a model and an optional adapter"},
     {"eval", cmd_eval, "loss and perplexity of a model (+ adapter) on a data file"},
     {"tokenize", cmd_tokenize, "text to token ids and back with a model's tokenizer.json"},
+    {"keygen", cmd_keygen, "CURVE keys: a server pair, client pairs, the authorized list"},
 };
 
 static void usage(FILE *out) {

@@ -2,6 +2,7 @@
 #include "worker.h"
 
 #include "adamw.h"
+#include "curve_auth.h"
 #include "metrics_http.h"
 #include "net_config.h"
 #include "ops.h"
@@ -26,7 +27,9 @@ static metrics *g_metrics;
 static const netcfg_flag WORKER_ENV_FLAGS[] = {
     {"servers", 1}, {"model", 1},         {"rank", 1},  {"threads", 1},      {"connect-timeout", 1},
     {"stats", 1},   {"step-delay-ms", 1}, {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1},
+    {"curve-dir", 1}, {"curve-client", 1}, /* common/curve_auth.h */
 };
+static char g_curve_dir[PATH_MAX], g_curve_client[128];
 
 static void on_signal(int sig) {
     worker_stop = sig;
@@ -60,6 +63,10 @@ static void usage(FILE *out) {
             "  --quiet               no per-step lines\n"
             "  --metrics-port P      serve /healthz, /readyz and Prometheus /metrics on port P\n"
             "  --metrics-bind A      address for that port (default 0.0.0.0; :: for IPv6)\n"
+            "  --curve-dir DIR       CURVE keys from `loraps keygen` (server.pub and this\n"
+            "                        worker's pair); without them traffic is unauthenticated\n"
+            "  --curve-client NAME   the key pair DIR/NAME.key (default client-<rank>, else\n"
+            "                        client-0)\n"
             "  --help                this text\n\n"
             "Every option is also a variable (a flag wins): LORAPS_SERVERS, LORAPS_MODEL,\n"
             "LORAPS_RANK, LORAPS_CONNECT_TIMEOUT, LORAPS_METRICS_PORT, ...; without --rank and\n"
@@ -98,7 +105,8 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         int known = !strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--rank") ||
                     !strcmp(a, "--stats") || !strcmp(a, "--connect-timeout") ||
                     !strcmp(a, "--step-delay-ms") || !strcmp(a, "--threads") ||
-                    !strcmp(a, "--metrics-port") || !strcmp(a, "--metrics-bind");
+                    !strcmp(a, "--metrics-port") || !strcmp(a, "--metrics-bind") ||
+                    !strcmp(a, "--curve-dir") || !strcmp(a, "--curve-client");
         if (!known) return fail(a, "unknown option (see --help)");
         if (i + 1 >= argc) return fail(a, "needs a value");
         const char *v = argv[++i];
@@ -114,6 +122,8 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         if (!strcmp(a, "--metrics-port") && parse_int(v, 0, 65535, &g_metrics_port) < 0)
             return fail("--metrics-port", "expected a port in 0..65535");
         if (!strcmp(a, "--metrics-bind")) snprintf(g_metrics_bind, sizeof g_metrics_bind, "%s", v);
+        if (!strcmp(a, "--curve-dir")) snprintf(g_curve_dir, sizeof g_curve_dir, "%s", v);
+        if (!strcmp(a, "--curve-client")) snprintf(g_curve_client, sizeof g_curve_client, "%s", v);
         if (!strcmp(a, "--connect-timeout")) {
             int s;
             if (parse_int(v, 1, 86400, &s) < 0) return fail(a, "expected seconds in 1..86400");
@@ -481,6 +491,15 @@ int main(int argc, char **argv) {
     sigaction(SIGINT, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     lp_err err;
+    char key_name[128];
+    int curve = curve_load_client(g_curve_dir, g_curve_client, w.cfg.rank, key_name,
+                                  sizeof key_name, &err);
+    if (curve < 0) return fail("--curve-dir", err.msg);
+    if (curve)
+        worker_log(&w, "CURVE: authenticating with %s/%s.key", g_curve_dir, key_name);
+    else
+        worker_log(&w, "WARNING: no CURVE keys (--curve-dir / LORAPS_CURVE_DIR): traffic is "
+                       "unauthenticated and unencrypted");
     if (worker_metrics_start(&w.cfg, &err) < 0) return fail("--metrics-port", err.msg) - 1;
     if (model_load(&w.mdl, w.cfg.model_dir, &err) < 0) {
         metrics_stop(g_metrics);

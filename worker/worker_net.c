@@ -2,6 +2,8 @@
  * shard, heartbeats, and noticing lost servers. */
 #include "worker.h"
 
+#include "curve_auth.h"
+
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +20,7 @@ static int open_socket(worker *w, worker_shard *s, lp_err *err) {
     s->sock = zmq_socket(w->ctx, ZMQ_DEALER);
     if (!s->sock) return lp_fail(err, "socket: %s", zmq_strerror(zmq_errno()));
     if (wire_socket_setup(s->sock, 0, err) < 0) return -1;
+    if (curve_client_setup(s->sock, err) < 0) return -1;
     if (zmq_connect(s->sock, s->endpoint) < 0)
         return lp_fail(err, "connect %s: %s", s->endpoint, zmq_strerror(zmq_errno()));
     return 0;
@@ -368,6 +371,7 @@ static void *heartbeat_main(void *arg) {
     for (int k = 0; k < n; k++) {
         socks[k] = zmq_socket(w->ctx, ZMQ_DEALER);
         wire_socket_setup(socks[k], 0, NULL);
+        curve_client_setup(socks[k], NULL);
         zmq_connect(socks[k], w->shards[k].endpoint);
         sent_id[k] = 0;
         items[k] = (zmq_pollitem_t){socks[k], 0, ZMQ_POLLIN, 0};
