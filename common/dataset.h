@@ -112,6 +112,12 @@ int data_source_open_file(data_source *s, const char *data_path, const char *tok
 /* T must be the dataset's seq_len for a file source. */
 int data_source_batch(data_source *s, int split, uint64_t first, int n, int T, int *inputs,
                       int *targets, lp_err *err);
+/* Sequences in a full validation pass: the file's validation split (0 if it has none), or
+ * DATA_DEMO_VAL_SEQUENCES of the demo task (held out far past any training sequence). */
+enum { DATA_DEMO_VAL_SEQUENCES = 64 };
+uint64_t data_source_val_sequences(const data_source *s);
+/* One line saying what the source is (the dataset's summary for a file). */
+const char *data_source_name(const data_source *s);
 void data_source_close(data_source *s);
 
 #endif

@@ -39,6 +39,14 @@ int data_source_batch(data_source *s, int split, uint64_t first, int n, int T, i
     return 0;
 }
 
+uint64_t data_source_val_sequences(const data_source *s) {
+    return s->is_file ? dataset_n_sequences(s->ds, DS_VAL) : DATA_DEMO_VAL_SEQUENCES;
+}
+
+const char *data_source_name(const data_source *s) {
+    return s->is_file ? dataset_summary(s->ds) : "the embedded demo task (token level)";
+}
+
 void data_source_close(data_source *s) {
     dataset_free(s->ds);
     tokenizer_free(s->tok);

@@ -60,6 +60,12 @@ static const job_key KEYS[] = {
     STRING_KEY(wire_dtype, "f32 | bf16 | f16: dtype of tensors on the wire"),
     INT_KEY(heartbeat_ms, "how often workers send a heartbeat (ms)"),
     INT_KEY(heartbeat_timeout_ms, "a worker silent this long is dropped (ms)"),
+    STRING_KEY(layout, "data: pack (documents + EOS cut into sequences) | pad (one per sequence)"),
+    STRING_KEY(txt_docs, "data: .txt documents are separated by blank lines | one per line"),
+    STRING_KEY(bad_data, "data: fail | skip bad records (invalid UTF-8, malformed JSON, ...)"),
+    STRING_KEY(long_docs, "data, pad layout: split | truncate | reject documents over seq_len"),
+    STRING_KEY(special_tokens, "data: text | special: special tokens written in the text"),
+    FLOAT_KEY(val_fraction, "data: share of documents held out for validation (0: none)"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
 
@@ -93,6 +99,12 @@ void job_defaults(job *j) {
     strcpy(j->wire_dtype, "f32");
     j->heartbeat_ms = 500;
     j->heartbeat_timeout_ms = 10000;
+    strcpy(j->layout, "pack");
+    strcpy(j->txt_docs, "blank");
+    strcpy(j->bad_data, "fail");
+    strcpy(j->long_docs, "split");
+    strcpy(j->special_tokens, "text");
+    j->val_fraction = 0;
 }
 
 /* "lora-alpha" and "lora_alpha" name the same key. */
@@ -292,6 +304,7 @@ int job_validate(const job *j, lp_err *err) {
                        "heartbeat_ms must be >= 10 and heartbeat_timeout_ms at least twice "
                        "it (got %d and %d)",
                        j->heartbeat_ms, j->heartbeat_timeout_ms);
+    if (job_data_options(j, NULL, err) < 0) return -1;
     lora_config c;
     if (job_lora_config(j, &c, err) < 0) return -1;
     lora_config_free(&c);
@@ -344,6 +357,29 @@ int job_lora_config(const job *j, lora_config *c, lp_err *err) {
         lora_config_free(c);
         return -1;
     }
+    return 0;
+}
+
+int job_data_options(const job *j, dataset_options *o, lp_err *err) {
+    dataset_options tmp;
+    if (!o) o = &tmp;
+    dataset_options_default(o);
+    char n[32];
+    snprintf(n, sizeof n, "%d", j->seq_len);
+    char seed[32];
+    snprintf(seed, sizeof seed, "%llu", j->seed);
+    const char *kv[][2] = {{"seq_len", n},
+                           {"seed", seed},
+                           {"layout", j->layout},
+                           {"txt_docs", j->txt_docs},
+                           {"bad_data", j->bad_data},
+                           {"long_docs", j->long_docs},
+                           {"special_tokens", j->special_tokens}};
+    for (size_t i = 0; i < sizeof kv / sizeof kv[0]; i++)
+        if (dataset_options_set(o, kv[i][0], kv[i][1], err) < 0) return -1;
+    if (!(j->val_fraction >= 0 && j->val_fraction < 1))
+        return lp_fail(err, "val_fraction must be in [0, 1), got %g", j->val_fraction);
+    o->val_fraction = j->val_fraction;
     return 0;
 }
 

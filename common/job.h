@@ -5,6 +5,7 @@
 #define LORAPS_JOB_H
 
 #include "adamw.h"
+#include "dataset.h"
 #include "error.h"
 #include "lora.h"
 
@@ -47,6 +48,14 @@ typedef struct job {
     char wire_dtype[8];       /* f32 | bf16 | f16: tensors on the wire */
     int heartbeat_ms;         /* how often workers heartbeat */
     int heartbeat_timeout_ms; /* a worker silent this long is dropped */
+    /* data: how every worker turns its file into sequences (they must agree; the file's path is
+     * each worker's own). See dataset_options_set. */
+    char layout[8];          /* pack | pad */
+    char txt_docs[8];        /* blank | line: how a .txt separates documents */
+    char bad_data[8];        /* fail | skip */
+    char long_docs[16];      /* split | truncate | reject (pad layout) */
+    char special_tokens[16]; /* text | special */
+    float val_fraction;      /* share of documents held out for validation */
 } job;
 
 void job_defaults(job *j);
@@ -69,6 +78,9 @@ void job_print_help(FILE *out);
 
 /* Derived views. */
 int job_lora_config(const job *j, lora_config *c, lp_err *err);
+/* The data settings (seq_len, seed, layout, ...) as dataset options; o may be NULL to only check
+ * them. A validation file is each worker's own: set o->val_path after. */
+int job_data_options(const job *j, dataset_options *o, lp_err *err);
 void job_adamw(const job *j, adamw_config *c);
 void job_schedule(const job *j, int total_steps, lr_schedule *s);
 

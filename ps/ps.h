@@ -151,6 +151,16 @@ typedef struct ps {
     uint64_t last_ckpt_version;     /* shard 0: the newest checkpoint written (+1; 0 none) */
     struct ps_ckpt *ckpt;           /* shard 0: states being collected from the shards */
 
+    /* validation every eval_every steps: the workers' shares of the pass at step eval_at - 1
+     * (eval_at 0: none open), summed token-weighted; a complete pass waits in val_* for the next
+     * progress line (val_pending) */
+    uint64_t eval_at, eval_tokens, eval_seqs;
+    double eval_loss;
+    int eval_n;
+    int val_pending, val_known;
+    uint64_t val_step, val_tokens;
+    double val_loss;
+
     /* progress */
     FILE *metrics;
     int64_t start_ms, last_step_ms;

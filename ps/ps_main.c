@@ -6,6 +6,7 @@
 #include "ops.h"
 
 #include <errno.h>
+#include <math.h>
 #include <signal.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -305,6 +306,8 @@ enum {
     PM_JOINS,
     PM_DROPS,
     PM_PHASE,
+    PM_VAL_LOSS,
+    PM_VAL_PPL,
     PM_N
 };
 static int g_pm[PM_N];
@@ -338,6 +341,10 @@ static int ps_metrics_start(ps *s, metrics **m, lp_err *err) {
         {PM_JOINS, "loraps_worker_joins_total", "workers that joined", METRICS_COUNTER},
         {PM_DROPS, "loraps_worker_drops_total", "workers dropped as silent", METRICS_COUNTER},
         {PM_PHASE, "loraps_phase", "0 waiting for workers, 1 running, 2 finishing, 3 done",
+         METRICS_GAUGE},
+        {PM_VAL_LOSS, "loraps_validation_loss", "mean validation loss of the latest pass",
+         METRICS_GAUGE},
+        {PM_VAL_PPL, "loraps_validation_perplexity", "exp(validation loss) of the latest pass",
          METRICS_GAUGE},
     };
     for (size_t i = 0; i < sizeof defs / sizeof defs[0]; i++)
@@ -376,6 +383,10 @@ static void ps_metrics_update(ps *s, metrics *m, int64_t now_ms) {
     metrics_set(m, g_pm[PM_DROPS], (double)s->count.drops);
     metrics_set(m, g_pm[PM_PHASE], (double)s->phase);
     ps_security_metrics_update(m);
+    if (s->val_known) {
+        metrics_set(m, g_pm[PM_VAL_LOSS], s->val_loss);
+        metrics_set(m, g_pm[PM_VAL_PPL], exp(s->val_loss));
+    }
     /* Checkpoint age: `latest` is replaced once a checkpoint is complete (common/checkpoint.h),
      * so the link's own time is when the newest one was written. Shard 0 writes them. */
     static int64_t ckpt_checked_ms;

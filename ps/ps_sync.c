@@ -44,6 +44,8 @@ static uint64_t min_clock(const ps *s) {
     return min;
 }
 
+static void eval_close(ps *s);
+
 /* ---- Hello ---------------------------------------------------------------------------------- */
 
 static void handle_hello(ps *s, wire_msg *m) {
@@ -111,6 +113,13 @@ static void handle_hello(ps *s, wire_msg *m) {
     js.wire_dtype = s->cfg.wire_dtype;
     js.heartbeat_ms = (uint32_t)j->heartbeat_ms;
     js.heartbeat_timeout_ms = (uint32_t)j->heartbeat_timeout_ms;
+    js.eval_every = (uint32_t)j->eval_every;
+    js.layout = (char *)j->layout;
+    js.txt_docs = (char *)j->txt_docs;
+    js.bad_data = (char *)j->bad_data;
+    js.long_docs = (char *)j->long_docs;
+    js.special_tokens = (char *)j->special_tokens;
+    js.val_fraction = j->val_fraction;
 
     int n = s->spec.n;
     Loraps__TensorSpec *specs = calloc((size_t)n, sizeof *specs);
@@ -269,11 +278,19 @@ static void progress(ps *s, uint64_t step, uint64_t tokens, double loss, double 
             json_object_set_new(w, key, b);
         }
         json_object_set_new(o, "bytes", w);
+        if (s->val_pending) {
+            json_object_set_new(o, "val_loss", json_real(s->val_loss));
+            json_object_set_new(o, "val_ppl", json_real(exp(s->val_loss)));
+            json_object_set_new(o, "val_tokens", json_integer((json_int_t)s->val_tokens));
+            json_object_set_new(o, "val_step", json_integer((json_int_t)s->val_step));
+        }
         json_dumpf(o, s->metrics, JSON_COMPACT);
         fputc('\n', s->metrics);
         fflush(s->metrics);
         json_decref(o);
     }
+    int val = s->val_pending;
+    s->val_pending = 0;
     if (s->cfg.shard != 0 || s->cfg.quiet) return;
     double elapsed = (now - s->start_ms) / 1000.0;
     uint64_t done = s->adapter.version, total = s->total_updates;
@@ -287,6 +304,9 @@ static void progress(ps *s, uint64_t step, uint64_t tokens, double loss, double 
     if (compute_s >= 0 && step_ms > 0)
         n += snprintf(line + n, sizeof line - (size_t)n, " (compute %.0f%%)",
                       100.0 * compute_s / (step_ms / 1000.0));
+    if (val)
+        n += snprintf(line + n, sizeof line - (size_t)n, "  val_loss %.4f ppl %.2f (at step %llu)",
+                      s->val_loss, exp(s->val_loss), (unsigned long long)s->val_step);
     for (int i = 0; i < s->n_members && n < (int)sizeof line - 64; i++) {
         const ps_member *mb = &s->members[i];
         if (!mb->alive) continue;
@@ -333,6 +353,7 @@ static void complete_step(ps *s, double global_ss) {
     lp_err err;
     if (ps_publish(s, V + 1, &err) < 0) ps_log(s, "publishing: %s", err.msg);
     ps_checkpoint_after_update(s);
+    eval_close(s);
     double loss = s->step_tokens ? s->step_loss / (double)s->step_tokens : 0;
     progress(s, V, s->step_tokens, loss, s->n_contrib ? g_step_compute / s->n_contrib : -1);
     g_step_compute = 0;
@@ -405,6 +426,37 @@ static void handle_norm_share(ps *s, wire_msg *m) {
     }
     s->peer_step[ns->shard] = ns->step + 1;
     s->peer_ss[ns->shard] = ns->sum_sq;
+}
+
+/* ---- validation ----------------------------------------------------------------------------- */
+
+/* The pass at `step` is complete: it waits for the next progress line. */
+static void eval_close(ps *s) {
+    if (!s->eval_at) return;
+    s->val_step = s->eval_at - 1;
+    s->val_tokens = s->eval_tokens;
+    s->val_loss = s->eval_tokens ? s->eval_loss / (double)s->eval_tokens : 0;
+    s->val_known = s->val_pending = s->eval_tokens > 0;
+    if (!s->eval_tokens)
+        ps_log(s, "validation at step %llu counted no tokens (no validation data?)",
+               (unsigned long long)s->val_step);
+    s->eval_at = 0;
+    s->eval_tokens = s->eval_seqs = 0;
+    s->eval_loss = 0;
+    s->eval_n = 0;
+}
+
+/* One accepted push's share of the pass at `step`. Sync: the step's pushes are its shares, and
+ * complete_step closes it. Async: ranks push `step` at different times; the pass closes when
+ * every rank's share is in (or a later pass starts). */
+static void eval_add(ps *s, uint64_t step, const Loraps__EvalResult *ev) {
+    if (s->eval_at && s->eval_at != step + 1) eval_close(s);
+    s->eval_at = step + 1;
+    s->eval_tokens += ev->n_tokens;
+    s->eval_seqs += ev->n_sequences;
+    s->eval_loss += ev->loss_sum;
+    s->eval_n++;
+    if (!s->cfg.sync && s->eval_n >= s->cfg.job.workers) eval_close(s);
 }
 
 /* ---- Push ----------------------------------------------------------------------------------- */
@@ -482,6 +534,30 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
                   p->loss_sum, p->grad_sum_sq);
         return;
     }
+    if (p->eval) {
+        const Loraps__EvalResult *ev = p->eval;
+        uint64_t max_seqs = 1ull << 32;
+        if (j->eval_every <= 0 || p->step % (uint64_t)j->eval_every != 0) {
+            ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+                      "a validation result at step %llu; the job validates every %d steps",
+                      (unsigned long long)p->step, j->eval_every);
+            return;
+        }
+        if (!isfinite(ev->loss_sum) || ev->loss_sum < 0 || (ev->n_tokens == 0 && ev->loss_sum) ||
+            ev->loss_sum > 1e4 * (double)ev->n_tokens) {
+            ps_reject(s, m, LORAPS__ERROR_CODE__ERR_NONFINITE,
+                      "validation loss sum %g over %llu tokens", ev->loss_sum,
+                      (unsigned long long)ev->n_tokens);
+            return;
+        }
+        if (ev->n_sequences > max_seqs || ev->n_tokens > ev->n_sequences * (uint64_t)j->seq_len) {
+            ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+                      "validation: %llu tokens in %llu sequences of %d",
+                      (unsigned long long)ev->n_tokens, (unsigned long long)ev->n_sequences,
+                      j->seq_len);
+            return;
+        }
+    }
     Loraps__ErrorCode code;
     lp_err err;
     if (ps_check_tensors(s, m, s->cfg.shard, s->cfg.wire_dtype, &code, &err) < 0) {
@@ -495,6 +571,7 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
     mem->bytes_received = p->bytes_received;
     mem->compute_seconds += p->compute_seconds;
     s->count.pushes_accepted++;
+    if (p->eval) eval_add(s, p->step, p->eval);
     if (s->cfg.sync) {
         wire_frames_apply(m, &e, a->grad_ptr, (float)p->n_tokens, 1);
         s->contributed[r] = 1;

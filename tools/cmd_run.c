@@ -6,12 +6,20 @@
 #include "fsutil.h"
 #include "job.h"
 #include "demo_model.h"
+#include "demo_text.h"
+#include "model.h"
 #include "net_config.h"
+#include "peft.h"
+#include "text_continue.h"
+#include "tokenizer.h"
+#include "val_pass.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <jansson.h>
 #include <limits.h>
+#include <math.h>
 #include <netinet/in.h>
 #include <signal.h>
 #include <stdio.h>
@@ -44,6 +52,15 @@ static void usage(FILE *out) {
         "  --preset NAME    tiny | small | 124m for the demo model (default small)\n"
         "  --out DIR        the adapter, statistics and logs go here (default loraps-out)\n"
         "  --job FILE       a JSON job file (flags and LORAPS_* variables override it)\n"
+        "  --data FILE      training data for every worker: .txt, .jsonl ({\"text\"} or\n"
+        "                   {\"prompt\", \"completion\"}: loss on the completion) or .bin;\n"
+        "                   the job's seq_len, layout, val_fraction, ... say how it is cut\n"
+        "  --val-file FILE  validation data (default: the job's val_fraction of --data)\n"
+        "  --tokenizer P    tokenizer.json for text data (default: the model's)\n"
+        "  --task T         without --data: text (default; a task written as text into\n"
+        "                   OUT/demo-text.txt, learned through the model's tokenizer, with\n"
+        "                   validation and generations before and after) or tokens (the\n"
+        "                   token-level demo task; the default with --model or --preset tiny)\n"
         "  --resume DIR     continue from a checkpoint (OUT/checkpoint-<step>), `latest`\n"
         "                   (OUT/latest) or a PEFT adapter folder (fresh optimizer state)\n"
         "  --metrics-port P serve /healthz, /readyz and /metrics: shard k on P+k, worker i\n"
@@ -160,9 +177,111 @@ static int parse_count(const char *v, int lo, int hi, int *out) {
     return 0;
 }
 
+/* The text task's settings, where the user's job file does not set them: what it needs to
+ * learn the task in a minute or two on two cores. Written with the user's file into one job
+ * file, so flags and LORAPS_* variables still override both. */
+static int write_demo_job(const char *user_file, const char *path, lp_err *err) {
+    json_error_t je;
+    json_t *o = user_file ? json_load_file(user_file, JSON_REJECT_DUPLICATES, &je) : json_object();
+    if (!o) return lp_fail(err, "%s:%d: %s", user_file, je.line, je.text);
+    if (!json_is_object(o)) {
+        json_decref(o);
+        return lp_fail(err, "%s: a job file is a JSON object of settings", user_file);
+    }
+    struct {
+        const char *key;
+        json_t *value;
+    } demo[] = {
+        {"max_steps", json_integer(300)},   {"lr", json_real(1e-2)},
+        {"warmup_steps", json_integer(10)}, {"seq_len", json_integer(64)},
+        {"micro_batch", json_integer(4)},   {"eval_every", json_integer(30)},
+        {"val_fraction", json_real(0.02)},  {"txt_docs", json_string("line")},
+    };
+    for (size_t i = 0; i < sizeof demo / sizeof demo[0]; i++) {
+        char dashed[64];
+        snprintf(dashed, sizeof dashed, "%s", demo[i].key);
+        for (char *c = dashed; *c; c++)
+            if (*c == '_') *c = '-';
+        if (!json_object_get(o, demo[i].key) && !json_object_get(o, dashed))
+            json_object_set(o, demo[i].key, demo[i].value);
+        json_decref(demo[i].value);
+    }
+    int rc = json_dump_file(o, path, JSON_INDENT(2) | JSON_SORT_KEYS);
+    json_decref(o);
+    return rc < 0 ? lp_fail(err, "cannot write %s", path) : 0;
+}
+
+/* Greedy continuations of the demo prompts, with the adapter (or without: a == NULL). */
+static void print_samples(const char *title, const model *m, const lora_adapter *a,
+                          const tokenizer *tok) {
+    const char *const *prompts;
+    int n = demo_text_prompts(&prompts);
+    printf("loraps run: %s\n", title);
+    for (int i = 0; i < n; i++) {
+        char *text = NULL;
+        lp_err err;
+        if (text_continue(m, a, tok, prompts[i], 16, &text, &err) < 0) {
+            printf("  %s -> (error: %s)\n", prompts[i], err.msg);
+            continue;
+        }
+        for (char *c = text; *c; c++)
+            if (*c == '\n') *c = ' ';
+        printf("  %s |%s\n", prompts[i], text);
+        free(text);
+    }
+    fflush(stdout);
+}
+
+/* After a text-task run: the final adapter's validation loss and its samples. */
+static void text_task_after(const char *model_dir, const char *out, const char *data,
+                            const job *j) {
+    lp_err err;
+    model *m = NULL;
+    tokenizer *tok = NULL;
+    lora_adapter a;
+    int have_a = 0;
+    model_trainer *t = NULL;
+    data_source src;
+    int have_src = 0;
+    const lora_module *mods;
+    if (model_load(&m, model_dir, &err) < 0 || tokenizer_load(&tok, model_dir, &err) < 0) goto bad;
+    int n_mods = model_lora_modules(m, &mods);
+    if (peft_load(out, mods, n_mods, &a, &err) < 0) goto bad;
+    have_a = 1;
+    dataset_options o;
+    if (job_data_options(j, &o, &err) < 0) goto bad;
+    o.vocab_size = model_vocab_size(m);
+    if (data_source_open_file(&src, data, model_dir, &o, &err) < 0) goto bad;
+    have_src = 1;
+    size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
+    int *in = malloc(n * sizeof(int)), *tg = malloc(n * sizeof(int));
+    val_result v;
+    int rc = !in || !tg ? lp_fail(&err, "out of memory")
+             : model_trainer_new(&t, m, &a, j->micro_batch, j->seq_len, &err) < 0
+                 ? -1
+                 : val_pass(t, &src, j->micro_batch, j->seq_len, 0, 1, in, tg, &v, &err);
+    free(in);
+    free(tg);
+    if (rc < 0) goto bad;
+    if (v.n_tokens)
+        printf("loraps run: final validation loss %.4f (perplexity %.2f) over %llu tokens\n",
+               v.loss_sum / (double)v.n_tokens, exp(v.loss_sum / (double)v.n_tokens),
+               (unsigned long long)v.n_tokens);
+    print_samples("after: the adapter continues the prompts (greedy)", m, &a, tok);
+    goto done;
+bad:
+    fprintf(stderr, "loraps run: the after-training samples: %s\n", err.msg);
+done:
+    model_trainer_free(t);
+    if (have_src) data_source_close(&src);
+    if (have_a) lora_adapter_free(&a);
+    tokenizer_free(tok);
+    model_free(m);
+}
+
 int cmd_run(int argc, char **argv) {
     const char *model_dir = NULL, *out = "loraps-out", *preset = "small", *job_file = NULL;
-    const char *resume = NULL;
+    const char *resume = NULL, *data = NULL, *val_file = NULL, *tok_path = NULL, *task = NULL;
     int n_workers = 2, n_servers = 1, threads_given = 0, metrics_port = -1;
     job j;
     job_defaults(&j);
@@ -184,7 +303,8 @@ int cmd_run(int argc, char **argv) {
         }
         if (!strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--out") ||
             !strcmp(a, "--preset") || !strcmp(a, "--job") || !strcmp(a, "--metrics-port") ||
-            !strcmp(a, "--resume")) {
+            !strcmp(a, "--resume") || !strcmp(a, "--data") || !strcmp(a, "--val-file") ||
+            !strcmp(a, "--tokenizer") || !strcmp(a, "--task")) {
             if (!v) return free(pass), fail(a, "needs a value");
             if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &n_servers) < 0)
                 return free(pass), fail(a, "expected 1..64");
@@ -192,9 +312,16 @@ int cmd_run(int argc, char **argv) {
             if (!strcmp(a, "--out")) out = v;
             if (!strcmp(a, "--preset")) preset = v;
             if (!strcmp(a, "--resume")) resume = v;
+            if (!strcmp(a, "--data")) data = v;
+            if (!strcmp(a, "--val-file")) val_file = v;
+            if (!strcmp(a, "--tokenizer")) tok_path = v;
+            if (!strcmp(a, "--task")) {
+                if (strcmp(v, "text") && strcmp(v, "tokens"))
+                    return free(pass), fail(a, "expected text or tokens");
+                task = v;
+            }
             if (!strcmp(a, "--metrics-port") && parse_count(v, 1, 65000, &metrics_port) < 0)
                 return free(pass), fail(a, "expected a port in 1..65000");
-            if (!strcmp(a, "--job")) pass[n_pass++] = argv[i], pass[n_pass++] = argv[i + 1];
             i += 2;
             continue;
         }
@@ -207,6 +334,10 @@ int cmd_run(int argc, char **argv) {
     }
     if (job_apply_env(&j, &err) < 0 || job_validate(&j, &err) < 0)
         return free(pass), fail("job", err.msg);
+    if (val_file && !data) return free(pass), fail("--val-file", "needs --data");
+    if (data && task) return free(pass), fail("--task", "is for runs without --data");
+    /* The text task needs a real tokenizer: not the test models of --model, nor tiny's. */
+    int text_task = !data && (task ? !strcmp(task, "text") : !model_dir && strcmp(preset, "tiny"));
     n_workers = j.workers;
     /* --workers is both ours and the job's; the default here is 2, not the job's 1. */
     int workers_given = 0;
@@ -235,6 +366,38 @@ int cmd_run(int argc, char **argv) {
         if (demo_model_ensure(preset, demo, sizeof demo, &err) < 0)
             return free(pass), fail("demo model", err.msg);
         model_dir = demo;
+    }
+    char data_buf[PATH_MAX + 32], job_buf[PATH_MAX + 32];
+    if (text_task) {
+        snprintf(data_buf, sizeof data_buf, "%s/demo-text.txt", out);
+        snprintf(job_buf, sizeof job_buf, "%s/demo-job.json", out);
+        if (demo_text_write(data_buf, 4000, j.seed, &err) < 0 ||
+            write_demo_job(job_file, job_buf, &err) < 0)
+            return free(pass), fail("the text task", err.msg);
+        data = data_buf;
+        job_file = job_buf;
+        /* the effective job again: the task's settings, then the user's flags and variables */
+        job_defaults(&j);
+        if (job_load_file(&j, job_file, &err) < 0) return free(pass), fail(job_file, err.msg);
+        for (int i = 0; i < n_pass;) {
+            int r = job_parse_flag(&j, n_pass, pass, &i, &err);
+            if (r <= 0) return free(pass), fail("job", r < 0 ? err.msg : "bad flag");
+        }
+        if (job_apply_env(&j, &err) < 0 || job_validate(&j, &err) < 0)
+            return free(pass), fail("job", err.msg);
+        printf("loraps run: the text task: lines that walk a cycle of words (days, months, "
+               "numbers, colours),\n  written to %s; a validation pass every %d steps\n",
+               data, j.eval_every);
+        model *m;
+        tokenizer *tok;
+        if (model_load(&m, model_dir, &err) < 0) return free(pass), fail(model_dir, err.msg);
+        if (tokenizer_load(&tok, model_dir, &err) < 0) {
+            model_free(m);
+            return free(pass), fail("tokenizer", err.msg);
+        }
+        print_samples("before: the base model continues the prompts (greedy)", m, NULL, tok);
+        tokenizer_free(tok);
+        model_free(m);
     }
 
     char peers[64 * 32] = "";
@@ -294,6 +457,7 @@ int cmd_run(int argc, char **argv) {
         snprintf(mport_s, sizeof mport_s, "%d", metrics_port + k);
         if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
         if (resume) av[c++] = "--resume", av[c++] = (char *)resume;
+        if (job_file) av[c++] = "--job", av[c++] = (char *)job_file;
         for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
         av[c] = NULL;
         snprintf(name, sizeof name, "ps-%d", k);
@@ -306,9 +470,18 @@ int cmd_run(int argc, char **argv) {
         snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", out, k);
         char mport_s[16];
         snprintf(mport_s, sizeof mport_s, "%d", metrics_port + n_servers + k);
-        char *av[] = {worker_bin, "--servers", peers, "--model",        (char *)model_dir, "--rank",
-                      rank_s,     "--stats",   stats, "--metrics-port", mport_s,           NULL};
-        if (metrics_port <= 0) av[9] = NULL;
+        char *av[24];
+        int c = 0;
+        av[c++] = worker_bin;
+        av[c++] = "--servers", av[c++] = peers;
+        av[c++] = "--model", av[c++] = (char *)model_dir;
+        av[c++] = "--rank", av[c++] = rank_s;
+        av[c++] = "--stats", av[c++] = stats;
+        if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
+        if (data) av[c++] = "--data", av[c++] = (char *)data;
+        if (val_file) av[c++] = "--val-file", av[c++] = (char *)val_file;
+        if (tok_path) av[c++] = "--tokenizer", av[c++] = (char *)tok_path;
+        av[c] = NULL;
         snprintf(name, sizeof name, "worker-%d", k);
         snprintf(path, sizeof path, "%s/%s.log", logs, name);
         rc = spawn(name, av, path, 1);
@@ -373,6 +546,9 @@ int cmd_run(int argc, char **argv) {
             exit_code = 1;
         }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
-    if (!exit_code && fs_exists(path)) printf("loraps run: adapter written to %s\n", path);
+    if (!exit_code && fs_exists(path)) {
+        printf("loraps run: adapter written to %s\n", path);
+        if (text_task && !g_stop) text_task_after(model_dir, out, data, &j);
+    }
     return g_stop ? 0 : exit_code;
 }

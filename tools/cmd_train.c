@@ -1,4 +1,5 @@
-/* loraps train: LoRA fine-tuning in this one process on the embedded demo task. */
+/* loraps train: LoRA fine-tuning in this one process, on a data file or the embedded demo task:
+ * the reference the distributed job (loraps run) matches exactly. */
 #include "commands.h"
 #include "demo_model.h"
 #include "job.h"
@@ -6,6 +7,7 @@
 #include "model.h"
 #include "peft.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,18 +16,31 @@ static void usage(FILE *out) {
     fprintf(
         out,
         "usage: loraps train [--model DIR | --preset tiny|small|124m] [--job FILE] [--out DIR]\n"
-        "                    [job options]\n\n"
-        "Trains a LoRA adapter on the embedded demo task in this process. Without --model, a\n"
-        "demo model of the preset (default small) is created once under the cache folder.\n"
-        "--out DIR writes the adapter there in PEFT format.\n\njob options:\n");
+        "                    [--data FILE [--val-file FILE] [--tokenizer PATH]] [job options]\n\n"
+        "Trains a LoRA adapter in this process on --data (.txt, .jsonl, .bin; cut into\n"
+        "sequences by the job's seq_len, layout, val_fraction, ...) or, without it, on the\n"
+        "embedded token-level demo task: the same sequences, in the same order, as a\n"
+        "distributed job (loraps run) on the same data. Without --model, a demo model of the\n"
+        "preset (default small) is created once under the cache folder. --out DIR writes the\n"
+        "adapter there in PEFT format.\n\njob options:\n");
     job_print_help(out);
 }
 
 static void print_step(const train_progress *p, void *ctx) {
     (void)ctx;
+    char val[96] = "";
+    if (p->val_step >= 0)
+        snprintf(val, sizeof val, " | val_loss %.4f ppl %.2f (at step %d)", p->val_loss,
+                 exp(p->val_loss), p->val_step);
+    if (p->step > p->total_steps) { /* the final validation pass */
+        printf("final%s\n", val);
+        fflush(stdout);
+        return;
+    }
     double eta = p->elapsed_seconds / p->step * (p->total_steps - p->step);
-    printf("step %4d/%d | loss %.4f | lr %.2e | grad norm %.3f | %6.0f tok/s | ETA %.0fs\n",
-           p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / p->step_seconds, eta);
+    printf("step %4d/%d | loss %.4f | lr %.2e | grad norm %.3f | %6.0f tok/s | ETA %.0fs%s\n",
+           p->step, p->total_steps, p->loss, p->lr, p->grad_norm, p->tokens / p->step_seconds, eta,
+           val);
     fflush(stdout);
 }
 
@@ -36,6 +51,7 @@ static int fail(const char *what, const lp_err *err) {
 
 int cmd_train(int argc, char **argv) {
     const char *model_dir = NULL, *preset = "small", *out = NULL, *job_file = NULL;
+    const char *data = NULL, *val_file = NULL, *tok_path = NULL;
     job j;
     job_defaults(&j);
     lp_err err;
@@ -62,6 +78,12 @@ int cmd_train(int argc, char **argv) {
             preset = argv[i + 1];
         else if (!strcmp(a, "--out"))
             out = argv[i + 1];
+        else if (!strcmp(a, "--data"))
+            data = argv[i + 1];
+        else if (!strcmp(a, "--val-file"))
+            val_file = argv[i + 1];
+        else if (!strcmp(a, "--tokenizer"))
+            tok_path = argv[i + 1];
         else if (strcmp(a, "--job")) {
             fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
             usage(stderr);
@@ -90,6 +112,7 @@ int cmd_train(int argc, char **argv) {
     }
     lora_config_free(&lc);
     lora_adapter_init(&a, j.seed); /* as the parameter server does */
+    int rc = 0;
 
     printf("loraps train: model %s (%s, %.1f MB of frozen weights, fingerprint %016llx)\n",
            model_dir, model_arch(m), model_weight_bytes(m) / 1e6,
@@ -100,7 +123,32 @@ int cmd_train(int argc, char **argv) {
     job_print(&j, stdout, "  ");
     fflush(stdout);
 
-    int rc = local_train(&j, m, &a, print_step, NULL, &err);
+    data_source src;
+    dataset_options o;
+    int is_bin = data && strlen(data) >= 4 && !strcmp(data + strlen(data) - 4, ".bin");
+    if (!data && val_file) {
+        snprintf(err.msg, sizeof err.msg, "needs --data");
+        rc = -1;
+    } else if (!data) {
+        data_source_open_demo(&src, j.seed, model_vocab_size(m));
+    } else if (job_data_options(&j, &o, &err) < 0) {
+        rc = -1;
+    } else {
+        o.val_path = val_file;
+        o.vocab_size = model_vocab_size(m); /* ids must fit the model */
+        /* text takes the model's tokenizer unless told otherwise; a .bin needs none */
+        const char *tp = tok_path ? tok_path : is_bin ? NULL : model_dir;
+        rc = data_source_open_file(&src, data, tp, &o, &err);
+    }
+    if (rc < 0) {
+        lora_adapter_free(&a);
+        model_free(m);
+        return fail(val_file && !data ? "--val-file" : "--data", &err);
+    }
+    printf("loraps train: data %s\n", data_source_name(&src));
+    fflush(stdout);
+    rc = local_train_source(&j, m, &a, &src, print_step, NULL, &err);
+    data_source_close(&src);
     if (rc < 0) fail("training", &err);
     if (rc == 0 && out) {
         if (peft_save(out, &a, model_dir, model_fan_in_fan_out(m), &err) < 0)

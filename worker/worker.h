@@ -48,6 +48,10 @@ typedef struct worker_config {
     int connect_timeout_ms;
     int threads;       /* -1: the job's */
     int step_delay_ms; /* a simulated straggler, for tests and benchmarks */
+    /* data (--data; without it the demo task); the job says how to cut it into sequences */
+    char data_path[PATH_MAX];
+    char val_path[PATH_MAX];       /* --val-file */
+    char tokenizer_path[PATH_MAX]; /* --tokenizer; default: the model folder's */
 } worker_config;
 
 typedef struct worker {
@@ -98,8 +102,10 @@ int worker_join(worker *w, int k, uint64_t *start_step, lp_err *err);
 /* Joins every shard that needs it (lost, or told us we are not a member). */
 int worker_rejoin_lost(worker *w, uint64_t *start_step, lp_err *err);
 int worker_pull_all(worker *w, uint64_t version, uint64_t step, lp_err *err);
+/* eval: this rank's share of the validation pass at `step`, or NULL. */
 int worker_push_all(worker *w, uint64_t step, uint64_t base_version, uint64_t n_tokens,
-                    double loss_sum, double grad_ss, double compute_s, lp_err *err);
+                    double loss_sum, double grad_ss, double compute_s, const val_result *eval,
+                    lp_err *err);
 void worker_bye_all(worker *w);
 int worker_heartbeat_start(worker *w, lp_err *err);
 void worker_heartbeat_stop(worker *w);

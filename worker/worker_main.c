@@ -25,9 +25,10 @@ static char g_metrics_bind[64] = "0.0.0.0";
 static char g_env_notes[2048];
 static metrics *g_metrics;
 static const netcfg_flag WORKER_ENV_FLAGS[] = {
-    {"servers", 1}, {"model", 1},         {"rank", 1},  {"threads", 1},      {"connect-timeout", 1},
-    {"stats", 1},   {"step-delay-ms", 1}, {"quiet", 0}, {"metrics-port", 1}, {"metrics-bind", 1},
-    {"curve-dir", 1}, {"curve-client", 1}, /* common/curve_auth.h */
+    {"servers", 1},         {"model", 1},        {"rank", 1},          {"threads", 1},
+    {"connect-timeout", 1}, {"stats", 1},        {"step-delay-ms", 1}, {"quiet", 0},
+    {"metrics-port", 1},    {"metrics-bind", 1}, {"data", 1},          {"val-file", 1},
+    {"tokenizer", 1},       {"curve-dir", 1},    {"curve-client", 1}, /* common/curve_auth.h */
 };
 static char g_curve_dir[PATH_MAX], g_curve_client[128];
 
@@ -56,6 +57,12 @@ static void usage(FILE *out) {
             "  --model DIR           the base model (HF folder); must match the job's\n"
             "                        fingerprint\n"
             "  --rank K              this worker's data shard, 0 <= K < the job's workers\n"
+            "  --data FILE           training data: .txt, .jsonl ({\"text\"} or {\"prompt\",\n"
+            "                        \"completion\"}) or a .bin of token ids; the job says how it\n"
+            "                        becomes sequences (seq_len, layout, val_fraction, ...).\n"
+            "                        Without it: the embedded token-level demo task\n"
+            "  --val-file FILE       validation data (default: the job's val_fraction of --data)\n"
+            "  --tokenizer PATH      tokenizer.json (default: the model folder's)\n"
             "  --threads N           compute threads (default: the job's setting)\n"
             "  --connect-timeout S   give up joining after S seconds (default 60)\n"
             "  --stats FILE          write traffic and timing statistics (JSON) at exit\n"
@@ -106,6 +113,7 @@ static int parse_args(worker_config *c, int argc, char **argv) {
                     !strcmp(a, "--stats") || !strcmp(a, "--connect-timeout") ||
                     !strcmp(a, "--step-delay-ms") || !strcmp(a, "--threads") ||
                     !strcmp(a, "--metrics-port") || !strcmp(a, "--metrics-bind") ||
+                    !strcmp(a, "--data") || !strcmp(a, "--val-file") || !strcmp(a, "--tokenizer") ||
                     !strcmp(a, "--curve-dir") || !strcmp(a, "--curve-client");
         if (!known) return fail(a, "unknown option (see --help)");
         if (i + 1 >= argc) return fail(a, "needs a value");
@@ -113,6 +121,10 @@ static int parse_args(worker_config *c, int argc, char **argv) {
         if (!strcmp(a, "--servers")) servers = v;
         if (!strcmp(a, "--model")) snprintf(c->model_dir, sizeof c->model_dir, "%s", v);
         if (!strcmp(a, "--stats")) snprintf(c->stats_path, sizeof c->stats_path, "%s", v);
+        if (!strcmp(a, "--data")) snprintf(c->data_path, sizeof c->data_path, "%s", v);
+        if (!strcmp(a, "--val-file")) snprintf(c->val_path, sizeof c->val_path, "%s", v);
+        if (!strcmp(a, "--tokenizer"))
+            snprintf(c->tokenizer_path, sizeof c->tokenizer_path, "%s", v);
         if (!strcmp(a, "--rank") && parse_int(v, 0, 65535, &c->rank) < 0)
             return fail("--rank", "expected an integer in 0..65535");
         if (!strcmp(a, "--step-delay-ms") && parse_int(v, 0, 600000, &c->step_delay_ms) < 0)
@@ -186,6 +198,13 @@ int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t jo
     snprintf(j->wire_dtype, sizeof j->wire_dtype, "%s", wire_dtype_name(js->wire_dtype));
     j->heartbeat_ms = (int)js->heartbeat_ms;
     j->heartbeat_timeout_ms = (int)js->heartbeat_timeout_ms;
+    j->eval_every = (int)js->eval_every;
+    snprintf(j->layout, sizeof j->layout, "%s", js->layout);
+    snprintf(j->txt_docs, sizeof j->txt_docs, "%s", js->txt_docs);
+    snprintf(j->bad_data, sizeof j->bad_data, "%s", js->bad_data);
+    snprintf(j->long_docs, sizeof j->long_docs, "%s", js->long_docs);
+    snprintf(j->special_tokens, sizeof j->special_tokens, "%s", js->special_tokens);
+    j->val_fraction = js->val_fraction;
     if (job_validate(j, err) < 0) return lp_wrap(err, "the server's job");
     if (w->cfg.rank >= j->workers)
         return lp_fail(err, "rank %d, but the job has %d workers", w->cfg.rank, j->workers);
@@ -230,7 +249,21 @@ int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t jo
     }
     if (model_trainer_new(&w->trainer, w->mdl, &w->adapter, j->micro_batch, j->seq_len, err) < 0)
         return -1;
-    if (worker_data_open(&w->data, j, model_vocab_size(w->mdl), err) < 0) return -1;
+    worker_data_paths dp = {NULL, NULL, NULL};
+    if (w->cfg.data_path[0]) {
+        dp.data = w->cfg.data_path;
+        dp.val_file = w->cfg.val_path[0] ? w->cfg.val_path : NULL;
+        /* a .bin needs no tokenizer; text takes the model's unless told otherwise */
+        size_t n = strlen(dp.data);
+        int is_bin = n >= 4 && !strcmp(dp.data + n - 4, ".bin");
+        dp.tokenizer = w->cfg.tokenizer_path[0] ? w->cfg.tokenizer_path
+                       : is_bin                 ? NULL
+                                                : w->cfg.model_dir;
+    } else if (w->cfg.val_path[0]) {
+        return lp_fail(err, "--val-file needs --data");
+    }
+    if (worker_data_open(&w->data, j, model_vocab_size(w->mdl), &dp, err) < 0)
+        return lp_wrap(err, "data");
     size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
     w->inputs = malloc(n * sizeof *w->inputs);
     w->targets = malloc(n * sizeof *w->targets);
@@ -336,7 +369,9 @@ static int compute(worker *w, uint64_t step, uint64_t *tokens, double *loss, dou
     for (int m = 0; m < j->grad_accum; m++) {
         uint64_t first = step * global + (uint64_t)w->cfg.rank * per_rank +
                          (uint64_t)m * j->micro_batch + (uint64_t)w->data_offset;
-        worker_data_batch(w->data, first, j->micro_batch, j->seq_len, w->inputs, w->targets);
+        if (worker_data_batch(w->data, first, j->micro_batch, j->seq_len, w->inputs, w->targets,
+                              err) < 0)
+            return -1;
         model_step out;
         if (model_trainer_step(w->trainer, w->inputs, w->targets, 1.0f, rng_mix(j->seed, first),
                                &out, err) < 0)
@@ -433,6 +468,15 @@ static int train(worker *w, lp_err *err) {
             step = vmax;
             if (step >= (uint64_t)w->job.max_steps) break;
         }
+        /* Validation at the adapter this step starts from, before its gradient. */
+        val_result eval, *evp = NULL;
+        if (w->job.eval_every > 0 && step % (uint64_t)w->job.eval_every == 0) {
+            if (worker_data_validate(w->data, w->trainer, w->job.micro_batch, w->job.seq_len,
+                                     w->cfg.rank, w->job.workers, w->inputs, w->targets, &eval,
+                                     err) < 0)
+                return -1;
+            evp = &eval;
+        }
         uint64_t tokens = 0;
         double loss = 0, ss = 0, secs = 0;
         if (compute(w, step, &tokens, &loss, &ss, &secs, err) < 0) return -1;
@@ -442,7 +486,7 @@ static int train(worker *w, lp_err *err) {
                                  (long)(w->cfg.step_delay_ms % 1000) * 1000000L};
             nanosleep(&d, NULL);
         }
-        rc = worker_push_all(w, step, vmin, tokens, loss, ss, secs, err);
+        rc = worker_push_all(w, step, vmin, tokens, loss, ss, secs, evp, err);
         if (rc == WN_REJOIN) {
             if ((rc = worker_rejoin_lost(w, &step, err)) != WN_OK) return rc == WN_FATAL ? -1 : 0;
             continue;
@@ -457,9 +501,10 @@ static int train(worker *w, lp_err *err) {
                             (double)(ts1.tv_sec - ts0.tv_sec) +
                                 (double)(ts1.tv_nsec - ts0.tv_nsec) / 1e9);
         if (!g_quiet)
-            worker_log(w, "step %llu loss %.4f tokens %llu compute %.1f ms bytes %llu%s",
+            worker_log(w, "step %llu loss %.4f tokens %llu compute %.1f ms bytes %llu%s%s",
                        (unsigned long long)step, loss / (double)tokens, (unsigned long long)tokens,
                        secs * 1000, (unsigned long long)bytes,
+                       evp ? " (with its share of the validation pass)" : "",
                        w->shards[0].ack_status == LORAPS__ACK_STATUS__ACK_ACCEPTED ? ""
                                                                                    : " (dropped)");
         step++;

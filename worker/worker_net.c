@@ -310,7 +310,14 @@ void worker_wait_inflight(worker *w) {
 }
 
 int worker_push_all(worker *w, uint64_t step, uint64_t base_version, uint64_t n_tokens,
-                    double loss_sum, double grad_ss, double compute_s, lp_err *err) {
+                    double loss_sum, double grad_ss, double compute_s, const val_result *eval,
+                    lp_err *err) {
+    Loraps__EvalResult ev = LORAPS__EVAL_RESULT__INIT;
+    if (eval) {
+        ev.n_tokens = eval->n_tokens;
+        ev.loss_sum = eval->loss_sum;
+        ev.n_sequences = eval->n_sequences;
+    }
     wire_owner owner = {inflight_ref, inflight_unref, &w->inflight};
     uint64_t sent = w->net.bytes_sent + atomic_load(&w->hb_bytes);
     uint64_t recv = w->net.bytes_received;
@@ -331,6 +338,7 @@ int worker_push_all(worker *w, uint64_t step, uint64_t base_version, uint64_t n_
         p.bytes_sent = sent;
         p.bytes_received = recv;
         p.compute_seconds = compute_s;
+        if (eval) p.eval = &ev;
         wire_src src[s->n ? s->n : 1];
         for (int t = 0; t < s->n; t++)
             src[t] = (wire_src){s->index[t], s->numel[t], s->grad_ptr[t]};
