@@ -3,9 +3,11 @@
 source "$(dirname "$0")/lib.sh"
 
 # --help and bad flags
-"$B/loraps-ps" --help | grep -q "usage: loraps-ps" || fail "loraps-ps --help"
-"$B/loraps-worker" --help | grep -q "usage: loraps-worker" || fail "loraps-worker --help"
-"$B/loraps" run --help | grep -q "usage: loraps run" || fail "loraps run --help"
+# (to a file: help longer than a stdio buffer would meet grep -q's closed pipe under pipefail)
+"$B/loraps-ps" --help >"$TMP/h1" && grep -q "usage: loraps-ps" "$TMP/h1" || fail "loraps-ps --help"
+"$B/loraps-worker" --help >"$TMP/h2" && grep -q "usage: loraps-worker" "$TMP/h2" ||
+    fail "loraps-worker --help"
+"$B/loraps" run --help >"$TMP/h3" && grep -q "usage: loraps run" "$TMP/h3" || fail "loraps run --help"
 expect_error() { # expected-message command...
     local want=$1 rc=0
     shift
