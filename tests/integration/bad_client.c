@@ -94,6 +94,9 @@ typedef struct push_opts {
     int drop_frame; /* declare all, send one fewer */
     uint32_t adapter;
     Loraps__WireDtype dtype;
+    int eval; /* attach a validation result: */
+    double eval_loss;
+    uint64_t eval_tokens, eval_seqs;
 } push_opts;
 
 static void send_push(void *sock, const push_opts *o) {
@@ -108,6 +111,13 @@ static void send_push(void *sock, const push_opts *o) {
     p.loss_sum = o->loss;
     p.kind = o->kind;
     p.adapter_id = o->adapter;
+    Loraps__EvalResult ev = LORAPS__EVAL_RESULT__INIT;
+    if (o->eval) {
+        ev.loss_sum = o->eval_loss;
+        ev.n_tokens = o->eval_tokens;
+        ev.n_sequences = o->eval_seqs;
+        p.eval = &ev;
+    }
     Loraps__TensorFrame tf[4096], *tfp[4096];
     void *frames[4096];
     size_t lens[4096];
@@ -140,7 +150,8 @@ static void send_push(void *sock, const push_opts *o) {
 }
 
 static push_opts good_push(uint64_t step) {
-    push_opts o = {step, 10, 20.0, LORAPS__UPDATE_KIND__UPDATE_GRADIENT, -1, 0, 0, 0, g_dt, 0};
+    push_opts o = {step, 10, 20.0, LORAPS__UPDATE_KIND__UPDATE_GRADIENT, -1, 0, 0, 0, g_dt, 0, 0,
+                   0,    0,  0};
     return o;
 }
 
@@ -299,6 +310,23 @@ static void bad_messages(void *sock, uint64_t step, uint64_t fingerprint, int ov
     o.n_tokens = 0;
     send_push(sock, &o);
     expect_error(sock, LORAPS__ERROR_CODE__ERR_MALFORMED, "zero tokens");
+    /* validation results: the job (test_ps_bad_input.sh) validates every 2 steps */
+    o = good_push(step);
+    o.eval = 1, o.eval_loss = 10, o.eval_tokens = 4, o.eval_seqs = 1;
+    if (step % 2) {
+        send_push(sock, &o);
+        expect_error(sock, LORAPS__ERROR_CODE__ERR_MALFORMED, "validation at a step without one");
+    } else {
+        o.eval_loss = NAN;
+        send_push(sock, &o);
+        expect_error(sock, LORAPS__ERROR_CODE__ERR_NONFINITE, "NaN validation loss");
+        o.eval_loss = 10, o.eval_tokens = 0;
+        send_push(sock, &o);
+        expect_error(sock, LORAPS__ERROR_CODE__ERR_NONFINITE, "validation loss over no tokens");
+        o.eval_tokens = 1000, o.eval_seqs = 2;
+        send_push(sock, &o);
+        expect_error(sock, LORAPS__ERROR_CODE__ERR_MALFORMED, "more validation tokens than fit");
+    }
     o = good_push(step);
     o.adapter = 7;
     send_push(sock, &o);

@@ -7,7 +7,7 @@ make_model tiny "$TMP/tiny"
 PORT=$("$B/free_ports" 1)
 EP=tcp://127.0.0.1:$PORT
 bg ps "$B/loraps-ps" --model "$TMP/tiny" --bind "$EP" --out "$TMP/out" --workers 2 --max-steps 12 \
-    --seq-len 16 --micro-batch 2
+    --seq-len 16 --micro-batch 2 --eval-every 2
 PS=$LAST_PID
 bg w0 "$B/loraps-worker" --servers "$EP" --model "$TMP/tiny" --rank 0
 W0=$LAST_PID
@@ -26,6 +26,7 @@ cat "$TMP/bad.out"
 wait_for "$W0" 120 || fail "the real worker failed"
 wait_for "$PS" 60 || fail "the server failed"
 grep -q "step 12/12" "$TMP/ps.out" || fail "the job did not finish"
+grep -q "val_loss .* (at step 10)" "$TMP/ps.out" || fail "no validation in the progress lines"
 grep -q '"rejected": [1-9]' "$TMP/out/ps_stats_0.json" || fail "no rejections counted"
 grep -q '"pushes_duplicate": [1-9]' "$TMP/out/ps_stats_0.json" || fail "no duplicates counted"
 grep -q "rejected Push: ERR_NONFINITE" "$TMP/ps.err" || fail "no log line for a rejection"
