@@ -11,7 +11,7 @@ typedef struct arena_carver {
     size_t used; /* floats handed out so far */
 } arena_carver;
 
-/* The next n floats (64-byte aligned), or NULL while counting. */
+/* The next n floats (64-byte aligned); NULL while counting or for n = 0. */
 float *arena_carve(arena_carver *c, size_t n);
 
 #endif

@@ -479,8 +479,11 @@ static int trainer_full_grads(void *impl, float **grads, size_t *n, lp_err *err)
         t->full_grads = calloc(total, sizeof(float));
         t->dW_of = calloc(n_mods, sizeof *t->dW_of);
         t->db_of = calloc(n_mods, sizeof *t->db_of);
-        if (!t->full_grads || !t->dW_of || !t->db_of)
+        if (!t->full_grads || !t->dW_of || !t->db_of) {
+            free(t->full_grads), free(t->dW_of), free(t->db_of);
+            t->full_grads = NULL, t->dW_of = t->db_of = NULL;
             return lp_fail(err, "out of memory for %zu weight gradients", total);
+        }
         float *p = t->full_grads;
         for (int i = 0; i < t->m->n_modules; i++) {
             t->dW_of[i] = p;

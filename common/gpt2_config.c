@@ -82,6 +82,18 @@ static int check_unsupported(const json_t *root, const char *path, const gpt2_co
     if (type && (!json_is_string(type) || strcmp(json_string_value(type), "gpt2") != 0)) {
         return bad_field(path, "model_type", "\"gpt2\"", type, err);
     }
+    /* attention variants of HF's GPT-2 that this implementation does not compute */
+    static const struct {
+        const char *field;
+        int supported; /* the one value we compute */
+    } FLAGS[] = {{"scale_attn_weights", 1},
+                 {"scale_attn_by_inverse_layer_idx", 0},
+                 {"reorder_and_upcast_attn", 0}};
+    for (size_t i = 0; i < sizeof FLAGS / sizeof FLAGS[0]; i++) {
+        const json_t *v = json_object_get(root, FLAGS[i].field);
+        if (v && !(json_is_boolean(v) && json_is_true(v) == FLAGS[i].supported))
+            return bad_field(path, FLAGS[i].field, FLAGS[i].supported ? "true" : "false", v, err);
+    }
     const json_t *inner = json_object_get(root, "n_inner");
     if (inner && !json_is_null(inner) &&
         !(json_is_integer(inner) && json_integer_value(inner) == 4 * (json_int_t)c->n_embd)) {
@@ -103,6 +115,13 @@ static int parse_config(gpt2_config *c, const json_t *root, const char *path, lp
         check_unsupported(root, path, c, err) != 0) {
         return -1;
     }
+    /* far beyond any GPT-2, and small enough that sizes computed from them cannot overflow */
+    if (c->n_layer > 1024 || c->n_embd > 65536 || c->n_positions > 1 << 20 ||
+        c->vocab_size > 1 << 24)
+        return lp_fail(err,
+                       "%s: sizes out of range (n_layer <= 1024, n_embd <= 65536, "
+                       "n_positions <= 2^20, vocab_size <= 2^24)",
+                       path);
     if (c->n_embd % c->n_head != 0) {
         return lp_fail(err, "%s: n_embd (%d) must be divisible by n_head (%d)", path, c->n_embd,
                        c->n_head);

@@ -33,7 +33,7 @@ static const job_key KEYS[] = {
     FLOAT_KEY(lora_alpha, "LoRA alpha; scale = alpha/r"),
     FLOAT_KEY(lora_dropout, "dropout on the LoRA input"),
     BOOL_KEY(use_rslora, "scale = alpha/sqrt(r)"),
-    STRING_KEY(target_modules, "PEFT module names, comma-separated, or re:<regex>"),
+    STRING_KEY(target_modules, "PEFT module names, comma-separated, all-linear, or re:<regex>"),
     STRING_KEY(rank_pattern, "per-module ranks: name=r,name=r"),
     STRING_KEY(alpha_pattern, "per-module alphas: name=a,name=a"),
     FLOAT_KEY(lr, "peak learning rate"),
@@ -47,8 +47,7 @@ static const job_key KEYS[] = {
     INT_KEY(micro_batch, "sequences per micro-batch"),
     INT_KEY(seq_len, "tokens per sequence"),
     INT_KEY(grad_accum, "micro-batches per step"),
-    INT_KEY(max_steps, "optimizer steps (0: use epochs)"),
-    INT_KEY(epochs, "passes over the data when max_steps is 0"),
+    INT_KEY(max_steps, "optimizer steps"),
     INT_KEY(eval_every, "validation every N steps (0: off)"),
     INT_KEY(save_every, "checkpoint every N steps (0: only at the end)"),
     INT_KEY(keep_checkpoints, "checkpoints kept (the newest K; 0: all)"),
@@ -74,7 +73,7 @@ void job_defaults(job *j) {
     j->r = 8;
     j->lora_alpha = 16;
     j->lora_dropout = 0;
-    strcpy(j->target_modules, "c_attn,c_proj,c_fc"); /* every linear layer */
+    strcpy(j->target_modules, "all-linear"); /* PEFT's name for every linear layer */
     j->lr = 2e-3f;
     j->adam_beta1 = 0.9f;
     j->adam_beta2 = 0.999f;
@@ -87,7 +86,6 @@ void job_defaults(job *j) {
     j->seq_len = 64;
     j->grad_accum = 1;
     j->max_steps = 100;
-    j->epochs = 1;
     j->eval_every = 0;
     j->save_every = 0;
     j->keep_checkpoints = 3;
@@ -285,9 +283,9 @@ int job_validate(const job *j, lp_err *err) {
     if (j->micro_batch <= 0) return lp_fail(err, "micro_batch must be positive");
     if (j->seq_len <= 0) return lp_fail(err, "seq_len must be positive");
     if (j->grad_accum <= 0) return lp_fail(err, "grad_accum must be positive");
-    if (j->max_steps < 0) return lp_fail(err, "max_steps must not be negative");
-    if (j->max_steps == 0 && j->epochs <= 0)
-        return lp_fail(err, "set max_steps or a positive number of epochs");
+    if (j->max_steps <= 0) return lp_fail(err, "max_steps must be positive");
+    if (j->threads > JOB_MAX_THREADS)
+        return lp_fail(err, "threads must be at most %d, got %d", JOB_MAX_THREADS, j->threads);
     if (j->eval_every < 0 || j->save_every < 0 || j->threads < 0 || j->keep_checkpoints < 0)
         return lp_fail(err,
                        "eval_every, save_every, keep_checkpoints and threads must not be negative");

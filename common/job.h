@@ -13,13 +13,15 @@
 
 typedef enum job_mode { JOB_SYNC, JOB_ASYNC } job_mode;
 
+#define JOB_MAX_THREADS 1024
+
 typedef struct job {
     /* LoRA (PEFT names) */
     int r;
     float lora_alpha;
     float lora_dropout;
     int use_rslora;
-    char target_modules[512]; /* "c_attn,c_proj" or "re:<regex>" */
+    char target_modules[512]; /* "c_attn,c_proj", "all-linear" or "re:<regex>" */
     char rank_pattern[512];   /* "key=8,key2=4" */
     char alpha_pattern[512];
     /* optimizer (HF Trainer names) */
@@ -34,7 +36,6 @@ typedef struct job {
     int seq_len;
     int grad_accum;
     int max_steps;
-    int epochs; /* used when max_steps <= 0 */
     /* intervals, seed, threads */
     int eval_every;
     int save_every;

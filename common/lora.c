@@ -191,8 +191,11 @@ int lora_config_match(const lora_config *c, const char *module_name, int *rank, 
         hit = regex_fullmatch(c->target_regex, module_name, err);
         if (hit < 0) return -1;
     }
+    /* "all-linear" (PEFT's shorthand): every module a model lists is a linear layer of its
+     * blocks, and the output head is never among them */
     for (int i = 0; i < c->n_targets && !hit; i++)
-        hit = name_ends_with_module(module_name, c->targets[i]);
+        hit = !strcmp(c->targets[i], LORA_ALL_LINEAR) ||
+              name_ends_with_module(module_name, c->targets[i]);
     if (!hit) return 0;
     float value = (float)c->r;
     if (first_pattern(c->rank_pattern, c->n_rank_pattern, module_name, &value, err) < 0) return -1;
@@ -284,6 +287,18 @@ const lora_tensor *lora_adapter_find(const lora_adapter *a, const char *name) {
     for (int i = 0; i < a->n_tensors; i++)
         if (!strcmp(a->tensors[i].name, name)) return &a->tensors[i];
     return NULL;
+}
+
+int lora_adapter_build_identity(lora_adapter *a, const lora_module *modules, int n_modules,
+                                lp_err *err) {
+    if (n_modules < 1) return lp_fail(err, "the model lists no linear modules");
+    lora_config c;
+    lora_config_defaults(&c);
+    c.r = 1;
+    int rc = lora_config_set_targets(&c, modules[0].name, err);
+    if (rc == 0) rc = lora_adapter_build(a, &c, modules, n_modules, err); /* B starts at 0 */
+    lora_config_free(&c);
+    return rc;
 }
 
 void lora_adapter_free(lora_adapter *a) {

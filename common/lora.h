@@ -11,7 +11,8 @@
 #define LORA_MAX_NAME           192
 #define LORA_MAX_RANK           4096
 #define LORA_MAX_RANK_TEXT      "4096"
-#define LORA_MAX_BATCH_ADAPTERS 64 /* adapters that may share one batch */
+#define LORA_MAX_BATCH_ADAPTERS 64           /* adapters that may share one batch */
+#define LORA_ALL_LINEAR         "all-linear" /* PEFT's target for every linear layer but the head */
 
 typedef struct lora_pattern {
     char *pattern; /* a regex matched as PEFT does: (.*\.)?(pattern)$ against the module name */
@@ -36,7 +37,8 @@ typedef struct lora_config {
 
 /* r=8, alpha=16, dropout 0, targets "c_attn". */
 void lora_config_defaults(lora_config *c);
-/* Replaces the targets: "c_attn,mlp.c_fc" is the list form; "re:<regex>" the string form. */
+/* Replaces the targets: "c_attn,mlp.c_fc" is the list form; "re:<regex>" the string form;
+ * "all-linear" every linear layer of the blocks, as in PEFT. */
 int lora_config_set_targets(lora_config *c, const char *spec, lp_err *err);
 /* Adds a rank_pattern ("key=value,key=value") or alpha_pattern entry list. */
 int lora_config_set_patterns(lora_config *c, int alpha, const char *spec, lp_err *err);
@@ -87,5 +89,9 @@ void lora_adapter_zero_grad(lora_adapter *a);
 const lora_site *lora_adapter_site_for(const lora_adapter *a, int module);
 const lora_tensor *lora_adapter_find(const lora_adapter *a, const char *name);
 void lora_adapter_free(lora_adapter *a);
+/* An adapter that changes nothing (rank 1 on the first module, B = 0): the base model alone,
+ * for code that needs an adapter to run a model. */
+int lora_adapter_build_identity(lora_adapter *a, const lora_module *modules, int n_modules,
+                                lp_err *err);
 
 #endif

@@ -5,6 +5,7 @@
 #include "hash.h"
 
 #include <jansson.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -174,6 +175,15 @@ static int check_trainer_args(const model *m, lora_adapter *const *adapters, int
     if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
     if (T > m->max_seq_len)
         return lp_fail(err, "sequence length %d exceeds the model's maximum %d", T, m->max_seq_len);
+    /* the elementwise ops count elements in int: the widest activation must fit */
+    int64_t widest = 4 * (int64_t)m->hidden_size;
+    for (int i = 0; i < m->n_modules; i++)
+        if (m->modules[i].out > widest) widest = m->modules[i].out;
+    if ((int64_t)B * T * widest > INT32_MAX)
+        return lp_fail(err,
+                       "batch %d x %d is too large for this model (%lld activations in one "
+                       "buffer; at most %d)",
+                       B, T, (long long)((int64_t)B * T * widest), INT32_MAX);
     if (n_adapters < 1 || n_adapters > LORA_MAX_BATCH_ADAPTERS)
         return lp_fail(err, "%d adapters: one batch takes 1..%d", n_adapters,
                        LORA_MAX_BATCH_ADAPTERS);

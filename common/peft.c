@@ -5,6 +5,7 @@
 #include "safetensors.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -18,11 +19,34 @@ static json_t *patterns_json(const lora_pattern *p, int n, int as_int) {
     return obj;
 }
 
+/* "all-linear" written out as PEFT does after expanding it: the adapted modules' last names
+ * (base_model.model.transformer.h.0.attn.c_attn.lora_A.weight gives "c_attn"). */
+static json_t *adapted_names(const lora_adapter *a) {
+    json_t *list = json_array();
+    for (int i = 0; i < a->n_tensors; i += 2) {
+        char name[LORA_MAX_NAME + 48];
+        snprintf(name, sizeof name, "%s", a->tensors[i].name);
+        char *end = strstr(name, ".lora_A.weight");
+        if (!end) continue;
+        *end = 0;
+        const char *last = strrchr(name, '.') ? strrchr(name, '.') + 1 : name;
+        int seen = 0;
+        for (size_t k = 0; k < json_array_size(list); k++)
+            seen |= !strcmp(json_string_value(json_array_get(list, k)), last);
+        if (!seen) json_array_append_new(list, json_string(last));
+    }
+    return list;
+}
+
 static json_t *config_json(const lora_adapter *a, const char *base_model, int fan_in_fan_out) {
     const lora_config *c = &a->cfg;
     json_t *targets;
+    int all_linear = 0;
+    for (int i = 0; i < c->n_targets; i++) all_linear |= !strcmp(c->targets[i], LORA_ALL_LINEAR);
     if (c->n_targets == 0) {
         targets = json_string(c->target_regex);
+    } else if (all_linear) {
+        targets = adapted_names(a);
     } else {
         targets = json_array();
         for (int i = 0; i < c->n_targets; i++)
@@ -127,7 +151,8 @@ static int config_from_json(lora_config *c, const char *path, lp_err *err) {
     } else if (json_number(json_object_get(root, "r"), &r) < 0 || r < 1 || r > LORA_MAX_RANK ||
                r != (int)r) {
         lp_fail(err, "%s: r must be an integer in 1..%d", path, LORA_MAX_RANK);
-    } else if (json_number(json_object_get(root, "lora_alpha"), &alpha) < 0 || !(alpha > 0)) {
+    } else if (json_number(json_object_get(root, "lora_alpha"), &alpha) < 0 || !(alpha > 0) ||
+               !isfinite((float)alpha)) {
         lp_fail(err, "%s: lora_alpha must be a positive number", path);
     } else if (json_object_get(root, "lora_dropout") &&
                (json_number(json_object_get(root, "lora_dropout"), &dropout) < 0 || dropout < 0 ||

@@ -30,14 +30,15 @@ static int by_prob_desc(const void *a, const void *b, void *probs) {
 int sampler_next(sampler *s, const float *logits) {
     int V = s->vocab_size;
     int best = 0;
-    for (int v = 1; v < V; v++) best = logits[v] > logits[best] ? v : best;
+    for (int v = 1; v < V; v++) best = logits[v] > logits[best] || isnan(logits[best]) ? v : best;
     if (s->temperature <= 0) return best;
-    /* softmax of logits / temperature */
+    /* softmax of logits / temperature; a NaN logit (a broken model) gets no probability */
     double sum = 0;
     for (int v = 0; v < V; v++) {
-        s->probs[v] = expf((logits[v] - logits[best]) / s->temperature);
+        s->probs[v] = isnan(logits[v]) ? 0.0f : expf((logits[v] - logits[best]) / s->temperature);
         sum += s->probs[v];
     }
+    if (!(sum > 0)) return best;
     for (int v = 0; v < V; v++) s->probs[v] = (float)(s->probs[v] / sum), s->order[v] = v;
     /* candidates in order of probability, cut by top-k, then by top-p */
     qsort_r(s->order, (size_t)V, sizeof(int), by_prob_desc, s->probs);

@@ -80,23 +80,30 @@ int cmd_eval(int argc, char **argv) {
     if (model_load(&m, model_dir, &err) < 0) return fail("model", err.msg);
     int T = seq_len ? seq_len : model_max_seq_len(m) < 256 ? model_max_seq_len(m) : 256;
     opts.seq_len = T;
+    if (opts.val_fraction > 0 || opts.val_path) {
+        model_free(m);
+        fprintf(stderr, "loraps eval: error: a validation split makes no sense here: eval reads "
+                        "the whole file\n");
+        return 2;
+    }
     opts.vocab_size = model_vocab_size(m);
     const lora_module *mods;
     int n_mods = model_lora_modules(m, &mods), rc = 0;
     lora_adapter a;
-    lora_config none;
-    lora_config_defaults(&none);
     data_source src = {0};
     model_trainer *t = NULL;
     int *in = NULL, *tg = NULL;
-    /* without an adapter: one whose B is zero, so the model is the base model exactly */
+    /* without an adapter: one that changes nothing, so the model is the base model exactly */
     int have_adapter = adapter_dir ? peft_load(adapter_dir, mods, n_mods, &a, &err) == 0
-                                   : lora_adapter_build(&a, &none, mods, n_mods, &err) == 0;
+                                   : lora_adapter_build_identity(&a, mods, n_mods, &err) == 0;
     if (!have_adapter) {
         rc = fail(adapter_dir ? "adapter" : "model", err.msg);
         goto done;
     }
-    if (data_source_open_file(&src, data, model_dir, &opts, &err) < 0) {
+    /* pre-tokenized .bin data needs no tokenizer (the model folder may have none) */
+    size_t dlen = strlen(data);
+    const char *tok_from = dlen > 4 && !strcmp(data + dlen - 4, ".bin") ? NULL : model_dir;
+    if (data_source_open_file(&src, data, tok_from, &opts, &err) < 0) {
         rc = fail("data", err.msg);
         goto done;
     }
@@ -141,7 +148,6 @@ done:
     model_trainer_free(t);
     if (src.ds || src.tok) data_source_close(&src);
     if (have_adapter) lora_adapter_free(&a);
-    lora_config_free(&none);
     model_free(m);
     return rc;
 }

@@ -27,7 +27,7 @@ static int fail(const char *what, const char *why) {
 static int parse_number(const char *flag, const char *text, double lo, double hi, double *out) {
     char *end;
     double v = strtod(text, &end);
-    if (end == text || *end || v < lo || v > hi) {
+    if (end == text || *end || !(v >= lo && v <= hi)) { /* NaN fails both comparisons */
         fprintf(stderr, "loraps generate: error: %s: expected a number in [%g, %g], got '%s'\n",
                 flag, lo, hi, text);
         return -1;
@@ -36,15 +36,12 @@ static int parse_number(const char *flag, const char *text, double lo, double hi
     return 0;
 }
 
-/* Bytes of a complete UTF-8 prefix of s (a token may end inside a character). */
-static size_t complete_utf8(const char *s, size_t len) {
-    size_t i = len;
-    int back = 0;
-    while (i > 0 && back < 4 && ((unsigned char)s[i - 1] & 0xC0) == 0x80) i--, back++;
-    if (i == 0) return len;
-    unsigned char lead = (unsigned char)s[i - 1];
-    int need = lead >= 0xF0 ? 3 : lead >= 0xE0 ? 2 : lead >= 0xC0 ? 1 : 0;
-    return need > back ? i - 1 : len;
+/* How much of the decoded text can be printed for good: a token may end inside a character,
+ * which the decoder shows as U+FFFD (EF BF BD) until the next token completes it, so a
+ * trailing replacement character is held back, as HF's TextStreamer does. */
+static size_t ready_to_print(const char *s, size_t len) {
+    while (len >= 3 && !memcmp(s + len - 3, "\xEF\xBF\xBD", 3)) len -= 3;
+    return len;
 }
 
 int cmd_generate(int argc, char **argv) {
@@ -135,7 +132,8 @@ int cmd_generate(int argc, char **argv) {
     }
     int max_len = model_max_seq_len(m);
     if ((int)n_ids >= max_len) {
-        snprintf(path, sizeof path, "%zu tokens, the model takes at most %d", n_ids, max_len);
+        snprintf(path, sizeof path, "%zu tokens leave no room to generate: the model takes %d",
+                 n_ids, max_len);
         rc = fail("prompt", path);
         goto done;
     }
@@ -158,7 +156,7 @@ int cmd_generate(int argc, char **argv) {
         if (next == eos) break;
         out_ids[n_out++] = next;
         char *text = tokenizer_decode(tok, out_ids, (size_t)n_out, 1);
-        size_t ready = complete_utf8(text, strlen(text));
+        size_t ready = ready_to_print(text, strlen(text));
         if (ready > printed) fwrite(text + printed, 1, ready - printed, stdout), printed = ready;
         fflush(stdout);
         free(text);
@@ -167,6 +165,11 @@ int cmd_generate(int argc, char **argv) {
             break;
         }
     }
+    /* whatever was held back, now that no token will complete it */
+    char *text = tokenizer_decode(tok, out_ids, (size_t)n_out, 1);
+    size_t len = strlen(text);
+    if (len > printed) fwrite(text + printed, 1, len - printed, stdout);
+    free(text);
     fputc('\n', stdout);
     free(logits);
 done:

@@ -106,11 +106,16 @@ int cmd_train(int argc, char **argv) {
     lora_adapter a;
     const lora_module *mods;
     int n_mods = model_lora_modules(m, &mods);
-    if (job_lora_config(&j, &lc, &err) < 0 || lora_adapter_build(&a, &lc, mods, n_mods, &err) < 0) {
+    if (job_lora_config(&j, &lc, &err) < 0) {
         model_free(m);
         return fail("adapter", &err);
     }
+    int built = lora_adapter_build(&a, &lc, mods, n_mods, &err);
     lora_config_free(&lc);
+    if (built < 0) {
+        model_free(m);
+        return fail("adapter", &err);
+    }
     lora_adapter_init(&a, j.seed); /* as the parameter server does */
     int rc = 0;
 

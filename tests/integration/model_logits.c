@@ -31,15 +31,7 @@ int main(int argc, char **argv) {
     if (strcmp(argv[2], "-")) {
         rc = peft_load(argv[2], mods, n_mods, &a, &err);
     } else {
-        /* no adapter: an r=1 adapter with B = 0 on the model's first module, whatever the
-         * family calls it, is exactly the base model */
-        lora_config c;
-        lora_config_defaults(&c);
-        c.r = 1;
-        rc = lora_config_set_targets(&c, mods[0].name, &err);
-        if (rc == 0) rc = lora_adapter_build(&a, &c, mods, n_mods, &err);
-        lora_config_free(&c);
-        if (rc == 0) memset(a.params, 0, a.n_params * sizeof(float));
+        rc = lora_adapter_build_identity(&a, mods, n_mods, &err);
     }
     int V = model_vocab_size(m);
     int *inputs = malloc(B * T * sizeof *inputs);

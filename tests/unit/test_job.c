@@ -86,7 +86,6 @@ static const key_case KEYS[] = {
     K(seq_len, "128", INT, 128),
     K(grad_accum, "4", INT, 4),
     K(max_steps, "500", INT, 500),
-    K(epochs, "3", INT, 3),
     K(eval_every, "50", INT, 50),
     K(save_every, "100", INT, 100),
     K(seed, "18446744073709551615", U64, 0),
@@ -286,7 +285,7 @@ static void test_bad_values(void **state) {
     big[sizeof big - 1] = 0;
     expect_error(job_set(&j, "target_modules", big, &err), &err, "target_modules", "longer");
     assert_string_equal(j.mode, "sync");
-    assert_string_equal(j.target_modules, "c_attn,c_proj,c_fc");
+    assert_string_equal(j.target_modules, "all-linear");
 }
 
 static void test_job_file(void **state) {
@@ -552,14 +551,17 @@ static void test_validate_rejects(void **state) {
         if (rc != -1) fail_msg("job_validate accepted %s=%s", bad[i].key, bad[i].value);
         expect_error(rc, &err, bad[i].needle, NULL);
     }
-    /* max_steps 0 needs epochs */
+    /* the length of training is max_steps; 0 is no training; threads are bounded */
     job j;
     lp_err err;
     job_defaults(&j);
     j.max_steps = 0;
-    j.epochs = 0;
-    expect_error(job_validate(&j, &err), &err, "epochs", NULL);
-    j.epochs = 2;
+    expect_error(job_validate(&j, &err), &err, "max_steps", NULL);
+    j.max_steps = 2;
+    assert_int_equal(job_validate(&j, &err), 0);
+    j.threads = JOB_MAX_THREADS + 1;
+    expect_error(job_validate(&j, &err), &err, "threads", NULL);
+    j.threads = JOB_MAX_THREADS;
     assert_int_equal(job_validate(&j, &err), 0);
     /* edges that are fine */
     static const struct {
@@ -591,10 +593,8 @@ static void test_derived_views(void **state) {
     lora_config c;
     job_defaults(&j);
     assert_int_equal(job_lora_config(&j, &c, &err), 0);
-    assert_int_equal(c.n_targets, 3);
-    assert_string_equal(c.targets[0], "c_attn");
-    assert_string_equal(c.targets[1], "c_proj");
-    assert_string_equal(c.targets[2], "c_fc");
+    assert_int_equal(c.n_targets, 1);
+    assert_string_equal(c.targets[0], "all-linear");
     assert_int_equal(c.r, 8);
     lora_config_free(&c);
 
