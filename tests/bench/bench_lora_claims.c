@@ -61,7 +61,8 @@ static double time_steps(model_trainer *t, lora_adapter *a, float *params, float
         model_step out;
         if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) die("step", &err);
         adamw_update(params, grads, mom, vel, n, 1e-5f, &opt, s + 1);
-        if (s > 0 && bench_now() - t0 < best) best = bench_now() - t0;
+        double dt = bench_now() - t0;
+        if (s > 0 && dt < best) best = dt;
     }
     free(in);
     free(tg);
@@ -158,7 +159,7 @@ int main(int argc, char **argv) {
     /* checkpoints as written */
     char tmp[] = "/tmp/loraps-claims-XXXXXX";
     if (!mkdtemp(tmp)) return 1;
-    if (peft_save(tmp, &a, dir, 1, &err) < 0) die("save", &err);
+    if (peft_save(tmp, &a, dir, model_fan_in_fan_out(m), &err) < 0) die("save", &err);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", tmp);
     double ckpt_adapter = file_bytes(path);
     snprintf(path, sizeof path, "%s/model.safetensors", dir);

@@ -12,6 +12,7 @@
 #include "model.h"
 #include "ops.h"
 #include "rng.h"
+#include "safetensors.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -146,10 +147,121 @@ static void test_model_weight_grads_match_lora_grads(void **state) {
     model_free(m);
 }
 
+/* The loss with one frozen weight entry moved by delta: the model is rewritten to a temporary
+ * folder with that entry changed (the weights are mapped read-only in place). */
+static double loss_with(const char *tensor, size_t index, float delta, const int *in, const int *tg,
+                        int B, int T) {
+    lp_err err;
+    char dir[] = "/tmp/loraps-fullfd-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    st_file f;
+    assert_int_equal(st_open(&f, GOLDEN "/model.safetensors", &err), 0);
+    st_writer *w = st_writer_new();
+    float *copy = NULL;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        const void *data = t->data;
+        if (!strcmp(t->name, tensor)) {
+            copy = malloc(t->nbytes);
+            memcpy(copy, t->data, t->nbytes);
+            copy[index] += delta;
+            data = copy;
+        }
+        assert_int_equal(st_writer_add(w, t->name, t->dtype, t->ndim, t->shape, data, &err), 0);
+    }
+    assert_non_null(copy);
+    char path[128], cmd[300];
+    snprintf(path, sizeof path, "%s/model.safetensors", dir);
+    assert_int_equal(st_writer_write(w, path, &err), 0);
+    st_writer_free(w);
+    st_close(&f);
+    free(copy);
+    snprintf(cmd, sizeof cmd, "cp " GOLDEN "/config.json %s/", dir);
+    assert_int_equal(system(cmd), 0);
+    model *m;
+    assert_int_equal(model_load(&m, dir, &err), 0);
+    const lora_module *mods;
+    int n = model_lora_modules(m, &mods);
+    lora_adapter a;
+    assert_int_equal(lora_adapter_build_identity(&a, mods, n, &err), 0);
+    model_trainer *t;
+    assert_int_equal(model_trainer_new(&t, m, &a, B, T, &err), 0);
+    model_step s;
+    assert_int_equal(model_trainer_step(t, in, tg, 0.0f, 1, &s, &err), 0);
+    model_trainer_free(t);
+    lora_adapter_free(&a);
+    model_free(m);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    assert_int_equal(system(cmd), 0);
+    return s.loss_sum / s.n_tokens;
+}
+
+/* Biases and the head checked by central differences of the real loss. The head is tied to
+ * wte: a row of a token that is not in the input feeds only the head, so its finite difference
+ * is the head's gradient alone. */
+static void test_bias_and_head_grads_by_finite_differences(void **state) {
+    (void)state;
+    lp_err err;
+    model *m;
+    assert_int_equal(model_load(&m, GOLDEN, &err), 0);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(m, &mods);
+    lora_adapter a;
+    assert_int_equal(lora_adapter_build_identity(&a, mods, n_mods, &err), 0);
+    enum { B = 2, T = 8, C = 64, V = 512 };
+    int in[B * T], tg[B * T];
+    for (int i = 0; i < B * T; i++) in[i] = (i * 7 + 3) % 100, tg[i] = (i * 13 + 1) % 100;
+    model_trainer *t;
+    assert_int_equal(model_trainer_new(&t, m, &a, B, T, &err), 0);
+    float *full;
+    size_t n_full;
+    assert_int_equal(model_trainer_full_grads(t, &full, &n_full, &err), 0);
+    model_step s;
+    assert_int_equal(model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &s, &err), 0);
+    /* where each module's bias sits in the buffer: after its weight */
+    size_t off = 0, bias_of[8];
+    for (int i = 0; i < n_mods; i++) {
+        off += (size_t)mods[i].in * mods[i].out;
+        bias_of[i] = off;
+        off += (size_t)mods[i].out;
+    }
+    const float *dhead = full + off;
+    static const struct {
+        const char *tensor;
+        int module; /* -1: the head */
+        size_t index;
+    } probes[] = {
+        {"transformer.h.0.attn.c_attn.bias", 0, 140} /* a value bias */,
+        {"transformer.h.0.mlp.c_fc.bias", 2, 5},
+        {"transformer.h.1.attn.c_proj.bias", 5, 33},
+        {"transformer.h.1.mlp.c_proj.bias", 7, 0},
+        {"transformer.wte.weight", -1, 450 * C + 17}, /* token 450 is not in the input */
+        {"transformer.wte.weight", -1, 300 * C + 2},
+    };
+    double worst = 0;
+    for (size_t p = 0; p < sizeof probes / sizeof probes[0]; p++) {
+        double analytic = probes[p].module < 0 ? dhead[probes[p].index]
+                                               : full[bias_of[probes[p].module] + probes[p].index];
+        float h = 1e-2f;
+        double plus = loss_with(probes[p].tensor, probes[p].index, h, in, tg, B, T);
+        double minus = loss_with(probes[p].tensor, probes[p].index, -h, in, tg, B, T);
+        double numeric = (plus - minus) / (2 * h);
+        double e = fabs(analytic - numeric) / fmax(fmax(fabs(analytic), fabs(numeric)), 1e-3);
+        printf("%-36s [%zu]: analytic %+.6f numeric %+.6f rel err %.2g\n", probes[p].tensor,
+               probes[p].index, analytic, numeric, e);
+        worst = fmax(worst, e);
+    }
+    assert_true(worst < 2e-2);
+    model_trainer_free(t);
+    lora_adapter_free(&a);
+    model_free(m);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_weight_gradient_op),
         cmocka_unit_test(test_model_weight_grads_match_lora_grads),
+        cmocka_unit_test(test_bias_and_head_grads_by_finite_differences),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
