@@ -298,9 +298,10 @@ static int segments_of(const gpt2_trainer *t, int module, lora_segment *segs, in
     return n;
 }
 
-static uint64_t dropout_seed_of(const gpt2_trainer *t, int module, int row0) {
-    return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1)) ^
-           (0xd1b54a32d192ed03ull * (uint64_t)row0);
+/* The mask is indexed from the start of each adapter's rows, so an adapter's masks in a mixed
+ * batch are the ones it would get in a batch of its own. */
+static uint64_t dropout_seed_of(const gpt2_trainer *t, int module) {
+    return t->dropout_seed ^ (0x9e3779b97f4a7c15ull * (uint64_t)(module + 1));
 }
 
 /* x as each segment's adapter sees it: dropout(x) on its rows where it has dropout, x itself
@@ -314,8 +315,7 @@ static const float *lora_input(gpt2_trainer *t, int module, const float *inp,
         size_t off = (size_t)segs[i].row0 * IC, len = (size_t)segs[i].rows * IC;
         float p = t->adapters[owner[i]]->cfg.dropout;
         if (p > 0)
-            dropout_forward(t->drop_x + off, inp + off, (int)len, p,
-                            dropout_seed_of(t, module, segs[i].row0));
+            dropout_forward(t->drop_x + off, inp + off, (int)len, p, dropout_seed_of(t, module));
         else
             memcpy(t->drop_x + off, inp + off, len * sizeof(float));
     }
@@ -361,8 +361,7 @@ static void linear_backward(gpt2_trainer *t, int module, float *dinp, const floa
         int len = segs[i].rows * IC;
         float p = t->adapters[owner[i]]->cfg.dropout;
         if (p > 0)
-            dropout_backward(dinp + off, t->drop_dx + off, len, p,
-                             dropout_seed_of(t, module, segs[i].row0));
+            dropout_backward(dinp + off, t->drop_dx + off, len, p, dropout_seed_of(t, module));
         else
             residual_forward(dinp + off, dinp + off, t->drop_dx + off, len);
     }

@@ -32,11 +32,12 @@ static int teardown(void **state) {
     return 0;
 }
 
-static void build(lora_adapter *a, const char *targets, int r, float alpha, int rslora,
-                  uint64_t seed) {
+static void build_with_dropout(lora_adapter *a, const char *targets, int r, float alpha, int rslora,
+                               float dropout, uint64_t seed) {
     lp_err err;
     lora_config c;
     lora_config_defaults(&c);
+    c.dropout = dropout;
     c.r = r;
     c.alpha = alpha;
     c.use_rslora = rslora;
@@ -80,13 +81,12 @@ static double rel_diff(const float *x, const float *ref, size_t n) {
     return worst / scale;
 }
 
-static void test_each_adapter_gets_its_own_gradients(void **state) {
-    (void)state;
+static void check_three_adapters(float dropout0, float dropout1, float dropout2, double *loss) {
     lp_err err;
     lora_adapter a[3];
-    build(&a[0], "c_attn", 4, 8, 0, 1);
-    build(&a[1], "mlp.c_fc,mlp.c_proj", 8, 16, 0, 2);
-    build(&a[2], "re:transformer\\.h\\.1\\..*", 2, 4, 1, 3);
+    build_with_dropout(&a[0], "c_attn", 4, 8, 0, dropout0, 1);
+    build_with_dropout(&a[1], "mlp.c_fc,mlp.c_proj", 8, 16, 0, dropout1, 2);
+    build_with_dropout(&a[2], "re:transformer\\.h\\.1\\..*", 2, 4, 1, dropout2, 3);
     int seqs[3] = {2, 3, 1}, total = 6;
     int in[6 * T], tg[6 * T], adapter_of[6];
     tokens(in, tg, total, 7);
@@ -119,6 +119,7 @@ static void test_each_adapter_gets_its_own_gradients(void **state) {
         assert_int_equal(per[k].n_tokens, ref_step[k].n_tokens);
         assert_true(l < 1e-6);
         assert_true(g < 1e-5);
+        loss[k] = per[k].loss_sum;
     }
     assert_int_equal(sum.n_tokens, per[0].n_tokens + per[1].n_tokens + per[2].n_tokens);
 
@@ -147,9 +148,28 @@ static void test_each_adapter_gets_its_own_gradients(void **state) {
     }
 }
 
+static void test_each_adapter_gets_its_own_gradients(void **state) {
+    (void)state;
+    double loss[3];
+    check_three_adapters(0, 0, 0, loss);
+}
+
+/* With LoRA dropout (different rates per adapter), each adapter's masks in the mixed batch are
+ * the ones it gets alone, so the equality stays exact. */
+static void test_with_dropout_too(void **state) {
+    (void)state;
+    double plain[3], dropped[3];
+    check_three_adapters(0, 0, 0, plain);
+    check_three_adapters(0.1f, 0.3f, 0.0f, dropped);
+    /* and the dropout really happened where it was asked for, and only there */
+    assert_true(plain[0] != dropped[0] && plain[1] != dropped[1]);
+    assert_true(plain[2] == dropped[2]);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_each_adapter_gets_its_own_gradients),
+        cmocka_unit_test(test_with_dropout_too),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
