@@ -216,6 +216,8 @@ def text_seeds():
         '"mlp.c_proj": 2}, "alpha_pattern": {"h.1.attn.c_proj": 3.0}}')
     put(p, "refused", '{"peft_type": "LORA", "r": 4, "lora_alpha": 8, "use_dora": true, '
         '"target_modules": ["c_attn"], "layers_to_transform": [0], "bias": "all"}')
+    put(p, "alpha_overflows_float", '{"r": 4, "lora_alpha": 1e39, "target_modules": ["c_attn"], '
+        '"alpha_pattern": {"h.1.attn.c_proj": 1e300}, "rank_pattern": {"c_attn": 4097}}')
     put(p, "bad_regex", '{"r": 4, "lora_alpha": 8, "target_modules": "([", '
         '"rank_pattern": {"(": 2}}')
 
@@ -325,6 +327,7 @@ def dicts():
         for f in files:
             with open(os.path.join(src, f)) as fh:
                 words |= set(re.findall(r'"([A-Za-z_][A-Za-z0-9_.\-]{1,40})"', fh.read()))
+        words = {w for w in words if not w.endswith((".h", ".c")) and w not in JSON_TOKENS}
         lines = ['"%s"' % t for t in JSON_TOKENS] + ['"%s"' % w for w in sorted(words)]
         os.makedirs(os.path.join(HERE, "dict"), exist_ok=True)
         with open(os.path.join(HERE, "dict", target + ".dict"), "w") as fh:
