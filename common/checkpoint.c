@@ -215,6 +215,14 @@ static int point_latest(const char *parent, const char *name, lp_err *err) {
     return fs_fsync_dir(parent, err);
 }
 
+/* A write that failed (a full or read-only disk) leaves no half folder taking up the space. */
+static int partial_failed(const char *partial, const char *final, lp_err *err) {
+    lp_wrap(err, "%s", final);
+    lp_err ignored;
+    remove_flat_dir(partial, &ignored);
+    return -1;
+}
+
 int ckpt_write(const char *parent, const lora_adapter *a, const float *m, const float *v,
                const ckpt_info *info, const ckpt_write_opts *o, char *written, size_t written_size,
                lp_err *err) {
@@ -227,13 +235,13 @@ int ckpt_write(const char *parent, const lora_adapter *a, const float *m, const 
     if (remove_flat_dir(partial, err) < 0) return -1; /* left by a killed writer */
     if (fs_mkdirs(partial, err) < 0) return -1;
     if (peft_save(partial, a, o->base_model, o->fan_in_fan_out, err) < 0)
-        return lp_wrap(err, "%s", final);
+        return partial_failed(partial, final, err);
     test_sleep();
     if (m && v && write_optimizer(partial, a, m, v, info->updates, err) < 0)
-        return lp_wrap(err, "%s", final);
+        return partial_failed(partial, final, err);
     test_sleep();
-    if (write_state(partial, info, m && v, err) < 0) return lp_wrap(err, "%s", final);
-    if (fs_fsync_dir(partial, err) < 0) return -1;
+    if (write_state(partial, info, m && v, err) < 0) return partial_failed(partial, final, err);
+    if (fs_fsync_dir(partial, err) < 0) return partial_failed(partial, final, err);
     test_sleep();
     /* The folder appears under its name only now, complete. */
     struct stat st;
