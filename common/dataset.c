@@ -2,6 +2,7 @@
 #include "dataset.h"
 
 #include "fsutil.h"
+#include "hash.h"
 #include "rng.h"
 #include "tokenizer_util.h"
 
@@ -43,6 +44,7 @@ struct dataset {
     uint64_t n_docs_seen, n_skipped;
     char first_skip[1600];
     char summary[4096];
+    uint64_t id;
     uint32_t *perm[2];
     uint64_t perm_epoch[2];
     int perm_ok[2], perm_next;
@@ -139,6 +141,24 @@ static int part_tok(const part *p, uint64_t i) {
     if (p->view_bpt == 2) return b[0] | b[1] << 8;
     return (int)((uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 |
                  (uint32_t)b[3] << 24);
+}
+
+/* What the sequences are made of, whatever the file's form (.txt or the .bin made from it). */
+static uint64_t part_hash(const part *p, uint64_t h) {
+    uint32_t buf[4096];
+    uint64_t n = part_ntok(p);
+    h = hash64(h, &n, sizeof n);
+    for (uint64_t i = 0; i < n;) {
+        size_t k = 0;
+        for (; k < 4096 && i < n; k++, i++) buf[k] = (uint32_t)part_tok(p, i);
+        h = hash64(h, buf, k * sizeof buf[0]);
+    }
+    if (p->mask) h = hash64(h, p->mask, (size_t)n);
+    if (p->n_seq) {
+        h = hash64(h, p->off, p->n_seq * sizeof *p->off);
+        h = hash64(h, p->len, p->n_seq * sizeof *p->len);
+    }
+    return h;
 }
 
 static int part_push(part *p, int id, int target) {
@@ -466,6 +486,10 @@ int dataset_open(dataset **out, const char *path, const tokenizer *tok, const da
         dataset_free(d);
         return -1;
     }
+    uint64_t h = hash64(HASH64_INIT, &o->seq_len, sizeof o->seq_len);
+    h = hash64(h, &o->pack, sizeof o->pack);
+    d->id = part_hash(&d->p[DS_VAL], part_hash(&d->p[DS_TRAIN], h));
+    if (!d->id) d->id = 1;
     snprintf(d->summary, sizeof d->summary,
              "%s: %llu documents, %llu train sequences (%llu tokens), %llu validation sequences "
              "(%llu tokens) of %d tokens, %s; %llu bad records skipped%s%s",
@@ -509,6 +533,10 @@ int dataset_seq_len(const dataset *d) {
 
 const char *dataset_summary(const dataset *d) {
     return d->summary;
+}
+
+uint64_t dataset_id(const dataset *d) {
+    return d->id;
 }
 
 uint64_t dataset_n_skipped(const dataset *d) {

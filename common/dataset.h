@@ -62,6 +62,10 @@ int dataset_seq_len(const dataset *d);
 /* One line: file, documents, sequences, tokens, and what was skipped and why (the first). */
 const char *dataset_summary(const dataset *d);
 uint64_t dataset_n_skipped(const dataset *d);
+/* A hash of the sequences both splits are cut from (tokens, loss mask, sequence bounds, seq_len,
+ * layout), never 0: equal on every worker that reads the same data with the same options,
+ * whether from text or the .bin made from it. */
+uint64_t dataset_id(const dataset *d);
 
 /* Sequence number `index` (any value; DS_TRAIN is shuffled per epoch, DS_VAL is in order and
  * wraps) into inputs[T] and targets[T]. A full validation pass is indices
@@ -118,6 +122,8 @@ enum { DATA_DEMO_VAL_SEQUENCES = 64 };
 uint64_t data_source_val_sequences(const data_source *s);
 /* One line saying what the source is (the dataset's summary for a file). */
 const char *data_source_name(const data_source *s);
+/* dataset_id of a file source; 0 for the demo task (the job's seed defines it). */
+uint64_t data_source_id(const data_source *s);
 void data_source_close(data_source *s);
 
 #endif

@@ -47,6 +47,10 @@ const char *data_source_name(const data_source *s) {
     return s->is_file ? dataset_summary(s->ds) : "the embedded demo task (token level)";
 }
 
+uint64_t data_source_id(const data_source *s) {
+    return s->is_file ? dataset_id(s->ds) : 0;
+}
+
 void data_source_close(data_source *s) {
     dataset_free(s->ds);
     tokenizer_free(s->tok);

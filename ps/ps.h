@@ -154,6 +154,8 @@ typedef struct ps {
     /* validation every eval_every steps: the workers' shares of the pass at step eval_at - 1
      * (eval_at 0: none open), summed token-weighted; a complete pass waits in val_* for the next
      * progress line (val_pending) */
+    uint64_t data_id; /* the workers' data (Push.data_id), from the first accepted push; 0: none */
+    int data_id_rank;
     uint64_t eval_at, eval_tokens, eval_seqs;
     double eval_loss;
     int eval_n;

@@ -534,6 +534,14 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
                   p->loss_sum, p->grad_sum_sq);
         return;
     }
+    if (s->data_id && p->data_id != s->data_id) {
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_JOB,
+                  "rank %d trains on other data than rank %d (data id %016llx, theirs %016llx): "
+                  "every worker needs the same data file and options",
+                  r, s->data_id_rank, (unsigned long long)p->data_id,
+                  (unsigned long long)s->data_id);
+        return;
+    }
     if (p->eval) {
         const Loraps__EvalResult *ev = p->eval;
         uint64_t max_seqs = 1ull << 32;
@@ -571,6 +579,12 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
     mem->bytes_received = p->bytes_received;
     mem->compute_seconds += p->compute_seconds;
     s->count.pushes_accepted++;
+    if (!s->data_id && p->data_id) {
+        s->data_id = p->data_id;
+        s->data_id_rank = r;
+        ps_log(s, "the workers' data: id %016llx (from rank %d)", (unsigned long long)p->data_id,
+               r);
+    }
     if (p->eval) eval_add(s, p->step, p->eval);
     if (s->cfg.sync) {
         wire_frames_apply(m, &e, a->grad_ptr, (float)p->n_tokens, 1);

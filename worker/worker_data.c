@@ -59,6 +59,10 @@ const char *worker_data_name(const worker_data *d) {
     return data_source_name(&d->src);
 }
 
+uint64_t worker_data_id(const worker_data *d) {
+    return data_source_id(&d->src);
+}
+
 void worker_data_free(worker_data *d) {
     if (!d) return;
     data_source_close(&d->src);

@@ -30,6 +30,8 @@ int worker_data_batch(worker_data *d, uint64_t first, int n, int T, int *inputs,
 int worker_data_validate(worker_data *d, model_trainer *t, int B, int T, int rank, int n_ranks,
                          int *inputs, int *targets, val_result *out, lp_err *err);
 const char *worker_data_name(const worker_data *d);
+/* data_source_id: what the server checks every rank agrees on. */
+uint64_t worker_data_id(const worker_data *d);
 void worker_data_free(worker_data *d);
 
 #endif

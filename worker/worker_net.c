@@ -339,6 +339,7 @@ int worker_push_all(worker *w, uint64_t step, uint64_t base_version, uint64_t n_
         p.bytes_received = recv;
         p.compute_seconds = compute_s;
         if (eval) p.eval = &ev;
+        p.data_id = worker_data_id(w->data);
         wire_src src[s->n ? s->n : 1];
         for (int t = 0; t < s->n; t++)
             src[t] = (wire_src){s->index[t], s->numel[t], s->grad_ptr[t]};

@@ -77,6 +77,22 @@ grep -q "layout" "$TMP/bad.err" || fail "unclear: $(cat "$TMP/bad.err")"
 grep -q "no validation sequences" "$TMP/bad2/logs/worker-0.log" ||
     fail "unclear: $(tail -3 "$TMP/bad2/logs/worker-0.log")"
 
+# A worker with other data is refused: the ranks' shares would not partition one dataset
+head -n 30 "$TMP/days.jsonl" >"$TMP/other.jsonl"
+EP=tcp://127.0.0.1:$("$B/free_ports" 1)
+bg dps "$B/loraps-ps" --model "$TMP/tiny" --bind "$EP" --out "$TMP/diff" --workers 2 \
+    --max-steps 50 --seq-len 16 --layout pad
+bg dw0 "$B/loraps-worker" --servers "$EP" --model "$TMP/tiny" --rank 0 --data "$TMP/days.jsonl"
+bg dw1 "$B/loraps-worker" --servers "$EP" --model "$TMP/tiny" --rank 1 --data "$TMP/other.jsonl"
+wait_grep "$TMP/dps.err" "ERR_JOB: rank . trains on other data than rank ." 60
+for ((i = 0; i < 100; i++)); do
+    grep -q "loraps-worker: error: .*trains on other data" "$TMP/dw0.err" "$TMP/dw1.err" && break
+    sleep 0.1
+done
+grep -q "loraps-worker: error: .*trains on other data" "$TMP/dw0.err" "$TMP/dw1.err" ||
+    fail "the worker with other data did not stop with a clear error"
+echo "a worker with other data: refused"
+
 # The main demo's text task (on tiny here, for time): the data written into the output folder,
 # validation passes, and greedy samples before and after
 "$B/loraps" run --task text --preset tiny --workers 1 --out "$TMP/text" --max-steps 4 \
