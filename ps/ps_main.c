@@ -113,6 +113,9 @@ static int parse_args(ps_config *c, int argc, char **argv) {
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
+            /* one write: `loraps-ps --help | grep -q` must not die of SIGPIPE mid-text */
+            static char help_buf[1 << 16];
+            setvbuf(stdout, help_buf, _IOFBF, sizeof help_buf);
             usage(stdout);
             exit(0);
         }
