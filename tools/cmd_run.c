@@ -232,51 +232,65 @@ static void print_samples(const char *title, const model *m, const lora_adapter 
     fflush(stdout);
 }
 
-/* After a text-task run: the final adapter's validation loss and its samples. */
-static void text_task_after(const char *model_dir, const char *out, const char *data,
-                            const job *j) {
-    lp_err err;
+/* The text task, before training (adapter_dir NULL: the job's fresh adapter, a no-op, so the
+ * base model) and after: the validation loss and greedy samples. */
+static int text_task_report(const char *model_dir, const char *tok_path, const char *adapter_dir,
+                            const char *data, const job *j, lp_err *err) {
     model *m = NULL;
     tokenizer *tok = NULL;
     lora_adapter a;
-    int have_a = 0;
+    int have_a = 0, have_src = 0, rc = -1;
     model_trainer *t = NULL;
     data_source src;
-    int have_src = 0;
     const lora_module *mods;
-    if (model_load(&m, model_dir, &err) < 0 || tokenizer_load(&tok, model_dir, &err) < 0) goto bad;
+    int *in = NULL, *tg = NULL;
+    const char *when = adapter_dir ? "after" : "before";
+    if (model_load(&m, model_dir, err) < 0 || tokenizer_load(&tok, tok_path, err) < 0) goto done;
     int n_mods = model_lora_modules(m, &mods);
-    if (peft_load(out, mods, n_mods, &a, &err) < 0) goto bad;
-    have_a = 1;
+    if (adapter_dir) {
+        if (peft_load(adapter_dir, mods, n_mods, &a, err) < 0) goto done;
+        have_a = 1;
+    } else {
+        lora_config lc;
+        if (job_lora_config(j, &lc, err) < 0) goto done;
+        int built = lora_adapter_build(&a, &lc, mods, n_mods, err);
+        lora_config_free(&lc);
+        if (built < 0) goto done;
+        have_a = 1;
+        lora_adapter_init(&a, j->seed);
+    }
     dataset_options o;
-    if (job_data_options(j, &o, &err) < 0) goto bad;
+    if (job_data_options(j, &o, err) < 0) goto done;
     o.vocab_size = model_vocab_size(m);
-    if (data_source_open_file(&src, data, model_dir, &o, &err) < 0) goto bad;
+    if (data_source_open_file(&src, data, tok_path, &o, err) < 0) goto done;
     have_src = 1;
     size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
-    int *in = malloc(n * sizeof(int)), *tg = malloc(n * sizeof(int));
+    in = malloc(n * sizeof(int)), tg = malloc(n * sizeof(int));
     val_result v;
-    int rc = !in || !tg ? lp_fail(&err, "out of memory")
-             : model_trainer_new(&t, m, &a, j->micro_batch, j->seq_len, &err) < 0
-                 ? -1
-                 : val_pass(t, &src, j->micro_batch, j->seq_len, 0, 1, in, tg, &v, &err);
-    free(in);
-    free(tg);
-    if (rc < 0) goto bad;
+    if (!in || !tg) {
+        lp_fail(err, "out of memory");
+        goto done;
+    }
+    if (model_trainer_new(&t, m, &a, j->micro_batch, j->seq_len, err) < 0 ||
+        val_pass(t, &src, j->micro_batch, j->seq_len, 0, 1, in, tg, &v, err) < 0)
+        goto done;
     if (v.n_tokens)
-        printf("loraps run: final validation loss %.4f (perplexity %.2f) over %llu tokens\n",
+        printf("loraps run: %s: validation loss %.4f (perplexity %.2f) over %llu tokens\n", when,
                v.loss_sum / (double)v.n_tokens, exp(v.loss_sum / (double)v.n_tokens),
                (unsigned long long)v.n_tokens);
-    print_samples("after: the adapter continues the prompts (greedy)", m, &a, tok);
-    goto done;
-bad:
-    fprintf(stderr, "loraps run: the after-training samples: %s\n", err.msg);
+    print_samples(adapter_dir ? "after: the adapter continues the prompts (greedy)"
+                              : "before: the base model continues the prompts (greedy)",
+                  m, adapter_dir ? &a : NULL, tok);
+    rc = 0;
 done:
+    free(in);
+    free(tg);
     model_trainer_free(t);
     if (have_src) data_source_close(&src);
     if (have_a) lora_adapter_free(&a);
     tokenizer_free(tok);
     model_free(m);
+    return rc;
 }
 
 int cmd_run(int argc, char **argv) {
@@ -388,16 +402,8 @@ int cmd_run(int argc, char **argv) {
         printf("loraps run: the text task: lines that walk a cycle of words (days, months, "
                "numbers, colours),\n  written to %s; a validation pass every %d steps\n",
                data, j.eval_every);
-        model *m;
-        tokenizer *tok;
-        if (model_load(&m, model_dir, &err) < 0) return free(pass), fail(model_dir, err.msg);
-        if (tokenizer_load(&tok, model_dir, &err) < 0) {
-            model_free(m);
-            return free(pass), fail("tokenizer", err.msg);
-        }
-        print_samples("before: the base model continues the prompts (greedy)", m, NULL, tok);
-        tokenizer_free(tok);
-        model_free(m);
+        if (text_task_report(model_dir, tok_path ? tok_path : model_dir, NULL, data, &j, &err) < 0)
+            return free(pass), fail("the text task", err.msg);
     }
 
     char peers[64 * 32] = "";
@@ -548,7 +554,9 @@ int cmd_run(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
     if (!exit_code && fs_exists(path)) {
         printf("loraps run: adapter written to %s\n", path);
-        if (text_task && !g_stop) text_task_after(model_dir, out, data, &j);
+        if (text_task && !g_stop &&
+            text_task_report(model_dir, tok_path ? tok_path : model_dir, out, data, &j, &err) < 0)
+            fprintf(stderr, "loraps run: the after-training report: %s\n", err.msg);
     }
     return g_stop ? 0 : exit_code;
 }

@@ -99,7 +99,7 @@ echo "a worker with other data: refused"
     --eval-every 2 >"$TMP/text.out" 2>"$TMP/text.err" || fail "loraps run --task text failed"
 [ -s "$TMP/text/demo-text.txt" ] && [ -s "$TMP/text/demo-job.json" ] || fail "no task files"
 for p in "before: the base model" "thursday friday |" "val_loss .* (at step 2)" \
-    "final validation loss" "after: the adapter"; do
+    "after: validation loss" "before: validation loss" "after: the adapter"; do
     grep -q "$p" "$TMP/text.out" || fail "loraps run --task text: no '$p' in $(cat "$TMP/text.out")"
 done
 grep -q '"max_steps": 4' "$TMP/text/demo-job.json" && fail "a flag was written into the job file"
