@@ -124,8 +124,8 @@ static int bad(dataset *d, lp_err *err, size_t line, const char *fmt, ...) {
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
     if (!d->o.skip_bad)
-        return lp_fail(err, "%s%s%zu: %s (skip bad records with the skip-bad option)", d->path,
-                       d->where, line, msg);
+        return lp_fail(err, "%s%s%zu: %s (--bad-data skip skips bad records)", d->path, d->where,
+                       line, msg);
     if (!d->n_skipped++)
         snprintf(d->first_skip, sizeof d->first_skip, "%s%s%zu: %s", d->path, d->where, line, msg);
     return 0;

@@ -169,6 +169,20 @@ static void stop_all(int grace_ms) {
         }
 }
 
+/* A process that failed: its status and its log's last error line, so the cause (bad data, a
+ * refused worker) is on the terminal, not only in the log. */
+static void report_exit(const proc *p, const char *logs) {
+    char path[PATH_MAX + 64], line[1024], last[1024] = "";
+    snprintf(path, sizeof path, "%s/%s.log", logs, p->name);
+    FILE *f = fopen(path, "r");
+    while (f && fgets(line, sizeof line, f))
+        if (strstr(line, "error:")) snprintf(last, sizeof last, "%s", line);
+    if (f) fclose(f);
+    last[strcspn(last, "\n")] = 0;
+    fprintf(stderr, "loraps run: %s exited with status %d (see %s)%s%s\n", p->name, p->status, path,
+            last[0] ? ": " : "", last);
+}
+
 static int parse_count(const char *v, int lo, int hi, int *out) {
     char *end;
     long x = strtol(v, &end, 10);
@@ -350,6 +364,9 @@ int cmd_run(int argc, char **argv) {
         return free(pass), fail("job", err.msg);
     if (val_file && !data) return free(pass), fail("--val-file", "needs --data");
     if (data && task) return free(pass), fail("--task", "is for runs without --data");
+    if (data && j.eval_every > 0 && !val_file && j.val_fraction <= 0)
+        return free(pass),
+               fail("eval_every", "needs validation data: set val_fraction or --val-file");
     /* The text task needs a real tokenizer: not the test models of --model, nor tiny's. */
     int text_task = !data && (task ? !strcmp(task, "text") : !model_dir && strcmp(preset, "tiny"));
     n_workers = j.workers;
@@ -507,8 +524,7 @@ int cmd_run(int argc, char **argv) {
         if (reap()) {
             for (int i = 0; i < g_n_procs; i++)
                 if (g_procs[i].status > 0 && g_procs[i].status != 255) {
-                    fprintf(stderr, "loraps run: %s exited with status %d (see %s/%s.log)\n",
-                            g_procs[i].name, g_procs[i].status, logs, g_procs[i].name);
+                    report_exit(&g_procs[i], logs);
                     g_procs[i].status = 255; /* reported */
                     if (i < n_servers) exit_code = 1;
                 }
@@ -547,8 +563,7 @@ int cmd_run(int argc, char **argv) {
     stop_all(5000);
     for (int i = 0; i < g_n_procs; i++)
         if (g_procs[i].status > 0 && g_procs[i].status != 255 && !g_stop) {
-            fprintf(stderr, "loraps run: %s exited with status %d (see %s/%s.log)\n",
-                    g_procs[i].name, g_procs[i].status, logs, g_procs[i].name);
+            report_exit(&g_procs[i], logs);
             exit_code = 1;
         }
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);

@@ -74,8 +74,13 @@ echo "resume from checkpoint-4 with file data: bit-identical"
 grep -q "layout" "$TMP/bad.err" || fail "unclear: $(cat "$TMP/bad.err")"
 "$B/loraps" run --model "$TMP/tiny" --out "$TMP/bad2" --workers 1 --max-steps 2 --eval-every 1 \
     "${DATA[@]}" >"$TMP/bad2.out" 2>"$TMP/bad2.err" && fail "eval_every without validation data accepted"
-grep -q "no validation sequences" "$TMP/bad2/logs/worker-0.log" ||
-    fail "unclear: $(tail -3 "$TMP/bad2/logs/worker-0.log")"
+grep -q "eval_every: needs validation data" "$TMP/bad2.err" || fail "unclear: $(cat "$TMP/bad2.err")"
+# bad data: the worker's error (file and line) reaches the terminal
+printf '{"text": "fine"}\n{"text": broken\n' >"$TMP/broken.jsonl"
+"$B/loraps" run --model "$TMP/tiny" --out "$TMP/bad3" --workers 1 --max-steps 2 \
+    --data "$TMP/broken.jsonl" >"$TMP/bad3.out" 2>"$TMP/bad3.err" && fail "broken data accepted"
+grep -q "worker-0 exited with status 1 .*broken.jsonl:2" "$TMP/bad3.err" ||
+    fail "unclear: $(cat "$TMP/bad3.err")"
 
 # A worker with other data is refused: the ranks' shares would not partition one dataset
 head -n 30 "$TMP/days.jsonl" >"$TMP/other.jsonl"
