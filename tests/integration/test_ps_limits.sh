@@ -1,7 +1,7 @@
 # The limits that protect a server, each configurable and counted in /metrics:
 # - --reject-limit: a peer flooding garbage gets Errors for its first N messages, then is cut off
 #   (its messages dropped unanswered) for --ban-seconds, while a real worker trains on normally;
-#   after the ban it is answered again.
+#   after the ban (the same connection) it is answered again.
 # - --max-msg-bytes: a frame over it closes the sender's connection (libzmq) and nothing of it
 #   reaches the server's state; the worker still trains.
 # - --max-workers: a Hello past it is refused ("server full").
@@ -21,11 +21,13 @@ run() { # NAME ATTACK(0|1)
     wait_grep "$TMP/$1-ps.err" "metrics .*http" 20
     mport=$(sed -n 's/.*metrics .*http:\/\/[^:]*:\([0-9]*\)\/metrics.*/\1/p' "$TMP/$1-ps.err" | head -1)
     if [ "$2" = 1 ]; then
-        "$B/flood_client" --server "$ep" --count 200 >"$TMP/flood1.out" || fail "flood_client"
+        "$B/flood_client" --server "$ep" --count 200 --again-after 2500 >"$TMP/flood1.out" ||
+            fail "flood_client"
         errors=$(sed -n 's/errors //p' "$TMP/flood1.out")
         echo "flood of 200: $errors Error replies"
         [ "$errors" -ge 19 ] && [ "$errors" -le 21 ] || fail "expected about 20 Errors before the cut-off, got $errors"
         grep -q "cut off for 4 s: 20 refused messages" "$TMP/$1-ps.err" || fail "no cut-off line"
+        grep -q "again answered" "$TMP/flood1.out" || fail "the peer was not answered after its ban"
         curl -s "http://127.0.0.1:$mport/metrics" >"$TMP/m1.txt"
         grep -q '^loraps_peers_cut_off_total{[^}]*} 1$' "$TMP/m1.txt" || fail "cut-off not in /metrics"
         grep -q '^loraps_messages_dropped_cut_off_total{[^}]*} 1[0-9][0-9]$' "$TMP/m1.txt" ||
