@@ -153,6 +153,7 @@ static int write_state(const char *dir, const ckpt_info *in, int with_optimizer,
     json_object_set_new(o, "base_model_fingerprint", json_string(hex64(hx, in->base_fingerprint)));
     json_object_set_new(o, "job_fingerprint", json_string(hex64(hx, in->job_id)));
     json_object_set_new(o, "sequences_per_step", json_integer((json_int_t)in->sequences_per_step));
+    if (in->data_id) json_object_set_new(o, "data_id", json_string(hex64(hx, in->data_id)));
     json_t *ranks = json_array();
     for (int r = 0; r < in->n_ranks; r++) {
         json_t *x = json_object();
@@ -417,6 +418,9 @@ int ckpt_read_state(const char *dir, ckpt_info *info, lp_err *err) {
         snprintf(info->base_model, sizeof info->base_model, "%s",
                  json_is_string(base) ? json_string_value(base) : "");
         info->n_shards = (int)json_integer_value(n_shards);
+        /* optional: older checkpoints and demo-task jobs have none */
+        if (json_object_get(o, "data_id") && get_u64(o, "data_id", &info->data_id) < 0)
+            info->data_id = 0;
         size_t n = json_array_size(ranks);
         info->n_ranks = (int)n;
         info->ranks = calloc(n ? n : 1, sizeof *info->ranks);

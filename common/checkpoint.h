@@ -44,6 +44,7 @@ typedef struct ckpt_info {
     uint64_t job_id;
     uint64_t seed;
     uint64_t sequences_per_step; /* the global batch in sequences */
+    uint64_t data_id;            /* the workers' data (Push.data_id); 0: the demo task, unknown */
     int n_shards;
     char mode[8];
     char base_model[4096];

@@ -172,6 +172,7 @@ static void slot_write(ps *s, ckpt_slot *sl) {
             info.sequences_per_step =
                 (uint64_t)j->micro_batch * (uint64_t)j->grad_accum * (uint64_t)j->workers;
             info.n_shards = s->cfg.n_shards;
+            info.data_id = s->data_id;
             snprintf(info.mode, sizeof info.mode, "%s", j->mode);
             snprintf(info.base_model, sizeof info.base_model, "%s", s->cfg.model_dir);
             info.n_ranks = j->workers;
@@ -559,6 +560,9 @@ int ps_resume(ps *s, lp_err *err) {
         a->updates = ck.has_optimizer ? ck.info.updates : 0;
         s->resumed_version = V;
         compare_settings(s, ck.info.job_settings);
+        /* the data must be the checkpoint's, or its positions mean other sequences */
+        s->data_id = ck.info.data_id;
+        s->data_id_rank = -1;
         int same_split = ck.info.n_ranks == j->workers && ck.info.sequences_per_step == global;
         if (!same_split)
             ps_log(s,

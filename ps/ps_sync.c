@@ -535,11 +535,12 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
         return;
     }
     if (s->data_id && p->data_id != s->data_id) {
+        char whose[32] = "the checkpoint's";
+        if (s->data_id_rank >= 0) snprintf(whose, sizeof whose, "rank %d's", s->data_id_rank);
         ps_reject(s, m, LORAPS__ERROR_CODE__ERR_JOB,
-                  "rank %d trains on other data than rank %d (data id %016llx, theirs %016llx): "
+                  "rank %d trains on other data than %s (data id %016llx, theirs %016llx): "
                   "every worker needs the same data file and options",
-                  r, s->data_id_rank, (unsigned long long)p->data_id,
-                  (unsigned long long)s->data_id);
+                  r, whose, (unsigned long long)p->data_id, (unsigned long long)s->data_id);
         return;
     }
     if (p->eval) {

@@ -67,6 +67,13 @@ grep -q "^step 5/12" "$TMP/part.out" || fail "the resumed run did not start at s
 cmp "$TMP/two/adapter_model.safetensors" "$TMP/part/adapter_model.safetensors" ||
     fail "resume with file data: the adapter differs from the uninterrupted run"
 echo "resume from checkpoint-4 with file data: bit-identical"
+# ... and resuming it on other data is refused (the saved positions would mean other sequences)
+head -n 30 "$TMP/days.jsonl" >"$TMP/other.jsonl"
+"$B/loraps" run --model "$TMP/tiny" --workers 2 --micro-batch 4 --out "$TMP/part2" \
+    --data "$TMP/other.jsonl" "${JOB[@]}" --resume "$TMP/two/checkpoint-4" >"$TMP/part2.out" \
+    2>"$TMP/part2.err" && fail "resume on other data accepted"
+grep -q "trains on other data than the checkpoint's" "$TMP/part2.err" ||
+    fail "unclear: $(cat "$TMP/part2.err")"
 
 # Bad settings are refused with a clear message before anything trains
 "$B/loraps" run --model "$TMP/tiny" --out "$TMP/bad" --layout packed "${DATA[@]}" 2>"$TMP/bad.err" &&
@@ -83,7 +90,6 @@ grep -q "worker-0 exited with status 1 .*broken.jsonl:2" "$TMP/bad3.err" ||
     fail "unclear: $(cat "$TMP/bad3.err")"
 
 # A worker with other data is refused: the ranks' shares would not partition one dataset
-head -n 30 "$TMP/days.jsonl" >"$TMP/other.jsonl"
 EP=tcp://127.0.0.1:$("$B/free_ports" 1)
 bg dps "$B/loraps-ps" --model "$TMP/tiny" --bind "$EP" --out "$TMP/diff" --workers 2 \
     --max-steps 50 --seq-len 16 --layout pad
