@@ -30,6 +30,7 @@ typedef struct ban_slot {
 } ban_slot;
 
 static ban_slot g_ban[BAN_SLOTS];
+static int64_t g_ban_until_max; /* no peer is cut off past this: most messages skip the table */
 static struct {
     uint64_t bans, dropped_banned, refused_full, durable_writes, durable_failures;
     double durable_ms_sum, durable_ms_max;
@@ -185,6 +186,7 @@ int ps_security_drop(ps *s, const wire_msg *m) {
     (void)s;
     if (!g_sec.reject_limit) return 0;
     int64_t now = wire_now_ms();
+    if (now >= g_ban_until_max) return 0;
     ban_slot *b = ban_find(m, 0, now);
     if (!b || b->banned_until_ms <= now) return 0;
     g_sc.dropped_banned++;
@@ -203,6 +205,7 @@ void ps_security_on_reject(ps *s, const wire_msg *m) {
     }
     if (++b->count < (uint32_t)g_sec.reject_limit || b->banned_until_ms > now) return;
     b->banned_until_ms = now + (int64_t)g_sec.ban_s * 1000;
+    if (b->banned_until_ms > g_ban_until_max) g_ban_until_max = b->banned_until_ms;
     b->count = 0;
     b->window_start_ms = now;
     g_sc.bans++;
@@ -347,7 +350,7 @@ void ps_security_exit_log(ps *s) {
 
 /* ---- per-step durability -------------------------------------------------------------------- */
 
-static uint64_t g_durable_pending; /* a version written to memory but not yet to disk (+1) */
+static int g_durable_pending; /* the published version is not on disk yet: serve nothing */
 static int64_t g_durable_retry_ms;
 
 static int durable_write(ps *s) {
@@ -366,24 +369,27 @@ void ps_durable_after_update(ps *s) {
     uint64_t V = s->adapter.version;
     int K = g_sec.durable_every;
     /* the job's last version is written by the final collection before "done" is served */
-    if (K <= 0 || V % (uint64_t)K || V >= s->total_updates || V <= s->resumed_version) return;
-    g_durable_pending = 0;
-    if (durable_write(s)) return;
-    g_durable_pending = V + 1;
+    if (K <= 0 || V >= s->total_updates || V <= s->resumed_version) return;
+    /* a version after one that could not be written (async: other workers' pushes go on) must
+     * be written too, whatever K says, before anything is served again */
+    if (V % (uint64_t)K && !g_durable_pending) return;
+    if (durable_write(s)) {
+        if (g_durable_pending) ps_log(s, "DURABILITY: version %" PRIu64 " written; serving", V);
+        g_durable_pending = 0;
+        return;
+    }
+    if (!g_durable_pending)
+        ps_log(s,
+               "DURABILITY: version %" PRIu64 " could not be written (above); it is kept in "
+               "memory and NOT served to any worker until a write succeeds (retried every "
+               "second; the previous checkpoint is untouched)",
+               V);
+    g_durable_pending = 1;
     g_durable_retry_ms = wire_now_ms() + 1000;
-    ps_log(s,
-           "DURABILITY: version %" PRIu64 " could not be written (above); it is kept in memory "
-           "and NOT served to any worker until a write succeeds (retried every second; the "
-           "previous checkpoint is untouched)",
-           V);
 }
 
 int ps_durable_hold(ps *s) {
     if (!g_durable_pending) return 0;
-    if (g_durable_pending != s->adapter.version + 1) { /* superseded: cannot happen in sync */
-        g_durable_pending = 0;
-        return 0;
-    }
     int64_t now = wire_now_ms();
     if (now < g_durable_retry_ms) return 1;
     if (durable_write(s)) {

@@ -89,4 +89,22 @@ cmp "$TMP/ref/adapter_model.safetensors" "$MNT/dur/adapter_model.safetensors" ||
     fail "the adapter after the held version differs from an undisturbed run"
 grep -q "durable: .*[1-9][0-9]* failed writes" "$TMP/dur.err" || fail "failed writes not counted"
 echo "room again: version $held written and served; final adapter identical to the undisturbed run"
+
+# ---- async with --durable-every 1: the other workers' pushes go on a little, but every version
+# made meanwhile must reach the disk before anything is served again
+run adur "$MNT/adur" 60 --durable-every 1 --mode async
+wait_grep "$TMP/adur.err" "checkpoint .*checkpoint-8 " 60
+fill
+wait_grep "$TMP/adur.err" "DURABILITY: version [0-9]* could not be written" 30
+sleep 3
+v1=$(grep -c "checkpoint at step .* failed" "$TMP/adur.err")
+sleep 2
+v2=$(grep -c "checkpoint at step .* failed" "$TMP/adur.err")
+grep -q "written; serving\|written on retry" "$TMP/adur.err" && fail "async: served while the disk was full"
+latest=$(readlink "$MNT/adur/latest")
+rm -f "$MNT/filler"
+wait_grep "$TMP/adur.err" "DURABILITY: version [0-9]* written" 30
+for p in "${W_PIDS[@]}" "$PS"; do wait_for "$p" 120 || fail "async durable: $p failed"; done
+grep -q "finished at version 80" "$TMP/adur.err" || fail "async durable: the job did not finish"
+echo "async, disk full: held at $latest (failed writes $v1 -> $v2, retried), then written and finished"
 echo PASS
