@@ -24,12 +24,11 @@ static int g_idle_exit_s;       /* 0: wait for workers forever */
 static char g_metrics_bind[64] = "0.0.0.0";
 static char g_env_notes[2048];
 static const netcfg_flag PS_ENV_FLAGS[] = {
-    {"model", 1},        {"bind", 1},       {"out", 1},       {"job", 1},   {"shard", 1},
-    {"peers", 1},        {"ps-threads", 1}, {"metrics", 1},   {"quiet", 0}, {"metrics-port", 1},
-    {"metrics-bind", 1}, {"resume", 1},     {"idle-exit", 1},
-    /* ps_security.c */
-    {"curve-dir", 1}, {"max-msg-bytes", 1}, {"max-workers", 1}, {"reject-limit", 1},
-    {"reject-window", 1}, {"ban-seconds", 1}, {"durable-every", 1},
+    {"model", 1},        {"bind", 1},          {"out", 1},           {"job", 1},
+    {"shard", 1},        {"peers", 1},         {"ps-threads", 1},    {"metrics", 1},
+    {"quiet", 0},        {"metrics-port", 1},  {"metrics-bind", 1},  {"resume", 1},
+    {"idle-exit", 1},    {"curve-dir", 1},     {"max-msg-bytes", 1}, {"max-workers", 1},
+    {"reject-limit", 1}, {"reject-window", 1}, {"ban-seconds", 1},   {"durable-every", 1},
 };
 
 static void on_signal(int sig) {

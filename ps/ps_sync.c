@@ -66,8 +66,8 @@ static void handle_hello(ps *s, wire_msg *m) {
         return;
     }
     if (!ps_security_admit(s, (int)h->rank)) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "server full: %d live workers (--max-workers)",
-                  ps_members_alive(s));
+        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE,
+                  "server full: %d live workers (--max-workers)", ps_members_alive(s));
         return;
     }
     ps_member *mem = ps_member_join(s, (int)h->rank, h->host, h->pid);

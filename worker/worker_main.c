@@ -537,8 +537,8 @@ int main(int argc, char **argv) {
     signal(SIGPIPE, SIG_IGN);
     lp_err err;
     char key_name[128];
-    int curve = curve_load_client(g_curve_dir, g_curve_client, w.cfg.rank, key_name,
-                                  sizeof key_name, &err);
+    int curve =
+        curve_load_client(g_curve_dir, g_curve_client, w.cfg.rank, key_name, sizeof key_name, &err);
     if (curve < 0) return fail("--curve-dir", err.msg);
     if (curve)
         worker_log(&w, "CURVE: authenticating with %s/%s.key", g_curve_dir, key_name);
