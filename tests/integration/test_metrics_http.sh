@@ -131,11 +131,12 @@ for _ in $(seq 20); do
     port_free $((RP + 1)) && port_free $((RP + 2)) && break
 done
 bg run "$B/loraps" run --workers 2 --preset tiny --out "$TMP/run" --max-steps 100000 --seq-len 32 \
-    --metrics-port "$RP"
+    --metrics-port "$RP" --eval-every 2
 RUN=$LAST_PID
 wait_grep "$TMP/run.out" "metrics on http://127.0.0.1:$RP-$((RP + 2))/metrics" 30
 wait_grep "$TMP/run.out" "^step 3/" 60
 expect "http://127.0.0.1:$RP/metrics" 200 'loraps_workers_live{role="ps",shard="0"} 2'
+expect "http://127.0.0.1:$RP/metrics" 200 'loraps_validation_loss{role="ps",shard="0"} '
 expect "http://127.0.0.1:$((RP + 1))/readyz" 200 "ready"
 expect "http://127.0.0.1:$((RP + 2))/metrics" 200 'loraps_worker_steps_total{role="worker",rank="1"}'
 kill -TERM "$RUN"
