@@ -383,7 +383,8 @@ static void forward(gpt2_trainer *t, const int *inputs) {
         int mod = l * MODS_PER_LAYER;
         layernorm_forward(a->ln1, a->ln1_mean, a->ln1_rstd, res, w->ln1_w, w->ln1_b, N, C, eps);
         linear_forward(t, mod + MOD_QKV, a->qkv, a->ln1, w->qkv_w, w->qkv_b, C, 3 * C);
-        attention_forward(a->atty, a->att, a->qkv, B, T, C, NH);
+        attention_forward(a->atty, a->att, a->qkv, a->qkv + C, a->qkv + 2 * C, 3 * C, 3 * C, B, T,
+                          NH, NH, C / NH);
         linear_forward(t, mod + MOD_ATTN_PROJ, t->proj, a->atty, w->attn_proj_w, w->attn_proj_b, C,
                        C);
         residual_forward(a->res2, res, t->proj, N * C);
@@ -458,8 +459,10 @@ static void backward(gpt2_trainer *t) {
         float *d_atty = input_grad(t, mod + MOD_ATTN_PROJ, t->datty, N * C);
         linear_backward(t, mod + MOD_ATTN_PROJ, d_atty, t->dres, a->atty, w->attn_proj_w, C, C);
         if (!d_atty) break;
-        attention_backward(zeroed(t->dqkv, N * 3 * C), t->att_scratch, t->att_slots, d_atty, a->qkv,
-                           a->att, B, T, C, NH);
+        float *dqkv = zeroed(t->dqkv, N * 3 * C);
+        attention_backward(dqkv, dqkv + C, dqkv + 2 * C, t->att_scratch, t->att_slots, d_atty,
+                           a->qkv, a->qkv + C, a->qkv + 2 * C, 3 * C, 3 * C, a->att, B, T, NH, NH,
+                           C / NH);
         float *d_ln1 = input_grad(t, mod + MOD_QKV, t->dln, N * C);
         linear_backward(t, mod + MOD_QKV, d_ln1, t->dqkv, a->ln1, w->qkv_w, C, 3 * C);
         if (!d_ln1) break;

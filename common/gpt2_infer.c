@@ -115,8 +115,8 @@ int gpt2_session_feed(void *impl, const int *tokens, int n, float *logits, lp_er
             memcpy(vc + (size_t)(pos0 + i) * C, s->qkv + (size_t)i * 3 * C + 2 * C,
                    C * sizeof(float));
         }
-        attention_cached_forward(s->atty, s->scratch, s->slots, s->qkv, 3 * C, kc, vc, C, pos0, n,
-                                 C, NH);
+        attention_cached(s->atty, s->scratch, s->slots, s->qkv, 3 * C, kc, vc, C, n, pos0, NH, NH,
+                         C / NH);
         linear(s, mod + MOD_ATTN_PROJ, s->proj, s->atty, w->attn_proj_w, w->attn_proj_b, n, C, C);
         residual_forward(s->x, s->x, s->proj, n * C);
         layernorm_forward(s->ln, s->mean, s->rstd, s->x, w->ln2_w, w->ln2_b, n, C, eps);

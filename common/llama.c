@@ -413,7 +413,7 @@ static void forward(llama_trainer *t, const int *inputs) {
         linear_forward(t, mod + MOD_V, a->v, t->xn);
         rope_forward(a->q, t->cos_sin, N, T, 0, NH, hd);
         rope_forward(a->k, t->cos_sin, N, T, 0, NKV, hd);
-        gqa_attention_forward(a->atty, a->att, a->q, a->k, a->v, B, T, NH, NKV, hd);
+        attention_forward(a->atty, a->att, a->q, a->k, a->v, NH * hd, NKV * hd, B, T, NH, NKV, hd);
         linear_forward(t, mod + MOD_O, t->proj, a->atty);
         residual_forward(a->res2, res, t->proj, N * C);
         rmsnorm_forward(t->xn, a->rstd2, a->res2, w->ln2, N, C, eps);
@@ -472,9 +472,9 @@ static void backward(llama_trainer *t) {
         float *d_atty = input_grad(t, mod + MOD_O, t->datty, N * QD);
         linear_backward(t, mod + MOD_O, d_atty, t->dres, a->atty);
         if (!d_atty) break;
-        gqa_attention_backward(zeroed(t->dq_rot, N * QD), zeroed(t->dk_rot, N * KVD),
-                               zeroed(t->dv, N * KVD), t->att_scratch, t->att_slots, d_atty, a->q,
-                               a->k, a->v, a->att, B, T, NH, NKV, hd);
+        attention_backward(zeroed(t->dq_rot, N * QD), zeroed(t->dk_rot, N * KVD),
+                           zeroed(t->dv, N * KVD), t->att_scratch, t->att_slots, d_atty, a->q, a->k,
+                           a->v, (int)QD, (int)KVD, a->att, B, T, NH, NKV, hd);
         rope_backward(zeroed(t->dq, N * QD), t->dq_rot, t->cos_sin, (int)N, T, 0, NH, hd);
         rope_backward(zeroed(t->dk, N * KVD), t->dk_rot, t->cos_sin, (int)N, T, 0, NKV, hd);
         float *d_ln1 = input_grad(t, mod + MOD_Q, t->dln, N * C);
@@ -669,7 +669,8 @@ static void session_chunk(llama_session *s, const int *tokens, int n) {
         session_linear(s, mod + MOD_V, vc + (size_t)past * KVD, s->ln, n);
         rope_forward(s->q, s->cos_sin, n, n, past, NH, hd);
         rope_forward(kc + (size_t)past * KVD, s->cos_sin, n, n, past, NKV, hd);
-        gqa_attention_cached(s->atty, s->att_scratch, s->slots, s->q, kc, vc, n, past, NH, NKV, hd);
+        attention_cached(s->atty, s->att_scratch, s->slots, s->q, NH * hd, kc, vc, KVD, n, past, NH,
+                         NKV, hd);
         session_linear(s, mod + MOD_O, s->proj, s->atty, n);
         residual_forward(s->x, s->x, s->proj, n * C);
         rmsnorm_forward(s->ln, s->rstd, s->x, w->ln2, n, C, eps);

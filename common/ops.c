@@ -119,104 +119,108 @@ void layernorm_backward(float *dinp, const float *dout, const float *inp, const 
 }
 
 /* ---------------------------------------------------------------------------------------------
- * causal self-attention: each (batch, head) pair is two GEMMs over strided views of qkv (leading
- * dimension 3C), so q, k and v are never copied out. The pairs run in parallel, one per thread;
- * OpenBLAS' OpenMP build runs a GEMM called inside a parallel region on that one thread. */
+ * causal attention with grouped-query heads (multi-head attention is the case NKV = NH): every
+ * (sequence, head) pair is two GEMMs on strided views of q, k and v, which are never copied out
+ * or repeated per query head. The pairs run in parallel, one per thread; OpenBLAS' OpenMP build
+ * runs a GEMM called inside a parallel region on that one thread. */
 
-static void causal_softmax_rows(float *att, int T) {
-    for (int t = 0; t < T; t++) {
-        float *row = att + (size_t)t * T;
+/* Softmax of each row t of a [rows, cols] score block over its first t + shift + 1 columns (the
+ * causal window); the rest become 0. */
+static void causal_softmax(float *att, int rows, int cols, int shift) {
+    for (int t = 0; t < rows; t++) {
+        float *row = att + (size_t)t * cols;
+        int n = t + shift + 1;
         float max = row[0];
-        for (int u = 1; u <= t; u++) max = row[u] > max ? row[u] : max;
+        for (int u = 1; u < n; u++) max = row[u] > max ? row[u] : max;
         float sum = 0.0f;
-        for (int u = 0; u <= t; u++) {
+        for (int u = 0; u < n; u++) {
             row[u] = expf(row[u] - max);
             sum += row[u];
         }
         float inv = 1.0f / sum;
-        for (int u = 0; u <= t; u++) row[u] *= inv;
-        for (int u = t + 1; u < T; u++) row[u] = 0.0f;
+        for (int u = 0; u < n; u++) row[u] *= inv;
+        for (int u = n; u < cols; u++) row[u] = 0.0f;
     }
 }
 
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH) {
-    int hs = C / NH, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       int ldq, int ldk, int B, int T, int NH, int NKV, int hd) {
+    int G = NH / NKV, ldo = NH * hd;
+    float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for collapse(2) schedule(dynamic)
     for (int b = 0; b < B; b++) {
         for (int h = 0; h < NH; h++) {
-            const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
+            const float *qh = q + (size_t)b * T * ldq + h * hd;
+            const float *kh = k + (size_t)b * T * ldk + (h / G) * hd;
+            const float *vh = v + (size_t)b * T * ldk + (h / G) * hd;
             float *a = att + ((size_t)b * NH + h) * T * T;
-            /* scores = scale * q . k^T; the upper triangle is computed and then masked. */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, scale, q, ld, k, ld,
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, scale, qh, ldq, kh, ldk,
                         0.0f, a, T);
-            causal_softmax_rows(a, T);
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, v, ld,
-                        0.0f, out + (size_t)b * T * C + h * hs, C);
+            causal_softmax(a, T, T, 0);
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, 1.0f, a, T, vh, ldk,
+                        0.0f, out + (size_t)b * T * ldo + h * hd, ldo);
         }
     }
 }
 
-void attention_backward(float *dqkv, float *scratch, int scratch_slots, const float *dout,
-                        const float *qkv, const float *att, int B, int T, int C, int NH) {
-    int hs = C / NH, ld = 3 * C;
-    float scale = 1.0f / sqrtf((float)hs);
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int scratch_slots,
+                        const float *dout, const float *q, const float *k, const float *v, int ldq,
+                        int ldk, const float *att, int B, int T, int NH, int NKV, int hd) {
+    int G = NH / NKV, ldo = NH * hd;
+    float scale = 1.0f / sqrtf((float)hd);
+    /* One task per (sequence, KV head): its G query heads add into the same dk, dv rows, so
+     * they run one after another in that task and no two threads write the same gradient. */
 #pragma omp parallel for collapse(2) schedule(dynamic) num_threads(scratch_slots)
     for (int b = 0; b < B; b++) {
-        for (int h = 0; h < NH; h++) {
+        for (int kv = 0; kv < NKV; kv++) {
             float *datt = scratch + (size_t)omp_get_thread_num() * T * T;
-            const float *q = qkv + (size_t)b * T * ld + h * hs, *k = q + C, *v = q + 2 * C;
-            float *dq = dqkv + (size_t)b * T * ld + h * hs, *dk = dq + C, *dv = dq + 2 * C;
-            const float *a = att + ((size_t)b * NH + h) * T * T;
-            const float *dy = dout + (size_t)b * T * C + h * hs;
-            /* datt = dy . v^T; dv += att^T . dy */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hs, 1.0f, dy, C, v, ld, 0.0f,
-                        datt, T);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, 1.0f, a, T, dy, C, 1.0f,
-                        dv, ld);
-            /* softmax backward: dscore = att * (datt - sum(att * datt)), masked entries 0 */
-            for (int t = 0; t < T; t++) {
-                const float *arow = a + (size_t)t * T;
-                float *drow = datt + (size_t)t * T;
-                float dot = 0.0f;
-                for (int u = 0; u <= t; u++) dot += arow[u] * drow[u];
-                for (int u = 0; u <= t; u++) drow[u] = arow[u] * (drow[u] - dot);
-                for (int u = t + 1; u < T; u++) drow[u] = 0.0f;
+            const float *kh = k + (size_t)b * T * ldk + kv * hd;
+            const float *vh = v + (size_t)b * T * ldk + kv * hd;
+            float *dkh = dk + (size_t)b * T * ldk + kv * hd;
+            float *dvh = dv + (size_t)b * T * ldk + kv * hd;
+            for (int h = kv * G; h < (kv + 1) * G; h++) {
+                const float *qh = q + (size_t)b * T * ldq + h * hd;
+                float *dqh = dq + (size_t)b * T * ldq + h * hd;
+                const float *dy = dout + (size_t)b * T * ldo + h * hd;
+                const float *a = att + ((size_t)b * NH + h) * T * T;
+                /* datt = dy . v^T; dv += att^T . dy */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, T, T, hd, 1.0f, dy, ldo, vh,
+                            ldk, 0.0f, datt, T);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, 1.0f, a, T, dy, ldo,
+                            1.0f, dvh, ldk);
+                /* softmax backward: dscore = att * (datt - sum(att * datt)), masked entries 0 */
+                for (int t = 0; t < T; t++) {
+                    const float *arow = a + (size_t)t * T;
+                    float *drow = datt + (size_t)t * T;
+                    float dot = 0.0f;
+                    for (int u = 0; u <= t; u++) dot += arow[u] * drow[u];
+                    for (int u = 0; u <= t; u++) drow[u] = arow[u] * (drow[u] - dot);
+                    for (int u = t + 1; u < T; u++) drow[u] = 0.0f;
+                }
+                /* dq += scale * dscore . k; dk += scale * dscore^T . q */
+                cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hd, T, scale, datt, T, kh,
+                            ldk, 1.0f, dqh, ldq);
+                cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hd, T, scale, datt, T, qh,
+                            ldq, 1.0f, dkh, ldk);
             }
-            /* dq += scale * dscore . k; dk += scale * dscore^T . q */
-            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, T, hs, T, scale, datt, T, k, ld,
-                        1.0f, dq, ld);
-            cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, T, hs, T, scale, datt, T, q, ld,
-                        1.0f, dk, ld);
         }
     }
 }
 
-void attention_cached_forward(float *out, float *scratch, int scratch_slots, const float *q,
-                              int q_ld, const float *kcache, const float *vcache, int kv_ld,
-                              int pos0, int n, int C, int NH) {
-    int hs = C / NH, L = pos0 + n;
-    float scale = 1.0f / sqrtf((float)hs);
+void attention_cached(float *out, float *scratch, int scratch_slots, const float *q, int ldq,
+                      const float *k, const float *v, int ldk, int n, int past, int NH, int NKV,
+                      int hd) {
+    int G = NH / NKV, ldo = NH * hd, len = past + n;
+    float scale = 1.0f / sqrtf((float)hd);
 #pragma omp parallel for schedule(dynamic) num_threads(scratch_slots)
     for (int h = 0; h < NH; h++) {
-        float *sc = scratch + (size_t)omp_get_thread_num() * n * L;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, L, hs, scale, q + h * hs, q_ld,
-                    kcache + h * hs, kv_ld, 0.0f, sc, L);
-        for (int i = 0; i < n; i++) {
-            float *row = sc + (size_t)i * L;
-            int last = pos0 + i; /* row i sees the cache up to its own position */
-            float max = row[0];
-            for (int u = 1; u <= last; u++) max = row[u] > max ? row[u] : max;
-            float sum = 0.0f;
-            for (int u = 0; u <= last; u++) {
-                row[u] = expf(row[u] - max);
-                sum += row[u];
-            }
-            for (int u = 0; u <= last; u++) row[u] /= sum;
-            for (int u = last + 1; u < L; u++) row[u] = 0.0f;
-        }
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hs, L, 1.0f, sc, L,
-                    vcache + h * hs, kv_ld, 0.0f, out + h * hs, C);
+        float *a = scratch + (size_t)omp_get_thread_num() * n * len;
+        const float *kh = k + (h / G) * hd, *vh = v + (h / G) * hd;
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, len, hd, scale, q + h * hd, ldq, kh,
+                    ldk, 0.0f, a, len);
+        causal_softmax(a, n, len, past);
+        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, hd, len, 1.0f, a, len, vh, ldk,
+                    0.0f, out + h * hd, ldo);
     }
 }
 

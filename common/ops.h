@@ -35,20 +35,24 @@ void layernorm_forward(float *out, float *mean, float *rstd, const float *inp, c
 void layernorm_backward(float *dinp, const float *dout, const float *inp, const float *weight,
                         const float *mean, const float *rstd, int N, int C);
 
-/* Causal multi-head self-attention. qkv [B,T,3C] holds q, k, v side by side; out [B,T,C];
- * att [B,NH,T,T] keeps the softmax probabilities for backward. */
-void attention_forward(float *out, float *att, const float *qkv, int B, int T, int C, int NH);
-/* dqkv [B,T,3C] += ...; scratch holds scratch_slots * T*T floats, one T x T slot per thread,
- * and at most scratch_slots threads run. */
-void attention_backward(float *dqkv, float *scratch, int scratch_slots, const float *dout,
-                        const float *qkv, const float *att, int B, int T, int C, int NH);
-
-/* Inference with a KV cache: n new query rows at positions pos0 .. pos0+n-1 attend over the cache
- * rows [0, pos0 + n). q [n, q_ld] holds head h at column h*hs; kcache and vcache [*, kv_ld];
- * out [n, C]. scratch holds scratch_slots * n * (pos0 + n) floats. */
-void attention_cached_forward(float *out, float *scratch, int scratch_slots, const float *q,
-                              int q_ld, const float *kcache, const float *vcache, int kv_ld,
-                              int pos0, int n, int C, int NH);
+/* Causal attention over B sequences of T tokens with NH query heads of size hd and NKV key/value
+ * heads (NKV divides NH; query head h reads KV head h / (NH / NKV), HF's repeat_kv; NKV = NH is
+ * plain multi-head attention). q is [B*T rows, ldq], k and v [B*T rows, ldk]: separate buffers
+ * (ldq = NH*hd, ldk = NKV*hd) or views into one fused qkv buffer (GPT-2: all three 3C). out
+ * [B*T, NH*hd]; att [B, NH, T, T] keeps the softmax probabilities. Scores scale by 1/sqrt(hd). */
+void attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
+                       int ldq, int ldk, int B, int T, int NH, int NKV, int hd);
+/* dq, dk, dv (laid out as q, k, v) += ...; scratch holds scratch_slots * T*T floats, one slot
+ * per thread, and at most scratch_slots threads run. Work is split over (sequence, KV head). */
+void attention_backward(float *dq, float *dk, float *dv, float *scratch, int scratch_slots,
+                        const float *dout, const float *q, const float *k, const float *v, int ldq,
+                        int ldk, const float *att, int B, int T, int NH, int NKV, int hd);
+/* Inference with a KV cache: n new queries q [n, ldq] at positions past .. past+n-1 of one
+ * sequence, against the cache k, v [past+n, ldk] (the new tokens' keys and values already
+ * appended). out [n, NH*hd]. scratch holds scratch_slots * n * (past + n) floats. */
+void attention_cached(float *out, float *scratch, int scratch_slots, const float *q, int ldq,
+                      const float *k, const float *v, int ldk, int n, int past, int NH, int NKV,
+                      int hd);
 
 /* GELU, tanh approximation (HF "gelu_new"). */
 void gelu_forward(float *out, const float *inp, int n);

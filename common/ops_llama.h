@@ -35,23 +35,6 @@ void swiglu_forward(float *out, const float *gate, const float *up, int n);
 void swiglu_backward(float *dgate, float *dup, const float *gate, const float *up,
                      const float *dout, int n);
 
-/* Causal grouped-query attention over B sequences of T tokens: q [B*T, NH*hd], k and v
- * [B*T, NKV*hd]; query head h reads KV head h / (NH / NKV) (HF's repeat_kv). out [B*T, NH*hd];
- * att [B, NH, T, T] keeps the softmax probabilities. Scores are scaled by 1/sqrt(hd). */
-void gqa_attention_forward(float *out, float *att, const float *q, const float *k, const float *v,
-                           int B, int T, int NH, int NKV, int hd);
-/* dq, dk, dv += ...; scratch holds scratch_slots * T*T floats, one slot per thread, and at most
- * scratch_slots threads run. Work is split over (sequence, KV head). */
-void gqa_attention_backward(float *dq, float *dk, float *dv, float *scratch, int scratch_slots,
-                            const float *dout, const float *q, const float *k, const float *v,
-                            const float *att, int B, int T, int NH, int NKV, int hd);
-
-/* Inference: n new queries q [n, NH*hd] at positions past..past+n-1 of one sequence, against the
- * cache k, v [past+n, NKV*hd] (the new tokens' keys and values already appended). out
- * [n, NH*hd]. scratch holds scratch_slots * n * (past + n) floats. */
-void gqa_attention_cached(float *out, float *scratch, int scratch_slots, const float *q,
-                          const float *k, const float *v, int n, int past, int NH, int NKV, int hd);
-
 /* dst[i] = src[i] for n bf16 values (frozen weights kept in bf16 are widened per use). */
 void bf16_widen(float *dst, const uint16_t *src, size_t n);
 

@@ -325,7 +325,8 @@ typedef struct att_ctx {
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    gqa_attention_forward(c->out, c->att, c->q, c->k, c->v, c->B, c->T, c->NH, c->NKV, c->hd);
+    attention_forward(c->out, c->att, c->q, c->k, c->v, c->NH * c->hd, c->NKV * c->hd, c->B, c->T,
+                      c->NH, c->NKV, c->hd);
     return dotw(c->w, c->out, (size_t)c->B * c->T * c->NH * c->hd);
 }
 
@@ -389,15 +390,15 @@ static void run_attention(int B, int T, int NH, int NKV, int hd, int slots, uint
 
     float *scratch = fvec((size_t)T * T * slots);
     float *dq = fvec(nq), *dk = fvec(nk), *dv = fvec(nk);
-    gqa_attention_backward(dq, dk, dv, scratch, slots, c.w, c.q, c.k, c.v, c.att, B, T, NH, NKV,
-                           hd);
+    attention_backward(dq, dk, dv, scratch, slots, c.w, c.q, c.k, c.v, NH * hd, NKV * hd, c.att, B,
+                       T, NH, NKV, hd);
     float *pq = fvec(nq), *pk = fvec(nk), *pv = fvec(nk);
     fill_normal(&r, pq, nq, 0, 2);
     fill_normal(&r, pk, nk, 0, 2);
     fill_normal(&r, pv, nk, 0, 2);
     float *dq2 = fdup(pq, nq), *dk2 = fdup(pk, nk), *dv2 = fdup(pv, nk);
-    gqa_attention_backward(dq2, dk2, dv2, scratch, slots, c.w, c.q, c.k, c.v, c.att, B, T, NH, NKV,
-                           hd);
+    attention_backward(dq2, dk2, dv2, scratch, slots, c.w, c.q, c.k, c.v, NH * hd, NKV * hd, c.att,
+                       B, T, NH, NKV, hd);
     check_added("gqa dq", dq2, pq, dq, nq);
     check_added("gqa dk", dk2, pk, dk, nk);
     check_added("gqa dv", dv2, pv, dv, nk);
@@ -413,11 +414,11 @@ static void run_attention(int B, int T, int NH, int NKV, int hd, int slots, uint
     if (B == 1) {
         int n = 3, past = T - n, QD = NH * hd;
         float *out = fvec((size_t)n * QD), *cs = fvec((size_t)n * T * slots);
-        gqa_attention_cached(out, cs, slots, c.q + (size_t)past * QD, c.k, c.v, n, past, NH, NKV,
-                             hd);
+        attention_cached(out, cs, slots, c.q + (size_t)past * QD, QD, c.k, c.v, NKV * hd, n, past,
+                         NH, NKV, hd);
         check_forward("gqa cached (last 3 rows)", out, ref + (size_t)past * QD,
                       mag + (size_t)past * QD, (size_t)n * QD);
-        gqa_attention_cached(out, cs, slots, c.q, c.k, c.v, 1, 0, NH, NKV, hd);
+        attention_cached(out, cs, slots, c.q, QD, c.k, c.v, NKV * hd, 1, 0, NH, NKV, hd);
         check_forward("gqa cached (first row alone)", out, ref, mag, (size_t)QD);
         free(out), free(cs);
     }

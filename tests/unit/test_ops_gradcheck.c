@@ -334,7 +334,8 @@ typedef struct at_ctx {
 
 static double at_loss(void *p) {
     at_ctx *c = p;
-    attention_forward(c->out, c->att, c->qkv, c->B, c->T, c->C, c->NH);
+    attention_forward(c->out, c->att, c->qkv, c->qkv + c->C, c->qkv + 2 * c->C, 3 * c->C, 3 * c->C,
+                      c->B, c->T, c->NH, c->NH, c->C / c->NH);
     return dotw(c->w, c->out, (size_t)c->B * c->T * c->C);
 }
 
@@ -395,11 +396,13 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     check_forward(what, c.out, ref, mag, no);
 
     float *dqkv = fvec(nq), *pre = fvec(nq), *scratch = fvec((size_t)T * T);
-    attention_backward(dqkv, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv, dqkv + C, dqkv + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
+                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
     fill_normal(&r, pre, nq, 0, 3);
     float *dqkv2 = fdup(pre, nq);
     fill_normal(&r, scratch, (size_t)T * T, 0, 100); /* scratch must be overwritten, not read */
-    attention_backward(dqkv2, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv2, dqkv2 + C, dqkv2 + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
+                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
     check_added(what, dqkv2, pre, dqkv, nq);
 
     /* With several scratch slots the (batch, head) pairs run on several threads, each in its own
@@ -407,7 +410,8 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     const int slots = B * NH > 1 ? B * NH : 2;
     float *scratch_n = fvec((size_t)slots * T * T), *dqkv3 = fvec(nq);
     fill_normal(&r, scratch_n, (size_t)slots * T * T, 0, 100);
-    attention_backward(dqkv3, scratch_n, slots, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv3, dqkv3 + C, dqkv3 + 2 * C, scratch_n, slots, c.w, c.qkv, c.qkv + C,
+                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
     for (size_t i = 0; i < nq; i++)
         if (!(fabs(dqkv3[i] - dqkv[i]) <= 1e-6 * fabs(dqkv[i]) + 1e-7))
             fail_msg("%s: %d scratch slots give dqkv[%zu] = %.8g, one slot %.8g", what, slots, i,
@@ -424,7 +428,8 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     for (int b = 0; b < B; b++) fill_normal(&r, c.w + (size_t)b * T * C, C, 0, 1);
     at_loss(&c);
     memset(dqkv, 0, nq * sizeof(float));
-    attention_backward(dqkv, scratch, 1, c.w, c.qkv, c.att, B, T, C, NH);
+    attention_backward(dqkv, dqkv + C, dqkv + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
+                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
     for (int b = 0; b < B; b++)
         for (int t = 1; t < T; t++)
             for (int i = 0; i < 3 * C; i++)
