@@ -93,7 +93,10 @@ void ps_security_usage(FILE *out) {
             "                   0 never cuts a peer off\n"
             "  --durable-every K  every K-th version is a checkpoint on disk (needs --out) before\n"
             "                   any worker is served it: a kill -9 of the server loses no served\n"
-            "                   step (resume with --resume latest); 0: off (save_every only)\n",
+            "                   step (resume with --resume latest); 0: off (save_every only).\n"
+            "                   A write that fails (disk full, read-only) is retried every\n"
+            "                   second and nothing is served meanwhile (state kept in memory);\n"
+            "                   without it a failed checkpoint is logged and training goes on\n",
             (long long)WIRE_ZMQ_MAXMSGSIZE);
 }
 
