@@ -42,9 +42,12 @@ static void on_signal(int sig) {
 static void usage(FILE *out) {
     fprintf(
         out,
-        "usage: loraps run [--workers N] [--servers S] [--model DIR] [--out DIR] [job settings]\n\n"
+        "usage: loraps run [--workers N] [--servers S] [--model DIR] [--data FILE] [--out DIR]\n"
+        "                  [job settings]\n\n"
         "Runs a whole job on this machine: S parameter-server shards and N workers on\n"
-        "loopback. One progress line per step; Ctrl-C stops every process cleanly.\n\n"
+        "loopback. One progress line per step; Ctrl-C stops every process cleanly. With no\n"
+        "arguments it fine-tunes the small demo model on a text task it writes itself and\n"
+        "shows the validation loss and greedy samples before and after.\n\n"
         "  --workers N      workers (default 2)\n"
         "  --servers S      parameter-server shards (default 1)\n"
         "  --model DIR      the base model (HF folder); without it, the demo model of\n"
