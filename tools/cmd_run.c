@@ -249,10 +249,12 @@ static void print_samples(const char *title, const model *m, const lora_adapter 
     fflush(stdout);
 }
 
-/* The text task, before training (adapter_dir NULL: the job's fresh adapter, a no-op, so the
- * base model) and after: the validation loss and greedy samples. */
-static int text_task_report(const char *model_dir, const char *tok_path, const char *adapter_dir,
-                            const char *data, const job *j, lp_err *err) {
+/* Before training (adapter_dir NULL: the job's fresh adapter, a no-op, so the base model) and
+ * after: the validation loss of the whole validation set (the servers' last pass was before
+ * the last steps) and, for the text task, greedy samples (tok_path NULL: .bin data, none). */
+static int run_report(const char *model_dir, const char *tok_path, const char *adapter_dir,
+                      const char *data, const char *val_file, const job *j, int samples,
+                      lp_err *err) {
     model *m = NULL;
     tokenizer *tok = NULL;
     lora_adapter a;
@@ -262,7 +264,8 @@ static int text_task_report(const char *model_dir, const char *tok_path, const c
     const lora_module *mods;
     int *in = NULL, *tg = NULL;
     const char *when = adapter_dir ? "after" : "before";
-    if (model_load(&m, model_dir, err) < 0 || tokenizer_load(&tok, tok_path, err) < 0) goto done;
+    if (model_load(&m, model_dir, err) < 0 || (tok_path && tokenizer_load(&tok, tok_path, err) < 0))
+        goto done;
     int n_mods = model_lora_modules(m, &mods);
     if (adapter_dir) {
         if (peft_load(adapter_dir, mods, n_mods, &a, err) < 0) goto done;
@@ -279,6 +282,7 @@ static int text_task_report(const char *model_dir, const char *tok_path, const c
     dataset_options o;
     if (job_data_options(j, &o, err) < 0) goto done;
     o.vocab_size = model_vocab_size(m);
+    o.val_path = val_file;
     if (data_source_open_file(&src, data, tok_path, &o, err) < 0) goto done;
     have_src = 1;
     size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
@@ -295,9 +299,10 @@ static int text_task_report(const char *model_dir, const char *tok_path, const c
         printf("loraps run: %s: validation loss %.4f (perplexity %.2f) over %llu tokens\n", when,
                v.loss_sum / (double)v.n_tokens, exp(v.loss_sum / (double)v.n_tokens),
                (unsigned long long)v.n_tokens);
-    print_samples(adapter_dir ? "after: the adapter continues the prompts (greedy)"
-                              : "before: the base model continues the prompts (greedy)",
-                  m, adapter_dir ? &a : NULL, tok);
+    if (samples && tok)
+        print_samples(adapter_dir ? "after: the adapter continues the prompts (greedy)"
+                                  : "before: the base model continues the prompts (greedy)",
+                      m, adapter_dir ? &a : NULL, tok);
     rc = 0;
 done:
     free(in);
@@ -422,7 +427,8 @@ int cmd_run(int argc, char **argv) {
         printf("loraps run: the text task: lines that walk a cycle of words (days, months, "
                "numbers, colours),\n  written to %s; a validation pass every %d steps\n",
                data, j.eval_every);
-        if (text_task_report(model_dir, tok_path ? tok_path : model_dir, NULL, data, &j, &err) < 0)
+        if (run_report(model_dir, tok_path ? tok_path : model_dir, NULL, data, NULL, &j, 1, &err) <
+            0)
             return free(pass), fail("the text task", err.msg);
     }
 
@@ -572,8 +578,12 @@ int cmd_run(int argc, char **argv) {
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
     if (!exit_code && fs_exists(path)) {
         printf("loraps run: adapter written to %s\n", path);
-        if (text_task && !g_stop &&
-            text_task_report(model_dir, tok_path ? tok_path : model_dir, out, data, &j, &err) < 0)
+        /* the validation loss of the final adapter (and the text task's samples) */
+        size_t dn = data ? strlen(data) : 0;
+        int is_bin = dn >= 4 && !strcmp(data + dn - 4, ".bin");
+        const char *tp = tok_path ? tok_path : is_bin ? NULL : model_dir;
+        if (data && (text_task || j.eval_every > 0) && !g_stop &&
+            run_report(model_dir, tp, out, data, val_file, &j, text_task, &err) < 0)
             fprintf(stderr, "loraps run: the after-training report: %s\n", err.msg);
     }
     return g_stop ? 0 : exit_code;

@@ -59,6 +59,12 @@ grep -q '"val_loss":' "$TMP/two/metrics.jsonl" && grep -q '"val_ppl":' "$TMP/two
 first=$(val_at "$TMP/two.out" 0) last=$(val_at "$TMP/two.out" 8)
 awk -v a="$first" -v b="$last" 'BEGIN { exit !(b < a) }' || fail "validation loss did not fall: $first -> $last"
 grep -q "^final | val_loss" "$TMP/train.out" || fail "loraps train: no final validation"
+# the final adapter's validation loss: loraps run computes it after the job, as loraps train does
+a=$(sed -n 's/^loraps run: after: validation loss \([0-9.]*\) .*/\1/p' "$TMP/two.out")
+b=$(sed -n 's/^final | val_loss \([0-9.]*\) .*/\1/p' "$TMP/train.out")
+[ -n "$a" ] && [ -n "$b" ] || fail "no final validation loss: run '$a', train '$b'"
+awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; exit !(d <= 1e-3) }' ||
+    fail "final validation: loraps run $a, loraps train $b"
 echo "validation: $first -> $last, the same with 1 and 2 workers and loraps train"
 
 # Resume from checkpoint-4 (2 workers): the data continues exactly, into the second epoch
