@@ -482,6 +482,10 @@ int dataset_open(dataset **out, const char *path, const tokenizer *tok, const da
     if (!rc && !part_ntok(&d->p[DS_TRAIN]))
         rc = lp_fail(err, "%s: no usable documents (%s)", path,
                      d->n_skipped ? "every record was bad" : "only blank lines");
+    /* packing needs T + 1 tokens for one window: fewer would make an epoch of no sequence */
+    if (!rc && !dataset_n_sequences(d, DS_TRAIN))
+        rc = lp_fail(err, "%s: %llu tokens of usable data, shorter than one sequence of %d", path,
+                     (unsigned long long)part_ntok(&d->p[DS_TRAIN]), o->seq_len);
     if (rc) {
         dataset_free(d);
         return -1;

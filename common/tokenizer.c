@@ -1095,7 +1095,9 @@ static int bpe_word(tokenizer *t, const char *s, size_t len, ivec *out) {
     for (int i = 0; i < n && !rc; i++)
         if (alive[i]) rc = ivec_push(out, sid[i]);
     if (sym != sym_stack) free(sym), free(heap);
-    if (!rc) cache_put(t, s, len, out->p + start, out->n - start);
+    /* a word that gave no ids (a vocabulary without its bytes) is not cached: out->p may still
+     * be NULL, and NULL + 0 is undefined */
+    if (!rc && out->n > start) cache_put(t, s, len, out->p + start, out->n - start);
     return rc;
 }
 

@@ -418,6 +418,32 @@ static void test_bin(void **s) {
 }
 
 /* Tokenize once to a .bin, train from it: the same sequences as from the text. */
+/* Data shorter than one packed sequence (T + 1 tokens) is refused at open, with the sizes, rather
+ * than giving an epoch of no sequence (found by tests/fuzz: the division by zero it caused). */
+static void test_shorter_than_one_sequence(void **s) {
+    (void)s;
+    char path[512];
+    lp_err err;
+    int ids[8] = {5, 6, 7, 8, 9, 10, 11, 12};
+    for (int n = 1; n <= 9; n += 8) {
+        snprintf(path, sizeof path, "%s/short%d.bin", dir, n);
+        assert_int_equal(dataset_write_bin(path, ids, n < 8 ? (size_t)n : 8, 2, 0, &err), 0);
+        dataset *d = NULL;
+        int rc = dataset_open(&d, path, NULL,
+                              &(dataset_options){.seq_len = 8, .pack = 1, .vocab_size = 512}, &err);
+        if (n == 1) {
+            assert_int_equal(rc, -1);
+            assert_non_null(strstr(err.msg, "shorter than one sequence of 8"));
+            assert_non_null(strstr(err.msg, path));
+        } else {
+            /* 8 tokens make one (shorter) window: accepted */
+            if (rc < 0) fail_msg("%s", err.msg);
+            assert_int_equal(dataset_n_sequences(d, DS_TRAIN), 1);
+            dataset_free(d);
+        }
+    }
+}
+
 static void test_export_bin(void **s) {
     (void)s;
     const char *path = write_str("export.txt", DOCS);
@@ -618,6 +644,7 @@ int main(void) {
         cmocka_unit_test(test_options_from_text),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_export_bin),
+        cmocka_unit_test(test_shorter_than_one_sequence),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
