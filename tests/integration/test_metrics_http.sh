@@ -2,6 +2,8 @@
 # worker, configured through LORAPS_* variables and Kubernetes' JOB_COMPLETION_INDEX the way the
 # manifests in deploy/k8s configure them; start-up that cannot reach a server ends with a clear
 # error after --connect-timeout; an endpoint a worker could never bind is refused at once.
+# The job runs until step 4 stops it with SIGTERM: a job that could end on its own would race
+# the metrics checks of its running processes.
 source "$(dirname "$0")/lib.sh"
 command -v curl >/dev/null || fail "curl is missing: run deploy/install-deps.sh"
 make_model tiny "$TMP/tiny"
@@ -31,7 +33,7 @@ wait_grep "$TMP/w1.err" "still waiting for $EP" 20
 
 # 2. The server, configured only by variables; rank 0 comes from LORAPS_RANK.
 LORAPS_MODEL=$TMP/tiny LORAPS_BIND=$EP LORAPS_METRICS_PORT=$MP_PS LORAPS_OUT=$TMP/out \
-    LORAPS_WORKERS=2 LORAPS_SAVE_EVERY=50 LORAPS_MAX_STEPS=400 LORAPS_MICRO_BATCH=2 LORAPS_SEQ_LEN=32 \
+    LORAPS_WORKERS=2 LORAPS_SAVE_EVERY=50 LORAPS_MAX_STEPS=100000 LORAPS_MICRO_BATCH=2 LORAPS_SEQ_LEN=32 \
     LORAPS_HEARTBEAT_MS=100 bg ps "$B/loraps-ps"
 PS=$LAST_PID
 wait_grep "$TMP/ps.err" "listening on $EP" 30
@@ -46,7 +48,7 @@ wait_grep "$TMP/ps.err" "still waiting for 1 of 2 workers (ranks 0) on $EP" 30
 LORAPS_RANK=0 LORAPS_SERVERS=$EP LORAPS_MODEL=$TMP/tiny bg w0 "$B/loraps-worker"
 W0=$LAST_PID
 wait_grep "$TMP/w1.err" "joined 1 server shard" 30
-wait_grep "$TMP/ps.out" "^step 20/400" 60
+wait_grep "$TMP/ps.out" "^step 20/100000" 60
 grep -q "joined (rank 1" "$TMP/ps.err" || fail "JOB_COMPLETION_INDEX did not make the worker rank 1"
 expect "http://127.0.0.1:$MP_W/readyz" 200 "ready"
 
