@@ -13,7 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define BIN_VOCAB         600
+#define BIN_VOCAB 600
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     static tokenizer *tok;

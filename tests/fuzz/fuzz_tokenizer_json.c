@@ -8,20 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
-static const char
-    *const texts[] =
-        {
-            "Hello world",
-            "  two  spaces, a\ttab and a\r\nnewline\n\n",
-            "<|endoftext|>special <s> </s> <|im_start|>user\n<|user|> [UNK]",
-            "don't I'LL we've 12345 3.14159 \xd9\xa3\xd9\xa4", /* Arabic-Indic digits */
-            "caf\xc3\xa9 cafe\xcc\x81 \xe4\xb8\xad\xe6\x96\x87 "
-            "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4", /* é, e+◌́, CJK, Korean */
-            "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9 "
-            "\xe2\x80\x83", /* emoji, ZWJ, em space */
-            "int main(void) { return x->y[0] >= 1 ? 0 : -1; } // ...!!!???",
-            "",
-            "\xff\xfe invalid UTF-8 \xc3",
+static const char *const texts[] = {
+    "Hello world",
+    "  two  spaces, a\ttab and a\r\nnewline\n\n",
+    "<|endoftext|>special <s> </s> <|im_start|>user\n<|user|> [UNK]",
+    "don't I'LL we've 12345 3.14159 \xd9\xa3\xd9\xa4", /* Arabic-Indic digits */
+    "caf\xc3\xa9 cafe\xcc\x81 \xe4\xb8\xad\xe6\x96\x87 "
+    "\xed\x95\x9c\xea\xb5\xad\xec\x96\xb4", /* é, e+◌́, CJK, Korean */
+    "\xf0\x9f\x91\x8d\xf0\x9f\x8f\xbd \xf0\x9f\x91\xa8\xe2\x80\x8d\xf0\x9f\x91\xa9 "
+    "\xe2\x80\x83", /* emoji, ZWJ, em space */
+    "int main(void) { return x->y[0] >= 1 ? 0 : -1; } // ...!!!???",
+    "",
+    "\xff\xfe invalid UTF-8 \xc3",
 };
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
