@@ -1,6 +1,8 @@
 /* The adapter spec, this shard's part of the adapter with its AdamW moments, published
  * snapshots, and the final adapter file. */
 #include "ps.h"
+#include "lora_targets.h"
+#include "model_load.h"
 
 #include "dtype.h"
 #include "fsutil.h"

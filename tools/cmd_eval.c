@@ -1,5 +1,6 @@
 /* loraps eval: the loss and perplexity of a model (with or without an adapter) on a data file. */
 #include "commands.h"
+#include "model_load.h"
 #include "dataset.h"
 #include "model.h"
 #include "ops.h"

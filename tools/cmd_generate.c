@@ -1,5 +1,6 @@
 /* loraps generate: text from a model, with or without an adapter, through the KV cache. */
 #include "commands.h"
+#include "model_load.h"
 #include "model.h"
 #include "peft.h"
 #include "sampler.h"

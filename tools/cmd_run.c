@@ -2,6 +2,8 @@
  * (loraps-ps and loraps-worker, found next to this binary), streams shard 0's progress line per
  * step, and stops every process cleanly on Ctrl-C. Without --model it makes the demo model. */
 #include "commands.h"
+#include "lora_targets.h"
+#include "model_load.h"
 
 #include "fsutil.h"
 #include "job.h"

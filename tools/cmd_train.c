@@ -1,6 +1,8 @@
 /* loraps train: LoRA fine-tuning in this one process, on a data file or the embedded demo task:
  * the reference the distributed job (loraps run) matches exactly. */
 #include "commands.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "demo_model.h"
 #include "job.h"
 #include "local_train.h"

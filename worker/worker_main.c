@@ -1,5 +1,7 @@
 /* loraps-worker: flags, set-up from Welcome, and the training loop. */
 #include "worker.h"
+#include "model_load.h"
+#include "lora_targets.h"
 
 #include "adamw.h"
 #include "curve_auth.h"

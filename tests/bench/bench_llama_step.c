@@ -11,6 +11,8 @@
  * weights as BF16; they are then kept in bf16 and widened per use, unless
  * LORAPS_BF16_WEIGHTS=f32 asks for f32 copies at load (compare the two RSS lines). */
 #include "adamw.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "bench_util.h"
 #include "demo_task.h"
 #include "fsutil.h"

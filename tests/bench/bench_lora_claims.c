@@ -9,6 +9,8 @@
  *   bench_lora_claims [--preset 124m] [--targets c_attn] [--r 8] [--B 4] [--T 256] [--steps 2]
  */
 #include "adamw.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "bench_util.h"
 #include "demo_model.h"
 #include "demo_task.h"

@@ -6,6 +6,8 @@
  *   bench_mixed_batch [--preset small] [--tasks 4] [--B 1] [--T 128] [--steps 3]
  */
 #include "bench_util.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "demo_model.h"
 #include "lora.h"
 #include "model.h"

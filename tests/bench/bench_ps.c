@@ -12,6 +12,7 @@
  * usage: bench_ps [--model DIR] [--steps N] [--skip-run]
  * Prints ratios; asserts nothing. */
 #include "model.h"
+#include "model_load.h"
 #include "model_init.h"
 #include "wire.h"
 

@@ -5,6 +5,8 @@
  *   bench_train_step [--preset 124m] [--targets c_attn] [--r 8] [--B 4] [--T 256] [--steps 3]
  */
 #include "adamw.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "bench_util.h"
 #include "demo_model.h"
 #include "demo_task.h"

@@ -1,7 +1,7 @@
 /* gpt2_config_read on config.json written from the input. A config it accepts must be one the
  * model code can trust: positive sizes, n_embd divisible by n_head, a known activation. */
 #include "fuzz_util.h"
-#include "gpt2_config.h"
+#include "hf_config.h"
 
 #include <string.h>
 

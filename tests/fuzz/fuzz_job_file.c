@@ -2,6 +2,7 @@
  * validation, the LoRA config and the optimizer and schedule views, and the printed settings. */
 #include "fuzz_util.h"
 #include "job.h"
+#include "lora_targets.h"
 
 #include <string.h>
 

@@ -1,7 +1,7 @@
 /* llama_config_read on config.json written from the input, then the rotary frequencies of an
  * accepted config (the first thing the model does with it). */
 #include "fuzz_util.h"
-#include "llama_config.h"
+#include "hf_config.h"
 
 #include <math.h>
 #include <string.h>

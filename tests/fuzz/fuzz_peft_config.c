@@ -3,7 +3,7 @@
  * model's modules): the JSON -> lora_config path, then the adapter built from it and the
  * tensors checked against it. A loaded adapter must have tensors that fit its sites. */
 #include "fuzz_util.h"
-#include "lora.h"
+#include "lora_targets.h"
 #include "peft.h"
 
 #include <math.h>

@@ -13,7 +13,7 @@
  * LoRA config built over fixed modules) and the placement as a shard map. */
 #include "fuzz_util.h"
 #include "job.h"
-#include "lora.h"
+#include "lora_targets.h"
 #include "shard_map.h"
 #include "wire.h"
 

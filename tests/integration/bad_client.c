@@ -5,6 +5,7 @@
  * that the adapter it pulls before and after is byte-identical, and that a good push is still
  * accepted (and its repeat counted as a duplicate). Exits 0 if every check held. */
 #include "dtype.h"
+#include "model_load.h"
 #include "model.h"
 #include "wire.h"
 

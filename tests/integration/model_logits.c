@@ -3,6 +3,7 @@
  * (tests/reference/peft_roundtrip.py). Writes "inputs" (I32 [B,T]) and "logits" (F32 [B,T,V]).
  * The tokens: B=2 rows of T=16, token i of row b = (b * 131 + i * 37 + 5) % vocab. */
 #include "model.h"
+#include "model_load.h"
 #include "peft.h"
 #include "safetensors.h"
 

@@ -6,6 +6,8 @@
 #ifndef LORAPS_TEST_MODEL_GRADCHECK_H
 #define LORAPS_TEST_MODEL_GRADCHECK_H
 
+#include "lora_targets.h"
+
 #define FD_STEP         0.05 /* Ridders' first step: see numeric_grad */
 #define FD_BOUND        3e-2 /* per entry, with REL_FLOOR */
 #define REL_FLOOR       5e-2 /* of the largest |gradient| among the tensor's checked entries */

@@ -9,6 +9,8 @@
 #include <cmocka.h>
 
 #include "fsutil.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "llama_init.h"
 #include "model.h"
 #include "peft.h"

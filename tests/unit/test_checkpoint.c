@@ -3,6 +3,8 @@
  * --resume names, and refusing damaged files by name. And peft_merge on a Linear-weight family
  * (Llama: W [out, in], no transpose), in F32 (logits <= 1e-5 relative) and BF16 (dtype kept). */
 #include "checkpoint.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "fsutil.h"
 #include "llama_init.h"
 #include "model.h"

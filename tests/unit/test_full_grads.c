@@ -10,6 +10,8 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "ops.h"
 #include "rng.h"
 #include "safetensors.h"

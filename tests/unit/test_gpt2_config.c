@@ -8,7 +8,7 @@
 #include <cmocka.h>
 
 #include "fsutil.h"
-#include "gpt2_config.h"
+#include "hf_config.h"
 
 #include <ftw.h>
 #include <jansson.h>

@@ -18,6 +18,8 @@
 #include <string.h>
 
 #include "lora.h"
+#include "model_load.h"
+#include "lora_targets.h"
 #include "model.h"
 #include "safetensors.h"
 

@@ -18,6 +18,9 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "lora_targets.h"
+#include "model_load.h"
+#include "hf_config.h"
 #include "llama_config.h"
 #include "llama_init.h"
 #include "lora.h"

@@ -12,6 +12,8 @@
 #include <cmocka.h>
 
 #include "gpt2_config.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "job.h"
 #include "lora.h"
 #include "model.h"

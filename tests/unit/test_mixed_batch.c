@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include "model.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "rng.h"
 
 #include <math.h>

@@ -33,6 +33,7 @@
 #include <unistd.h>
 
 #include "fsutil.h"
+#include "model_load.h"
 #include "hash.h"
 #include "lora.h"
 #include "model.h"

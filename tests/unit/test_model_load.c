@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include "dtype.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "fsutil.h"
 #include "model.h"
 #include "safetensors.h"

@@ -9,6 +9,8 @@
  *   <= 1e-5), for PEFT's adapter and ours; the base folder is never the output; a corrupt adapter
  *   is refused naming the file. */
 #include "checkpoint.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "fsutil.h"
 #include "model.h"
 #include "peft.h"

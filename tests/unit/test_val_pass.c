@@ -8,6 +8,8 @@
 #include <cmocka.h>
 
 #include "job.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "model.h"
 #include "model_init.h"
 #include "val_pass.h"

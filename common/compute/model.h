@@ -1,9 +1,14 @@
-/* The one interface every model family sits behind: load an HF folder, list the modules LoRA
- * may adapt, and run forward/backward/loss on a micro-batch. GPT-2 now; Llama next. */
+/* The one interface every model family sits behind: build a model from its config and its frozen
+ * weights, list the modules LoRA may adapt, and run forward/backward/loss on a micro-batch (GPT-2
+ * and the Llama family). Loading an HF folder from disk is formats/model_load.h's job: compute
+ * knows no files, JSON or regexes. */
 #ifndef LORAPS_MODEL_H
 #define LORAPS_MODEL_H
 
+#include "dtype.h"
 #include "error.h"
+#include "gpt2_config.h"
+#include "llama_config.h"
 #include "lora.h"
 
 #include <stddef.h>
@@ -12,12 +17,34 @@
 typedef struct model model;
 typedef struct model_trainer model_trainer;
 
-/* Loads config.json and the weights (model.safetensors, or sharded with an index) of an HF
- * model folder. F32 weights are mmap'd, not copied. */
-int model_load(model **out, const char *dir, lp_err *err);
+/* One frozen tensor as its source holds it (memory the source owns while the model lives). */
+typedef struct weight_view {
+    dtype dtype;
+    int ndim;
+    int64_t shape[2];
+    const void *data;
+    size_t nbytes;
+} weight_view;
+
+/* Where a family finds its frozen weights by name: the safetensors files of an HF folder
+ * (formats/model_load.c), or synthetic weights in memory (tests, benchmarks). find looks up
+ * name, then prefix + name, and returns 0 (found) or 1 (absent); rows and cols are the shape the
+ * family expects ([rows] when cols is 0), for sources that make weights on demand. The model
+ * calls release(ctx) when it is freed (or fails to build). */
+typedef struct weight_source {
+    void *ctx;
+    int (*find)(void *ctx, const char *prefix, const char *name, int64_t rows, int64_t cols,
+                weight_view *out);
+    void (*release)(void *ctx);
+} weight_source;
+
+/* Builds a model over its weights; takes ownership of src (released on failure too). F32
+ * weights are used in place (mapped, not copied). */
+int model_build_gpt2(model **out, const gpt2_config *c, weight_source src, lp_err *err);
+int model_build_llama(model **out, const llama_config *c, weight_source src, lp_err *err);
 void model_free(model *m);
 
-const char *model_arch(const model *m); /* "gpt2" */
+const char *model_arch(const model *m); /* "gpt2", "llama", "qwen2", "mistral" */
 int model_vocab_size(const model *m);
 int model_max_seq_len(const model *m);
 int model_hidden_size(const model *m);

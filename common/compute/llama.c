@@ -99,18 +99,16 @@ static int keep_bf16(void) {
  * model_weight. */
 static int load_matrix(model *m, llama *g, wmat *w, const char *name, int64_t rows, int64_t cols,
                        lp_err *err) {
-    const st_tensor *t = hf_weights_find(&m->files, "model.", name);
+    weight_view t;
     w->numel = (size_t)rows * (size_t)cols;
-    if (keep_bf16() && t && t->dtype == DT_BF16 && t->ndim == 2 && t->shape[0] == rows &&
-        t->shape[1] == cols && ((uintptr_t)t->data & 1) == 0) {
-        m->fingerprint = hash64(m->fingerprint, name, strlen(name));
-        m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
-        m->weight_bytes += t->nbytes;
-        w->bf16 = t->data;
+    if (model_weight_view(m, "model.", name, rows, cols, &t, err) < 0) return -1;
+    if (keep_bf16() && t.dtype == DT_BF16 && ((uintptr_t)t.data & 1) == 0) {
+        m->weight_bytes += t.nbytes;
+        w->bf16 = t.data;
         if (w->numel > g->max_bf16) g->max_bf16 = w->numel;
         return 0;
     }
-    w->f32 = weight(m, name, rows, cols, err);
+    w->f32 = model_weight_f32(m, name, &t, err);
     return w->f32 ? 0 : -1;
 }
 
@@ -144,13 +142,12 @@ static void llama_free_family(void *family) {
 
 static const model_family_ops LLAMA_OPS;
 
-int llama_load(model *m, const char *dir, lp_err *err) {
+int llama_build(model *m, const llama_config *cfg, lp_err *err) {
     llama *g = calloc(1, sizeof *g);
+    if (!g) return lp_fail(err, "out of memory");
     m->ops = &LLAMA_OPS;
     m->family = g;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (llama_config_read(&g->cfg, path, err) < 0) return -1;
+    g->cfg = *cfg;
     const llama_config *c = &g->cfg;
     int C = c->hidden_size;
     m->arch = !strcmp(c->model_type, "qwen2")     ? "qwen2"

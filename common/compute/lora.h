@@ -1,5 +1,7 @@
-/* A LoRA adapter: which modules it adapts (PEFT's matching rules), its A/B tensors and their
- * gradients, all in one flat buffer so the optimizer, the wire and checkpoints see one array. */
+/* A LoRA adapter: which modules it adapts, its A/B tensors and their gradients, all in one flat
+ * buffer so the optimizer, the wire and checkpoints see one array. PEFT's rules for choosing the
+ * modules from a config (target_modules, rank_pattern, alpha_pattern) are formats/lora_targets.h.
+ */
 #ifndef LORAPS_LORA_H
 #define LORAPS_LORA_H
 
@@ -37,16 +39,8 @@ typedef struct lora_config {
 
 /* r=8, alpha=16, dropout 0, targets "c_attn". */
 void lora_config_defaults(lora_config *c);
-/* Replaces the targets: "c_attn,mlp.c_fc" is the list form; "re:<regex>" the string form;
- * "all-linear" every linear layer of the blocks, as in PEFT. */
-int lora_config_set_targets(lora_config *c, const char *spec, lp_err *err);
-/* Adds a rank_pattern ("key=value,key=value") or alpha_pattern entry list. */
-int lora_config_set_patterns(lora_config *c, int alpha, const char *spec, lp_err *err);
 int lora_config_copy(lora_config *dst, const lora_config *src);
 void lora_config_free(lora_config *c);
-/* 1 if the module is adapted (rank and alpha filled in), 0 if not, -1 on a bad regex. */
-int lora_config_match(const lora_config *c, const char *module_name, int *rank, float *alpha,
-                      lp_err *err);
 
 /* A linear layer of the base model that LoRA may adapt, as the model lists it. */
 typedef struct lora_module {
@@ -80,8 +74,17 @@ typedef struct lora_adapter {
     float *grads;  /* same layout as params */
 } lora_adapter;
 
-int lora_adapter_build(lora_adapter *a, const lora_config *cfg, const lora_module *modules,
-                       int n_modules, lp_err *err);
+/* One module an adapter adapts: its index in the model's module list, its rank and alpha. */
+typedef struct lora_plan_entry {
+    int module;
+    int r;
+    float alpha;
+} lora_plan_entry;
+
+/* Lays the adapter out over the planned modules (in the model's module order): a site and the
+ * tensors lora_A [r,in], lora_B [out,r] of each, params and grads zeroed; cfg is copied. */
+int lora_adapter_layout(lora_adapter *a, const lora_config *cfg, const lora_module *modules,
+                        const lora_plan_entry *plan, int n_plan, lp_err *err);
 /* PEFT's default init: A ~ U(-1/sqrt(in), 1/sqrt(in)) (kaiming_uniform with a=sqrt(5)), B = 0. */
 void lora_adapter_init(lora_adapter *a, uint64_t seed);
 void lora_adapter_zero_grad(lora_adapter *a);

@@ -1,5 +1,7 @@
 #include "llama_init.h"
 
+#include "hf_config.h"
+
 #include "fsutil.h"
 #include "rng.h"
 #include "safetensors.h"

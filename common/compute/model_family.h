@@ -1,9 +1,8 @@
 /* What a model family (GPT-2, Llama, ...) implements behind model.h. model.c owns what all
- * families share: the weight files, the module list, the fingerprint and the dispatch. */
+ * families share: the weight source, the module list, the fingerprint and the dispatch. */
 #ifndef LORAPS_MODEL_FAMILY_H
 #define LORAPS_MODEL_FAMILY_H
 
-#include "hf_weights.h"
 #include "model.h"
 #include "ops.h"
 
@@ -43,20 +42,25 @@ struct model {
     int n_modules;
     uint64_t fingerprint;
     size_t weight_bytes;
-    hf_weights files;
+    weight_source src;
     float **owned; /* converted copies of weights that could not be mapped as f32 */
     int n_owned;
     void *family; /* the family's config and weight pointers */
 };
 
-/* For the families' loaders: the weight called prefix + name (or name alone), checked to be
- * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint, and returned as f32: mapped
- * without a copy when stored as aligned F32, else converted into a copy the model owns. */
+/* For the families' builders: the weight called name (or prefix + name), checked to be
+ * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint. model_weight_view returns
+ * it as the source holds it; model_weight as f32: used in place when stored as aligned F32,
+ * else converted into a copy the model owns. */
+int model_weight_view(model *m, const char *prefix, const char *name, int64_t rows, int64_t cols,
+                      weight_view *out, lp_err *err);
 const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
                           int64_t cols, lp_err *err);
+/* A viewed weight as f32 (in place or converted, as model_weight does). */
+const float *model_weight_f32(model *m, const char *name, const weight_view *t, lp_err *err);
 
-/* Each family's loader fills in m (all but files, which model_load opens first). */
-int gpt2_load(model *m, const char *dir, lp_err *err);
-int llama_load(model *m, const char *dir, lp_err *err);
+/* Each family's builder fills in m (all but src, set first, and the fingerprint's start). */
+int gpt2_build(model *m, const gpt2_config *c, lp_err *err);
+int llama_build(model *m, const llama_config *c, lp_err *err);
 
 #endif

@@ -1,9 +1,8 @@
-/* Hugging Face config.json of the Llama family: LlamaForCausalLM, Qwen2ForCausalLM and
- * MistralForCausalLM (SmolLM2 and TinyLlama are model_type "llama"). */
+/* A Llama-family model's shapes, as Hugging Face's configs name them: LlamaForCausalLM,
+ * Qwen2ForCausalLM and MistralForCausalLM (SmolLM2 and TinyLlama are model_type "llama").
+ * formats/hf_config.h reads and writes config.json. */
 #ifndef LORAPS_LLAMA_CONFIG_H
 #define LORAPS_LLAMA_CONFIG_H
-
-#include "error.h"
 
 typedef enum llama_rope_type {
     LLAMA_ROPE_DEFAULT,
@@ -34,10 +33,6 @@ typedef struct llama_config {
     int mlp_bias; /* gate/up/down_proj have biases: Llama with mlp_bias */
 } llama_config;
 
-/* Reads and validates config.json. Missing or ill-typed fields are named in the error. */
-int llama_config_read(llama_config *c, const char *path, lp_err *err);
-/* Writes config.json as transformers would for LlamaForCausalLM (or Qwen2ForCausalLM). */
-int llama_config_write(const llama_config *c, const char *path, lp_err *err);
 /* The rotary inverse frequencies [head_dim / 2], with the config's scaling applied. */
 void llama_rope_inv_freq(const llama_config *c, double *inv_freq);
 

@@ -1,4 +1,5 @@
 #include "model_init.h"
+#include "hf_config.h"
 
 #include "bpe_train.h"
 #include "fsutil.h"

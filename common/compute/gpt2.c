@@ -73,13 +73,12 @@ static void gpt2_free_family(void *family) {
 
 static const model_family_ops GPT2_OPS;
 
-int gpt2_load(model *m, const char *dir, lp_err *err) {
+int gpt2_build(model *m, const gpt2_config *cfg, lp_err *err) {
     gpt2 *g = calloc(1, sizeof *g);
+    if (!g) return lp_fail(err, "out of memory");
     m->ops = &GPT2_OPS;
     m->family = g;
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    if (gpt2_config_read(&g->cfg, path, err) < 0) return -1;
+    g->cfg = *cfg;
     const gpt2_config *c = &g->cfg;
     int C = c->n_embd;
     m->arch = "gpt2";

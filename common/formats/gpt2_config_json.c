@@ -1,4 +1,4 @@
-#include "gpt2_config.h"
+#include "hf_config.h"
 #include "fsutil.h"
 
 #include <jansson.h>

@@ -1,5 +1,7 @@
 #include "job.h"
 
+#include "lora_targets.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <jansson.h>

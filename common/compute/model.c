@@ -1,10 +1,9 @@
-/* The model interface: picks the family from config.json's model_type and dispatches to it.
- * Everything families share (weight files, module list, fingerprint) is kept here. */
+/* The model interface: builds a family over a weight source and dispatches to it. Everything
+ * families share (the weight source, module list, fingerprint) is kept here. */
 #include "model_family.h"
 
 #include "hash.h"
 
-#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,58 +28,38 @@ static int check_tokens(const model_trainer *t, const int *inputs, const int *ta
     return 0;
 }
 
-typedef struct family {
-    const char *model_type;
-    int (*load)(model *m, const char *dir, lp_err *err);
-} family;
-
-static const family FAMILIES[] = {
-    {"gpt2", gpt2_load},
-    {"llama", llama_load},
-    {"qwen2", llama_load},
-    {"mistral", llama_load},
-};
-
-static int read_model_type(const char *dir, char *out, size_t size, lp_err *err) {
-    char path[4096];
-    snprintf(path, sizeof path, "%s/config.json", dir);
-    json_error_t jerr;
-    json_t *root = json_load_file(path, 0, &jerr);
-    if (!root) return lp_fail(err, "%s: %s", path, jerr.text);
-    json_t *type = json_object_get(root, "model_type");
-    /* HF GPT-2 configs always carry model_type; a bare one is taken as GPT-2 too. */
-    snprintf(out, size, "%s", json_is_string(type) ? json_string_value(type) : "gpt2");
-    json_decref(root);
-    return 0;
-}
-
-int model_load(model **out, const char *dir, lp_err *err) {
-    char type[64];
-    if (read_model_type(dir, type, sizeof type, err) < 0) return -1;
-    const family *f = NULL;
-    for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
-        if (!strcmp(FAMILIES[i].model_type, type)) f = &FAMILIES[i];
-    if (!f) {
-        char known[256] = "";
-        for (size_t i = 0; i < sizeof FAMILIES / sizeof FAMILIES[0]; i++)
-            snprintf(known + strlen(known), sizeof known - strlen(known), "%s%s", i ? ", " : "",
-                     FAMILIES[i].model_type);
-        lp_fail(err, "%s/config.json: model_type '%s' is not supported (%s)", dir, type, known);
-        return -1;
-    }
+static int model_build(model **out, const char *type, weight_source src,
+                       int (*build)(model *m, const void *cfg, lp_err *err), const void *cfg,
+                       lp_err *err) {
     model *m = calloc(1, sizeof *m);
-    if (hf_weights_open(&m->files, dir, err) < 0) {
-        free(m);
-        return lp_wrap(err, "%s", dir);
+    if (!m) {
+        if (src.release) src.release(src.ctx);
+        return lp_fail(err, "out of memory");
     }
+    m->src = src;
     m->fingerprint = hash64(HASH64_INIT, type, strlen(type));
-    if (f->load(m, dir, err) < 0) {
-        lp_wrap(err, "%s", dir);
+    if (build(m, cfg, err) < 0) {
         model_free(m);
         return -1;
     }
     *out = m;
     return 0;
+}
+
+static int build_gpt2(model *m, const void *cfg, lp_err *err) {
+    return gpt2_build(m, cfg, err);
+}
+
+static int build_llama(model *m, const void *cfg, lp_err *err) {
+    return llama_build(m, cfg, err);
+}
+
+int model_build_gpt2(model **out, const gpt2_config *c, weight_source src, lp_err *err) {
+    return model_build(out, "gpt2", src, build_gpt2, c, err);
+}
+
+int model_build_llama(model **out, const llama_config *c, weight_source src, lp_err *err) {
+    return model_build(out, c->model_type, src, build_llama, c, err);
 }
 
 void model_free(model *m) {
@@ -89,7 +68,7 @@ void model_free(model *m) {
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
     free(m->modules);
-    hf_weights_close(&m->files);
+    if (m->src.release) m->src.release(m->src.ctx);
     free(m);
 }
 
@@ -100,37 +79,59 @@ static void shape_text(char *buf, size_t size, const int64_t *shape, int ndim) {
                  (long long)shape[i]);
 }
 
-const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
-                          int64_t cols, lp_err *err) {
-    const st_tensor *t = hf_weights_find(&m->files, prefix, name);
-    if (!t) {
-        lp_fail(err, "model weights: tensor '%s' is missing", name);
-        return NULL;
-    }
+int model_weight_view(model *m, const char *prefix, const char *name, int64_t rows, int64_t cols,
+                      weight_view *t, lp_err *err) {
+    if (m->src.find(m->src.ctx, prefix, name, rows, cols, t) != 0)
+        return lp_fail(err, "model weights: tensor '%s' is missing", name);
     int ndim = cols ? 2 : 1;
     int64_t want[2] = {rows, cols};
     if (t->ndim != ndim || t->shape[0] != rows || (ndim == 2 && t->shape[1] != cols)) {
         char got[96], expected[48];
         shape_text(got, sizeof got, t->shape, t->ndim);
         shape_text(expected, sizeof expected, want, ndim);
-        lp_fail(err, "model weights: tensor '%s' has shape [%s], expected [%s]", name, got,
-                expected);
-        return NULL;
+        return lp_fail(err, "model weights: tensor '%s' has shape [%s], expected [%s]", name, got,
+                       expected);
     }
+    size_t numel = (size_t)rows * (size_t)(cols ? cols : 1);
+    if (t->nbytes != numel * dtype_size(t->dtype))
+        return lp_fail(err, "model weights: tensor '%s' holds %zu bytes, not %zu of %s", name,
+                       t->nbytes, numel * dtype_size(t->dtype), dtype_name(t->dtype));
     m->fingerprint = hash64(m->fingerprint, name, strlen(name));
     m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
-    m->weight_bytes += (size_t)t->numel * sizeof(float);
-    const float *view = st_f32_view(t);
-    if (view) return view;
-    float *copy = malloc((size_t)t->numel * sizeof(float));
-    if (!copy || st_read_f32(t, copy, (size_t)t->numel, err) < 0) {
-        if (!copy) lp_fail(err, "out of memory converting '%s'", name);
-        free(copy);
+    return 0;
+}
+
+const float *model_weight_f32(model *m, const char *name, const weight_view *t, lp_err *err) {
+    size_t numel = (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
+    m->weight_bytes += numel * sizeof(float);
+    if (t->dtype == DT_F32 && (uintptr_t)t->data % sizeof(float) == 0) return t->data;
+    float *copy = malloc(numel * sizeof(float));
+    if (!copy) {
+        lp_fail(err, "out of memory converting '%s'", name);
         return NULL;
     }
-    m->owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+    if (dtype_to_f32(t->data, t->dtype, copy, numel) != 0) {
+        free(copy);
+        lp_fail(err, "model weights: tensor '%s' is %s, not a float type", name,
+                dtype_name(t->dtype));
+        return NULL;
+    }
+    float **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
+    if (!owned) {
+        free(copy);
+        lp_fail(err, "out of memory");
+        return NULL;
+    }
+    m->owned = owned;
     m->owned[m->n_owned++] = copy;
     return copy;
+}
+
+const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
+                          int64_t cols, lp_err *err) {
+    weight_view t;
+    if (model_weight_view(m, prefix, name, rows, cols, &t, err) < 0) return NULL;
+    return model_weight_f32(m, name, &t, err);
 }
 
 const char *model_arch(const model *m) {

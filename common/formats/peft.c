@@ -1,7 +1,9 @@
 #include "peft.h"
 
 #include "fsutil.h"
-#include "model_family.h"
+#include "hf_weights.h"
+#include "lora_targets.h"
+#include "model_load.h"
 #include "safetensors.h"
 
 #include <jansson.h>
@@ -305,17 +307,24 @@ int peft_merge(const char *model_dir, const char *adapter_dir, const char *out_d
         model_free(m);
         return -1;
     }
-    int in_out = m->layout == W_IN_OUT;
+    int in_out = model_fan_in_fan_out(m);
+    /* Every tensor of the folder is copied or folded, not only those the family reads. */
+    hf_weights files;
+    if (hf_weights_open(&files, model_dir, err) < 0) {
+        lora_adapter_free(&a);
+        model_free(m);
+        return -1;
+    }
     st_writer *w = st_writer_new();
     int n_all = 0;
-    for (int f = 0; f < m->files.n_files; f++) n_all += m->files.files[f].n_tensors;
+    for (int f = 0; f < files.n_files; f++) n_all += files.files[f].n_tensors;
     float **merged = calloc((size_t)n_all + 1, sizeof *merged);
     unsigned char *done = calloc((size_t)a.n_sites + 1, 1);
     int rc = w && merged && done ? st_writer_set_metadata(w, "format", "pt", err)
                                  : lp_fail(err, "out of memory");
     int k = 0;
-    for (int f = 0; f < m->files.n_files && rc == 0; f++) {
-        const st_file *sf = &m->files.files[f];
+    for (int f = 0; f < files.n_files && rc == 0; f++) {
+        const st_file *sf = &files.files[f];
         for (int t = 0; t < sf->n_tensors && rc == 0; t++, k++) {
             const st_tensor *x = &sf->tensors[t];
             int si = site_of_weight(&a, mods, x->name);
@@ -365,6 +374,7 @@ int peft_merge(const char *model_dir, const char *adapter_dir, const char *out_d
     for (int i = 0; merged && i < n_all; i++) free(merged[i]);
     free(merged);
     free(done);
+    hf_weights_close(&files);
     lora_adapter_free(&a);
     model_free(m);
     return rc;
