@@ -12,6 +12,8 @@
  * has pushed step s - k. */
 #include "ps.h"
 
+#include "jobspec.h"
+
 #include <jansson.h>
 #include <math.h>
 #include <stdlib.h>
@@ -84,42 +86,8 @@ static void handle_hello(ps *s, wire_msg *m) {
 
     Loraps__Header hdr = LORAPS__HEADER__INIT;
     Loraps__Welcome w = LORAPS__WELCOME__INIT;
-    Loraps__JobSpec js = LORAPS__JOB_SPEC__INIT;
-    const job *j = &s->cfg.job;
-    js.r = (uint32_t)j->r;
-    js.lora_alpha = j->lora_alpha;
-    js.lora_dropout = j->lora_dropout;
-    js.use_rslora = j->use_rslora;
-    js.target_modules = (char *)j->target_modules;
-    js.rank_pattern = (char *)j->rank_pattern;
-    js.alpha_pattern = (char *)j->alpha_pattern;
-    js.lr = j->lr;
-    js.adam_beta1 = j->adam_beta1;
-    js.adam_beta2 = j->adam_beta2;
-    js.adam_epsilon = j->adam_epsilon;
-    js.weight_decay = j->weight_decay;
-    js.lr_scheduler = (char *)j->lr_scheduler;
-    js.warmup_steps = (uint32_t)j->warmup_steps;
-    js.max_grad_norm = j->max_grad_norm;
-    js.micro_batch = (uint32_t)j->micro_batch;
-    js.seq_len = (uint32_t)j->seq_len;
-    js.grad_accum = (uint32_t)j->grad_accum;
-    js.max_steps = (uint32_t)j->max_steps;
-    js.seed = j->seed;
-    js.threads = (uint32_t)j->threads;
-    js.mode = (char *)j->mode;
-    js.staleness = (uint32_t)j->staleness;
-    js.workers = (uint32_t)j->workers;
-    js.wire_dtype = s->cfg.wire_dtype;
-    js.heartbeat_ms = (uint32_t)j->heartbeat_ms;
-    js.heartbeat_timeout_ms = (uint32_t)j->heartbeat_timeout_ms;
-    js.eval_every = (uint32_t)j->eval_every;
-    js.layout = (char *)j->layout;
-    js.txt_docs = (char *)j->txt_docs;
-    js.bad_data = (char *)j->bad_data;
-    js.long_docs = (char *)j->long_docs;
-    js.special_tokens = (char *)j->special_tokens;
-    js.val_fraction = j->val_fraction;
+    Loraps__JobSpec js;
+    jobspec_from_job(&s->cfg.job, &js);
 
     int n = s->spec.n;
     Loraps__TensorSpec *specs = calloc((size_t)n, sizeof *specs);

@@ -126,7 +126,7 @@ int cmd_eval(int argc, char **argv) {
         }
         for (int i = n * T; i < B * T; i++) in[i] = 0, tg[i] = -1;
         model_step s;
-        if (model_trainer_step(t, in, tg, 0.0f, 0, &s, &err) < 0) {
+        if (model_trainer_step(t, in, tg, 0.0f, 0, 0, &s, &err) < 0) {
             rc = fail("model", err.msg);
             break;
         }

@@ -5,10 +5,11 @@
 
 #include "adamw.h"
 #include "curve_auth.h"
+#include "jobspec.h"
 #include "metrics_http.h"
 #include "net_config.h"
 #include "ops.h"
-#include "rng.h"
+#include "train_step.h"
 
 #include <jansson.h>
 #include <math.h>
@@ -172,42 +173,7 @@ static int parse_args(worker_config *c, int argc, char **argv) {
 int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t job_id, lp_err *err) {
     const Loraps__JobSpec *js = wel->job;
     job *j = &w->job;
-    job_defaults(j);
-    j->r = (int)js->r;
-    j->lora_alpha = js->lora_alpha;
-    j->lora_dropout = js->lora_dropout;
-    j->use_rslora = js->use_rslora;
-    snprintf(j->target_modules, sizeof j->target_modules, "%s", js->target_modules);
-    snprintf(j->rank_pattern, sizeof j->rank_pattern, "%s", js->rank_pattern);
-    snprintf(j->alpha_pattern, sizeof j->alpha_pattern, "%s", js->alpha_pattern);
-    j->lr = js->lr;
-    j->adam_beta1 = js->adam_beta1;
-    j->adam_beta2 = js->adam_beta2;
-    j->adam_epsilon = js->adam_epsilon;
-    j->weight_decay = js->weight_decay;
-    snprintf(j->lr_scheduler, sizeof j->lr_scheduler, "%s", js->lr_scheduler);
-    j->warmup_steps = (int)js->warmup_steps;
-    j->max_grad_norm = js->max_grad_norm;
-    j->micro_batch = (int)js->micro_batch;
-    j->seq_len = (int)js->seq_len;
-    j->grad_accum = (int)js->grad_accum;
-    j->max_steps = (int)js->max_steps;
-    j->seed = js->seed;
-    j->threads = (int)js->threads;
-    snprintf(j->mode, sizeof j->mode, "%s", js->mode);
-    j->staleness = (int)js->staleness;
-    j->workers = (int)js->workers;
-    snprintf(j->wire_dtype, sizeof j->wire_dtype, "%s", wire_dtype_name(js->wire_dtype));
-    j->heartbeat_ms = (int)js->heartbeat_ms;
-    j->heartbeat_timeout_ms = (int)js->heartbeat_timeout_ms;
-    j->eval_every = (int)js->eval_every;
-    snprintf(j->layout, sizeof j->layout, "%s", js->layout);
-    snprintf(j->txt_docs, sizeof j->txt_docs, "%s", js->txt_docs);
-    snprintf(j->bad_data, sizeof j->bad_data, "%s", js->bad_data);
-    snprintf(j->long_docs, sizeof j->long_docs, "%s", js->long_docs);
-    snprintf(j->special_tokens, sizeof j->special_tokens, "%s", js->special_tokens);
-    j->val_fraction = js->val_fraction;
-    if (job_validate(j, err) < 0) return lp_wrap(err, "the server's job");
+    if (jobspec_to_job(js, j, err) < 0) return -1;
     if (w->cfg.rank >= j->workers)
         return lp_fail(err, "rank %d, but the job has %d workers", w->cfg.rank, j->workers);
     w->wire_dtype = js->wire_dtype;
@@ -266,7 +232,8 @@ int worker_setup_from_welcome(worker *w, const Loraps__Welcome *wel, uint64_t jo
     }
     if (worker_data_open(&w->data, j, model_vocab_size(w->mdl), &dp, err) < 0)
         return lp_wrap(err, "data");
-    size_t n = (size_t)j->micro_batch * (size_t)j->seq_len;
+    /* a whole step's sequences (train_step); a validation pass uses the first micro-batch */
+    size_t n = (size_t)j->grad_accum * (size_t)j->micro_batch * (size_t)j->seq_len;
     w->inputs = malloc(n * sizeof *w->inputs);
     w->targets = malloc(n * sizeof *w->targets);
     if (!w->inputs || !w->targets) return lp_fail(err, "out of memory");
@@ -356,38 +323,20 @@ static void worker_metrics_step(const worker *w, uint64_t step, double loss, uin
     metrics_set(m, g_wm[WM_COMPUTE], w->compute_s);
 }
 
-/* The mean gradient of this rank's part of global batch `step`. */
-static int compute(worker *w, uint64_t step, uint64_t *tokens, double *loss, double *ss,
-                   double *seconds, lp_err *err) {
+/* The mean gradient of this rank's part of global batch `step`: its grad_accum * micro_batch
+ * sequences, from the first one the data position says. */
+static int compute(worker *w, uint64_t step, train_result *r, lp_err *err) {
     const job *j = &w->job;
     worker_wait_inflight(w);
-    lora_adapter_zero_grad(&w->adapter);
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
     uint64_t per_rank = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum;
     uint64_t global = per_rank * (uint64_t)j->workers;
-    *tokens = 0;
-    *loss = 0;
-    for (int m = 0; m < j->grad_accum; m++) {
-        uint64_t first = step * global + (uint64_t)w->cfg.rank * per_rank +
-                         (uint64_t)m * j->micro_batch + (uint64_t)w->data_offset;
-        if (worker_data_batch(w->data, first, j->micro_batch, j->seq_len, w->inputs, w->targets,
-                              err) < 0)
-            return -1;
-        model_step out;
-        if (model_trainer_step(w->trainer, w->inputs, w->targets, 1.0f, rng_mix(j->seed, first),
-                               &out, err) < 0)
-            return -1;
-        *loss += out.loss_sum;
-        *tokens += (uint64_t)out.n_tokens;
-    }
-    if (*tokens == 0)
-        return lp_fail(err, "step %llu has no counted tokens", (unsigned long long)step);
-    float inv = 1.0f / (float)*tokens;
-    for (size_t i = 0; i < w->adapter.n_params; i++) w->adapter.grads[i] *= inv;
-    *ss = sum_of_squares(w->adapter.grads, w->adapter.n_params);
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    *seconds = (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9;
+    uint64_t first = step * global + (uint64_t)w->cfg.rank * per_rank + (uint64_t)w->data_offset;
+    if (worker_data_batch(w->data, first, (int)per_rank, j->seq_len, w->inputs, w->targets, err) <
+        0)
+        return -1;
+    train_batch batch = {w->inputs, w->targets, j->grad_accum, first, j->seed};
+    if (train_step(w->trainer, &w->adapter, &batch, r, err) < 0)
+        return lp_wrap(err, "step %llu", (unsigned long long)step);
     return 0;
 }
 
@@ -479,9 +428,10 @@ static int train(worker *w, lp_err *err) {
                 return -1;
             evp = &eval;
         }
-        uint64_t tokens = 0;
-        double loss = 0, ss = 0, secs = 0;
-        if (compute(w, step, &tokens, &loss, &ss, &secs, err) < 0) return -1;
+        train_result r;
+        if (compute(w, step, &r, err) < 0) return -1;
+        uint64_t tokens = r.n_tokens;
+        double loss = r.loss_sum, ss = r.grad_sum_sq, secs = r.seconds;
         w->compute_s += secs;
         if (w->cfg.step_delay_ms) {
             struct timespec d = {w->cfg.step_delay_ms / 1000,

@@ -11,6 +11,7 @@
 #include "arena.h"
 #include "gpt2_internal.h"
 #include "hash.h"
+#include "rng.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -527,7 +528,7 @@ static int trainer_step_multi(void *impl, const int *inputs, const int *targets,
                               lp_err *err) {
     gpt2_trainer *t = impl;
     if (set_rows(t, adapter_of, err) < 0) return -1;
-    t->dropout_seed = dropout_seed;
+    t->dropout_seed = rng_mix(dropout_seed, 0);
     t->training = 0;
     for (int k = 0; k < t->n_adapters; k++) {
         t->grad_scale_of[k] = grad_scales[k];
@@ -546,9 +547,9 @@ static int trainer_step_multi(void *impl, const int *inputs, const int *targets,
 }
 
 static int trainer_step(void *impl, const int *inputs, const int *targets, float grad_scale,
-                        uint64_t dropout_seed, model_step *out, lp_err *err) {
-    return trainer_step_multi(impl, inputs, targets, NULL, &grad_scale, dropout_seed, NULL, out,
-                              err);
+                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err) {
+    (void)first_seq; /* masks are indexed from each adapter's first row (per sequence: next) */
+    return trainer_step_multi(impl, inputs, targets, NULL, &grad_scale, seed, NULL, out, err);
 }
 
 static int trainer_logits(void *impl, const int *inputs, float *logits, lp_err *err) {

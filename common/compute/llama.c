@@ -20,6 +20,7 @@
 #include "llama_config.h"
 #include "model_family.h"
 #include "ops_llama.h"
+#include "rng.h"
 
 #include <omp.h>
 #include <stdio.h>
@@ -486,12 +487,12 @@ static void backward(llama_trainer *t) {
 }
 
 static int trainer_step(void *impl, const int *inputs, const int *targets, float grad_scale,
-                        uint64_t dropout_seed, model_step *out, lp_err *err) {
+                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err) {
     (void)err; /* model.c has checked the tokens; nothing here can fail */
     llama_trainer *t = impl;
     const llama_config *c = &t->g->cfg;
     int N = t->B * t->T, C = c->hidden_size;
-    t->dropout_seed = dropout_seed;
+    t->dropout_seed = rng_mix(seed, first_seq);
     t->training = grad_scale != 0;
     forward(t, inputs);
     if (t->training) memset(t->dln, 0, (size_t)N * C * sizeof(float));

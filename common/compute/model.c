@@ -13,6 +13,7 @@ struct model_trainer {
     const model_family_ops *ops;
     void *impl;
     int vocab_size, n_tokens; /* for checking inputs before any family sees them */
+    int B, T;
 };
 
 static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
@@ -206,6 +207,8 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
     t->ops = m->ops;
     t->vocab_size = m->vocab_size;
     t->n_tokens = B * T;
+    t->B = B;
+    t->T = T;
     if (m->ops->trainer_new(&t->impl, m, a, B, T, err) < 0) {
         free(t);
         return -1;
@@ -223,6 +226,8 @@ int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *c
     t->ops = m->ops;
     t->vocab_size = m->vocab_size;
     t->n_tokens = B * T;
+    t->B = B;
+    t->T = T;
     if (m->ops->trainer_new_multi(&t->impl, m, adapters, n_adapters, B, T, err) < 0) {
         free(t);
         return -1;
@@ -255,10 +260,18 @@ size_t model_trainer_arena_bytes(const model_trainer *t) {
     return t->ops->trainer_arena_bytes(t->impl);
 }
 
+int model_trainer_batch(const model_trainer *t) {
+    return t->B;
+}
+
+int model_trainer_seq_len(const model_trainer *t) {
+    return t->T;
+}
+
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
-                       uint64_t dropout_seed, model_step *out, lp_err *err) {
+                       uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err) {
     if (check_tokens(t, inputs, targets, err) < 0) return -1;
-    return t->ops->trainer_step(t->impl, inputs, targets, grad_scale, dropout_seed, out, err);
+    return t->ops->trainer_step(t->impl, inputs, targets, grad_scale, seed, first_seq, out, err);
 }
 
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {

@@ -70,11 +70,14 @@ int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int 
                       lp_err *err);
 void model_trainer_free(model_trainer *t);
 size_t model_trainer_arena_bytes(const model_trainer *t);
+int model_trainer_batch(const model_trainer *t);   /* B */
+int model_trainer_seq_len(const model_trainer *t); /* T */
 /* Forward and loss on inputs/targets [B*T] (targets < 0 are ignored). If grad_scale != 0,
  * also backward: the gradients of grad_scale * (sum of token losses) are ADDED to
- * a->grads. dropout_seed makes the LoRA dropout masks reproducible. */
+ * a->grads. The micro-batch's sequences are global sequences first_seq .. first_seq + B - 1 of
+ * the job; with the job's seed they define the LoRA dropout masks. */
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
-                       uint64_t dropout_seed, model_step *out, lp_err *err);
+                       uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err);
 /* Mixed-task batches: several adapters train in one batch, each on its own sequences. Sequence b
  * of a micro-batch belongs to adapters[adapter_of[b]]; sequences must be grouped by adapter in
  * adapter order, and an adapter may have none in a given micro-batch. Each adapter's gradients

@@ -11,7 +11,7 @@ typedef struct model_family_ops {
     void (*trainer_free)(void *impl);
     size_t (*trainer_arena_bytes)(const void *impl);
     int (*trainer_step)(void *impl, const int *inputs, const int *targets, float grad_scale,
-                        uint64_t dropout_seed, model_step *out, lp_err *err);
+                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err);
     int (*trainer_logits)(void *impl, const int *inputs, float *logits, lp_err *err);
     double (*train_flops)(const model *m, const lora_adapter *a, int B, int T);
     /* several adapters in one batch (optional: NULL where a family has not implemented it) */

@@ -11,16 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-typedef enum key_type { K_INT, K_FLOAT, K_BOOL, K_STRING, K_U64 } key_type;
-
-typedef struct job_key {
-    const char *name;
-    key_type type;
-    size_t offset;
-    size_t size; /* for strings */
-    const char *help;
-} job_key;
-
 #define INT_KEY(f, h)                                                                              \
     { #f, K_INT, offsetof(job, f), 0, h }
 #define FLOAT_KEY(f, h)                                                                            \
@@ -69,6 +59,11 @@ static const job_key KEYS[] = {
     FLOAT_KEY(val_fraction, "data: share of documents held out for validation (0: none)"),
 };
 #define N_KEYS (sizeof KEYS / sizeof KEYS[0])
+
+const job_key *job_keys(size_t *n) {
+    *n = N_KEYS;
+    return KEYS;
+}
 
 void job_defaults(job *j) {
     memset(j, 0, sizeof *j);

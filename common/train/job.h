@@ -59,6 +59,22 @@ typedef struct job {
     float val_fraction;      /* share of documents held out for validation */
 } job;
 
+/* The table every setting is one row of: its name (the job file's, the flag's with '-' for '_',
+ * the variable's upper-cased after LORAPS_), its type and where it lives in struct job. Code that
+ * moves a job elsewhere (the wire's JobSpec: net/jobspec.c) walks this table, so a new setting
+ * is one row here. */
+typedef enum key_type { K_INT, K_FLOAT, K_BOOL, K_STRING, K_U64 } key_type;
+
+typedef struct job_key {
+    const char *name;
+    key_type type;
+    size_t offset;
+    size_t size; /* for strings */
+    const char *help;
+} job_key;
+
+const job_key *job_keys(size_t *n);
+
 void job_defaults(job *j);
 /* Sets one key from text. The key is the table's name ("lora_alpha"), or its flag spelling
  * ("lora-alpha"). */

@@ -4,6 +4,7 @@
 #include "dataset.h"
 #include "ops.h"
 #include "rng.h"
+#include "train_step.h"
 #include "val_pass.h"
 
 #include <math.h>
@@ -71,22 +72,10 @@ int local_train_source(const job *j, const model *m, lora_adapter *a, data_sourc
         uint64_t first = (uint64_t)step * j->grad_accum * B;
         rc = data_source_batch(src, DS_TRAIN, first, j->grad_accum * B, T, inputs, targets, err);
         if (rc) break;
-        /* The step's loss is the mean over all its counted tokens, so every micro-batch's
-         * gradient is scaled by the same 1 / (tokens of the whole step). */
-        long counted = 0;
-        for (size_t i = 0; i < n; i++) counted += targets[i] >= 0;
-        float grad_scale = counted ? 1.0f / (float)counted : 0.0f;
-        lora_adapter_zero_grad(a);
-        double loss_sum = 0;
-        for (int micro = 0; micro < j->grad_accum && rc == 0; micro++) {
-            model_step s;
-            size_t off = (size_t)micro * B * T;
-            uint64_t seed = rng_mix(j->seed, (uint64_t)step * j->grad_accum + micro);
-            rc = model_trainer_step(t, inputs + off, targets + off, grad_scale, seed, &s, err);
-            loss_sum += s.loss_sum;
-        }
-        if (rc) break;
-        double sq = sum_of_squares(a->grads, a->n_params);
+        train_batch batch = {inputs, targets, j->grad_accum, first, j->seed};
+        train_result r;
+        if ((rc = train_step(t, a, &batch, &r, err)) != 0) break;
+        double sq = r.grad_sum_sq;
         float clip = clip_factor(sq, j->max_grad_norm);
         if (clip != 1.0f)
             for (size_t i = 0; i < a->n_params; i++) a->grads[i] *= clip;
@@ -95,8 +84,8 @@ int local_train_source(const job *j, const model *m, lora_adapter *a, data_sourc
         if (on_step) {
             double t1 = now_seconds();
             p.step = step + 1, p.total_steps = steps;
-            p.loss = counted ? loss_sum / counted : 0;
-            p.lr = lr, p.grad_norm = (float)sqrt(sq), p.tokens = counted;
+            p.loss = r.loss_sum / (double)r.n_tokens;
+            p.lr = lr, p.grad_norm = (float)sqrt(sq), p.tokens = (long)r.n_tokens;
             p.step_seconds = t1 - t0, p.elapsed_seconds = t1 - start;
             on_step(&p, ctx);
         }

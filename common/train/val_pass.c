@@ -22,7 +22,7 @@ int val_pass(model_trainer *t, data_source *src, int B, int T, int rank, int n_r
         /* a last, partial micro-batch: the rows past it count no tokens */
         for (size_t i = (size_t)n * T; i < (size_t)B * T; i++) inputs[i] = 0, targets[i] = -1;
         model_step s;
-        if (model_trainer_step(t, inputs, targets, 0.0f, 0, &s, err) < 0)
+        if (model_trainer_step(t, inputs, targets, 0.0f, 0, 0, &s, err) < 0)
             return lp_wrap(err, "validation");
         out->loss_sum += s.loss_sum;
         out->n_tokens += (uint64_t)s.n_tokens;

@@ -59,7 +59,7 @@ static void train_and_check(model *m) {
     for (int step = 0; step < STEPS; step++) {
         lora_adapter_zero_grad(&a);
         model_step s;
-        assert_int_equal(model_trainer_step(t, inputs, targets, 1.0f / (B * T), 1, &s, &err), 0);
+        assert_int_equal(model_trainer_step(t, inputs, targets, 1.0f / (B * T), 1, 0, &s, &err), 0);
         assert_int_equal(s.n_tokens, B * T);
         double loss = s.loss_sum / s.n_tokens;
         assert_true(isfinite(loss));

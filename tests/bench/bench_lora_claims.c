@@ -61,7 +61,7 @@ static double time_steps(model_trainer *t, lora_adapter *a, float *params, float
         memset(grads, 0, n * sizeof(float));
         lora_adapter_zero_grad(a);
         model_step out;
-        if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) die("step", &err);
+        if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, 0, &out, &err) < 0) die("step", &err);
         adamw_update(params, grads, mom, vel, n, 1e-5f, &opt, s + 1);
         double dt = bench_now() - t0;
         if (s > 0 && dt < best) best = dt;

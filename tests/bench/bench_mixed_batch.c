@@ -90,7 +90,7 @@ int main(int argc, char **argv) {
             model_step out;
             /* the single-task trainer is bound to adapter 0; the work is the same for any */
             if (model_trainer_step(one, in + (size_t)k * B * T, tg + (size_t)k * B * T, scales[k],
-                                   1, &out, &err) < 0)
+                                   1, 0, &out, &err) < 0)
                 die("step", &err);
         }
         double t1 = bench_now();

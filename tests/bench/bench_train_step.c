@@ -85,7 +85,7 @@ int main(int argc, char **argv) {
         double t0 = bench_now();
         model_step out;
         lora_adapter_zero_grad(&a);
-        if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &out, &err) < 0) {
+        if (model_trainer_step(t, in, tg, 1.0f / (B * T), 1, 0, &out, &err) < 0) {
             fprintf(stderr, "bench_train_step: error: %s\n", err.msg);
             return 1;
         }

@@ -13,6 +13,7 @@
  * LoRA config built over fixed modules) and the placement as a shard map. */
 #include "fuzz_util.h"
 #include "job.h"
+#include "jobspec.h"
 #include "lora_targets.h"
 #include "shard_map.h"
 #include "wire.h"
@@ -79,38 +80,9 @@ static void setup(void) {
 static void take_welcome(const Loraps__Welcome *wel) {
     lp_err err;
     if (wel->job) {
-        const Loraps__JobSpec *js = wel->job;
         job j;
-        job_defaults(&j);
-        j.r = (int)js->r;
-        j.lora_alpha = js->lora_alpha;
-        j.lora_dropout = js->lora_dropout;
-        j.use_rslora = js->use_rslora;
-        snprintf(j.target_modules, sizeof j.target_modules, "%s", js->target_modules);
-        snprintf(j.rank_pattern, sizeof j.rank_pattern, "%s", js->rank_pattern);
-        snprintf(j.alpha_pattern, sizeof j.alpha_pattern, "%s", js->alpha_pattern);
-        j.lr = js->lr;
-        j.adam_beta1 = js->adam_beta1;
-        j.adam_beta2 = js->adam_beta2;
-        j.adam_epsilon = js->adam_epsilon;
-        j.weight_decay = js->weight_decay;
-        j.seed = js->seed;
-        j.threads = (int)js->threads;
-        j.max_grad_norm = js->max_grad_norm;
-        snprintf(j.lr_scheduler, sizeof j.lr_scheduler, "%s", js->lr_scheduler);
-        j.warmup_steps = (int)js->warmup_steps;
-        j.micro_batch = (int)js->micro_batch;
-        j.seq_len = (int)js->seq_len;
-        j.grad_accum = (int)js->grad_accum;
-        j.max_steps = (int)js->max_steps;
-        snprintf(j.mode, sizeof j.mode, "%s", js->mode);
-        j.staleness = (int)js->staleness;
-        j.workers = (int)js->workers;
-        snprintf(j.wire_dtype, sizeof j.wire_dtype, "%s", wire_dtype_name(js->wire_dtype));
-        j.heartbeat_ms = (int)js->heartbeat_ms;
-        j.heartbeat_timeout_ms = (int)js->heartbeat_timeout_ms;
         lora_config lc;
-        int ok = job_validate(&j, &err) == 0 && job_lora_config(&j, &lc, &err) == 0;
+        int ok = jobspec_to_job(wel->job, &j, &err) == 0 && job_lora_config(&j, &lc, &err) == 0;
         if (ok) {
             lora_adapter a;
             ok = lora_adapter_build(&a, &lc, modules, 4, &err) == 0;

@@ -105,7 +105,7 @@ typedef struct runner {
 static double step(runner *r, float grad_scale, uint64_t seed) {
     model_step st = {0};
     lp_err err = {0};
-    check_ok(model_trainer_step(r->tr, r->inputs, r->targets, grad_scale, seed, &st, &err), &err,
+    check_ok(model_trainer_step(r->tr, r->inputs, r->targets, grad_scale, seed, 0, &st, &err), &err,
              "model_trainer_step");
     assert_int_equal(st.n_tokens, r->n_tokens);
     assert_true(isfinite(st.loss_sum));

@@ -99,7 +99,7 @@ static void test_model_weight_grads_match_lora_grads(void **state) {
     assert_int_equal(model_trainer_full_grads(t, &full, &n_full, &err), 0);
     model_step s;
     lora_adapter_zero_grad(&a);
-    assert_int_equal(model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &s, &err), 0);
+    assert_int_equal(model_trainer_step(t, in, tg, 1.0f / (B * T), 1, 0, &s, &err), 0);
 
     size_t offset = 0;
     double worst = 0;
@@ -189,7 +189,7 @@ static double loss_with(const char *tensor, size_t index, float delta, const int
     model_trainer *t;
     assert_int_equal(model_trainer_new(&t, m, &a, B, T, &err), 0);
     model_step s;
-    assert_int_equal(model_trainer_step(t, in, tg, 0.0f, 1, &s, &err), 0);
+    assert_int_equal(model_trainer_step(t, in, tg, 0.0f, 1, 0, &s, &err), 0);
     model_trainer_free(t);
     lora_adapter_free(&a);
     model_free(m);
@@ -219,7 +219,7 @@ static void test_bias_and_head_grads_by_finite_differences(void **state) {
     size_t n_full;
     assert_int_equal(model_trainer_full_grads(t, &full, &n_full, &err), 0);
     model_step s;
-    assert_int_equal(model_trainer_step(t, in, tg, 1.0f / (B * T), 1, &s, &err), 0);
+    assert_int_equal(model_trainer_step(t, in, tg, 1.0f / (B * T), 1, 0, &s, &err), 0);
     /* where each module's bias sits in the buffer: after its weight */
     size_t off = 0, bias_of[8];
     for (int i = 0; i < n_mods; i++) {

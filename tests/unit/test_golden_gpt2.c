@@ -100,7 +100,7 @@ static void run_case(const char *name) {
     float *ref_loss = read_f32(&g, "loss", 1);
     lora_adapter_zero_grad(&a);
     model_step st = {0};
-    check_ok(model_trainer_step(tr, inputs, targets, 1.0f / (float)n_valid, 0, &st, &err), &err,
+    check_ok(model_trainer_step(tr, inputs, targets, 1.0f / (float)n_valid, 0, 0, &st, &err), &err,
              "model_trainer_step");
     double loss = st.loss_sum / st.n_tokens;
     double loss_rel = fabs(loss - ref_loss[0]) / fabs(ref_loss[0]);
@@ -110,11 +110,11 @@ static void run_case(const char *name) {
 
     /* The contract: gradients are ADDED, and grad_scale 0 runs no backward. */
     model_step st0 = {0};
-    check_ok(model_trainer_step(tr, inputs, targets, 0.0f, 0, &st0, &err), &err,
+    check_ok(model_trainer_step(tr, inputs, targets, 0.0f, 0, 0, &st0, &err), &err,
              "model_trainer_step (forward only)");
     double rel0 = compare_grads(&g, &a, 1.0, "after a grad_scale 0 step:", 0);
     model_step st2 = {0};
-    check_ok(model_trainer_step(tr, inputs, targets, 1.0f / (float)n_valid, 0, &st2, &err), &err,
+    check_ok(model_trainer_step(tr, inputs, targets, 1.0f / (float)n_valid, 0, 0, &st2, &err), &err,
              "model_trainer_step (accumulate)");
     double rel2 = compare_grads(&g, &a, 2.0, "after a second step (2x):", 0);
 

@@ -69,7 +69,7 @@ static model_step alone(lora_adapter *a, const int *in, const int *tg, int n_seq
     assert_int_equal(model_trainer_new(&t, m, a, n_seq, T, &err), 0);
     lora_adapter_zero_grad(a);
     model_step s;
-    assert_int_equal(model_trainer_step(t, in, tg, scale, 1, &s, &err), 0);
+    assert_int_equal(model_trainer_step(t, in, tg, scale, 1, 0, &s, &err), 0);
     model_trainer_free(t);
     return s;
 }
