@@ -1,8 +1,8 @@
 #include "arena.h"
 
-float *arena_carve(arena_carver *c, size_t n) {
-    if (n == 0) return NULL; /* an unused buffer must not alias the next one */
-    float *p = c->base ? c->base + c->used : NULL;
-    c->used += (n + 15) & ~(size_t)15; /* keep every buffer 64-byte aligned */
+void *arena_carve(arena_carver *c, size_t bytes) {
+    if (bytes == 0) return NULL; /* an unused buffer must not alias the next one */
+    void *p = c->base ? c->base + c->used : NULL;
+    c->used += (bytes + 255) & ~(size_t)255;
     return p;
 }

@@ -7,11 +7,12 @@
 #include <stddef.h>
 
 typedef struct arena_carver {
-    float *base; /* NULL: count only */
-    size_t used; /* floats handed out so far */
+    char *base;  /* NULL: count only */
+    size_t used; /* bytes handed out so far */
 } arena_carver;
 
-/* The next n floats (64-byte aligned); NULL while counting or for n = 0. */
-float *arena_carve(arena_carver *c, size_t n);
+/* The next `bytes` (256-byte aligned, for every device's vector loads); NULL while counting or
+ * for 0 bytes. */
+void *arena_carve(arena_carver *c, size_t bytes);
 
 #endif

@@ -1,136 +1,132 @@
 /* GPT-2 inference with a KV cache: each call feeds n new tokens (a whole prompt, or one
- * generated token), runs them through every layer as an n-row batch, appends their keys and
- * values to the cache, and returns the logits after the last token. LoRA branches are applied
- * unmerged, exactly as in training (no dropout). */
+ * generated token), runs them through every layer in chunks of SESSION_CHUNK rows, appends
+ * their keys and values to the cache, and returns the logits after the last token. LoRA branches
+ * are applied unmerged, exactly as in training (no dropout). */
 #include "gpt2_internal.h"
+#include "trainer_core.h"
 
-#include <omp.h>
 #include <stdlib.h>
 #include <string.h>
 
+#define SESSION_CHUNK 64
+
 typedef struct gpt2_session {
+    trainer_core core; /* B = 1 sequence of up to SESSION_CHUNK rows at a time */
     const gpt2 *g;
-    const lora_adapter *a;
-    const lora_site **site_of; /* per module */
-    int max_len, len, slots;
-    float *kcache, *vcache; /* [n_layer][max_len][C] */
-    float *x, *ln, *mean, *rstd, *qkv, *atty, *proj, *fch, *fch_gelu, *lora_h, *scratch;
+    int max_len, len;
+    act *kcache, *vcache; /* [n_layer][max_len][C] */
+    act *x, *ln, *qkv, *atty, *proj, *fch, *fch_gelu;
+    float *mean, *rstd, *logits;
 } gpt2_session;
+
+static void session_carve(void *impl, arena_carver *cv) {
+    gpt2_session *s = impl;
+    trainer_core *c = &s->core;
+    size_t C = (size_t)s->g->cfg.n_embd, L = (size_t)s->g->cfg.n_layer, M = (size_t)s->max_len;
+    size_t CH = SESSION_CHUNK;
+    trainer_core_carve(c, cv);
+    s->kcache = carve_act(c, cv, L * M * C);
+    s->vcache = carve_act(c, cv, L * M * C);
+    s->x = carve_act(c, cv, CH * C);
+    s->ln = carve_act(c, cv, CH * C);
+    s->qkv = carve_act(c, cv, CH * 3 * C);
+    s->atty = carve_act(c, cv, CH * C);
+    s->proj = carve_act(c, cv, CH * C);
+    s->fch = carve_act(c, cv, CH * 4 * C);
+    s->fch_gelu = carve_act(c, cv, CH * 4 * C);
+    s->mean = carve_f32(cv, CH);
+    s->rstd = carve_f32(cv, CH);
+    s->logits = carve_f32(cv, (size_t)s->g->cfg.vocab_size);
+}
 
 void gpt2_session_free(void *impl) {
     gpt2_session *s = impl;
     if (!s) return;
-    free(s->site_of);
-    free(s->kcache);
-    free(s->vcache);
-    free(s->x);
-    free(s->ln);
-    free(s->mean);
-    free(s->rstd);
-    free(s->qkv);
-    free(s->atty);
-    free(s->proj);
-    free(s->fch);
-    free(s->fch_gelu);
-    free(s->lora_h);
-    free(s->scratch);
+    trainer_core_free(&s->core);
     free(s);
 }
 
 int gpt2_session_new(void **impl, const model *m, const lora_adapter *a, int max_len, lp_err *err) {
     gpt2_session *s = calloc(1, sizeof *s);
+    if (!s) return lp_fail(err, "out of memory");
     s->g = m->family;
-    s->a = a;
     s->max_len = max_len;
-    s->slots = omp_get_max_threads();
-    s->site_of = calloc((size_t)m->n_modules, sizeof *s->site_of);
-    int max_r = 1;
-    for (int i = 0; a && i < a->n_sites; i++) {
-        const lora_site *site = &a->sites[i];
-        if (site->module >= m->n_modules || site->in != m->modules[site->module].in ||
-            site->out != m->modules[site->module].out) {
-            gpt2_session_free(s);
-            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
-        }
-        s->site_of[site->module] = site;
-        if (site->r > max_r) max_r = site->r;
-    }
-    size_t C = (size_t)s->g->cfg.n_embd, L = (size_t)s->g->cfg.n_layer, N = (size_t)max_len;
-    s->kcache = malloc(L * N * C * sizeof(float));
-    s->vcache = malloc(L * N * C * sizeof(float));
-    s->x = malloc(N * C * sizeof(float));
-    s->ln = malloc(N * C * sizeof(float));
-    s->mean = malloc(N * sizeof(float));
-    s->rstd = malloc(N * sizeof(float));
-    s->qkv = malloc(N * 3 * C * sizeof(float));
-    s->atty = malloc(N * C * sizeof(float));
-    s->proj = malloc(N * C * sizeof(float));
-    s->fch = malloc(N * 4 * C * sizeof(float));
-    s->fch_gelu = malloc(N * 4 * C * sizeof(float));
-    s->lora_h = malloc(N * (size_t)max_r * sizeof(float));
-    s->scratch = malloc((size_t)s->slots * N * N * sizeof(float));
-    if (!s->kcache || !s->vcache || !s->x || !s->fch || !s->fch_gelu || !s->scratch) {
+    const gpt2_config *c = &s->g->cfg;
+    ops_limits lim = {.max_rows = SESSION_CHUNK,
+                      .max_T = SESSION_CHUNK,
+                      .max_heads = c->n_head,
+                      .head_dim = c->n_embd / c->n_head,
+                      .max_kv = max_len,
+                      .vocab = c->vocab_size,
+                      .max_matrix = m->max_bf16};
+    lora_adapter *adapters[1] = {(lora_adapter *)a}; /* forward only: never written */
+    if (trainer_core_init(&s->core, m, adapters, a ? 1 : 0, 1, SESSION_CHUNK, &lim, err) < 0 ||
+        trainer_core_alloc_arena(&s->core, session_carve, s, err) < 0 ||
+        trainer_core_load_params(&s->core, err) < 0) {
         gpt2_session_free(s);
-        return lp_fail(err, "out of memory for a %d-token KV cache", max_len);
+        return lp_wrap(err, "a %d-token session", max_len);
     }
     *impl = s;
     return 0;
 }
 
-/* A frozen linear layer plus, where the adapter has a site, its LoRA branch. */
-static void linear(const gpt2_session *s, int module, float *out, const float *inp,
-                   const float *weight, const float *bias, int n, int IC, int OC) {
-    matmul_forward(out, inp, weight, W_IN_OUT, bias, n, IC, OC);
-    const lora_site *site = s->site_of[module];
-    if (!site) return;
-    lora_segment seg = {.row0 = 0,
-                        .rows = n,
-                        .r = site->r,
-                        .scale = site->scale,
-                        .A = s->a->params + site->a_offset,
-                        .B = s->a->params + site->b_offset};
-    lora_forward(out, s->lora_h, inp, &seg, 1, IC, OC, site->r);
+/* n <= SESSION_CHUNK tokens at positions s->len..: their keys and values join the cache; the
+ * residual stream of the last one ends in the last row of s->x. */
+static void session_chunk(gpt2_session *s, const int *tokens, int n) {
+    trainer_core *c = &s->core;
+    ops_ctx *x = c->ctx;
+    const gpt2 *g = s->g;
+    const gpt2_config *cfg = &g->cfg;
+    int C = cfg->n_embd, NH = cfg->n_head, pos0 = s->len;
+    float eps = cfg->layer_norm_epsilon;
+    trainer_core_begin_rows(c, tokens, n);
+    encoder_forward(x, s->x, c->tokens, &g->wte, &g->wpe, 1, n, pos0, C);
+    for (int l = 0; l < cfg->n_layer; l++) {
+        const gpt2_layer *w = &g->layers[l];
+        int mod = l * MODS_PER_LAYER;
+        act *kc = act_at(x, s->kcache, (size_t)l * s->max_len * C);
+        act *vc = act_at(x, s->vcache, (size_t)l * s->max_len * C);
+        layernorm_forward(x, s->ln, s->mean, s->rstd, s->x, &w->ln1_w, &w->ln1_b, n, C, eps);
+        lora_linear_forward(c, mod + MOD_QKV, s->qkv, s->ln, &w->qkv_w, W_IN_OUT, &w->qkv_b, C,
+                            3 * C);
+        for (int i = 0; i < n; i++) {
+            const act *row = act_at(x, (const act *)s->qkv, (size_t)i * 3 * C);
+            ops_copy_act(x, act_at(x, kc, (size_t)(pos0 + i) * C), act_at(x, row, C), (size_t)C);
+            ops_copy_act(x, act_at(x, vc, (size_t)(pos0 + i) * C), act_at(x, row, 2 * C),
+                         (size_t)C);
+        }
+        attention_cached(x, s->atty, s->qkv, 3 * C, kc, vc, C, n, pos0, NH, NH, C / NH);
+        lora_linear_forward(c, mod + MOD_ATTN_PROJ, s->proj, s->atty, &w->attn_proj_w, W_IN_OUT,
+                            &w->attn_proj_b, C, C);
+        residual_forward(x, s->x, s->x, s->proj, n * C);
+        layernorm_forward(x, s->ln, s->mean, s->rstd, s->x, &w->ln2_w, &w->ln2_b, n, C, eps);
+        lora_linear_forward(c, mod + MOD_FC, s->fch, s->ln, &w->fc_w, W_IN_OUT, &w->fc_b, C, 4 * C);
+        gelu_forward(x, s->fch_gelu, s->fch, n * 4 * C);
+        lora_linear_forward(c, mod + MOD_FC_PROJ, s->proj, s->fch_gelu, &w->fc_proj_w, W_IN_OUT,
+                            &w->fc_proj_b, 4 * C, C);
+        residual_forward(x, s->x, s->x, s->proj, n * C);
+    }
+    s->len += n;
 }
 
 int gpt2_session_feed(void *impl, const int *tokens, int n, float *logits, lp_err *err) {
     gpt2_session *s = impl;
-    const gpt2 *g = s->g;
-    const gpt2_config *c = &g->cfg;
-    int C = c->n_embd, NH = c->n_head, pos0 = s->len;
-    float eps = c->layer_norm_epsilon;
-    if (pos0 + n > s->max_len)
-        return lp_fail(err, "the sequence would be %d tokens, past this session's %d", pos0 + n,
+    const gpt2_config *cfg = &s->g->cfg;
+    int C = cfg->n_embd;
+    if (s->len + n > s->max_len)
+        return lp_fail(err, "the sequence would be %d tokens, past this session's %d", s->len + n,
                        s->max_len);
-    /* positions pos0 .. pos0+n-1: the position table starts at row pos0 */
-    encoder_forward(s->x, tokens, g->wte, g->wpe + (size_t)pos0 * C, 1, n, C);
-    for (int l = 0; l < c->n_layer; l++) {
-        const gpt2_layer *w = &g->layers[l];
-        int mod = l * MODS_PER_LAYER;
-        float *kc = s->kcache + (size_t)l * s->max_len * C,
-              *vc = s->vcache + (size_t)l * s->max_len * C;
-        layernorm_forward(s->ln, s->mean, s->rstd, s->x, w->ln1_w, w->ln1_b, n, C, eps);
-        linear(s, mod + MOD_QKV, s->qkv, s->ln, w->qkv_w, w->qkv_b, n, C, 3 * C);
-        for (int i = 0; i < n; i++) {
-            memcpy(kc + (size_t)(pos0 + i) * C, s->qkv + (size_t)i * 3 * C + C, C * sizeof(float));
-            memcpy(vc + (size_t)(pos0 + i) * C, s->qkv + (size_t)i * 3 * C + 2 * C,
-                   C * sizeof(float));
-        }
-        attention_cached(s->atty, s->scratch, s->slots, s->qkv, 3 * C, kc, vc, C, n, pos0, NH, NH,
-                         C / NH);
-        linear(s, mod + MOD_ATTN_PROJ, s->proj, s->atty, w->attn_proj_w, w->attn_proj_b, n, C, C);
-        residual_forward(s->x, s->x, s->proj, n * C);
-        layernorm_forward(s->ln, s->mean, s->rstd, s->x, w->ln2_w, w->ln2_b, n, C, eps);
-        linear(s, mod + MOD_FC, s->fch, s->ln, w->fc_w, w->fc_b, n, C, 4 * C);
-        gelu_forward(s->fch_gelu, s->fch, n * 4 * C);
-        linear(s, mod + MOD_FC_PROJ, s->proj, s->fch_gelu, w->fc_proj_w, w->fc_proj_b, n, 4 * C, C);
-        residual_forward(s->x, s->x, s->proj, n * C);
+    int last = 0;
+    for (int done = 0; done < n; done += last) {
+        last = n - done < SESSION_CHUNK ? n - done : SESSION_CHUNK;
+        session_chunk(s, tokens + done, last);
     }
     /* only the last token's logits are asked for */
-    const float *last = s->x + (size_t)(n - 1) * C;
-    layernorm_forward(s->ln, s->mean, s->rstd, last, g->lnf_w, g->lnf_b, 1, C, eps);
-    matmul_forward(logits, s->ln, g->lm_head, W_OUT_IN, NULL, 1, C, c->vocab_size);
-    s->len += n;
-    return 0;
+    ops_ctx *x = s->core.ctx;
+    const act *row = act_at(x, (const act *)s->x, (size_t)(last - 1) * C);
+    layernorm_forward(x, s->ln, s->mean, s->rstd, row, &s->g->lnf_w, &s->g->lnf_b, 1, C,
+                      cfg->layer_norm_epsilon);
+    return trainer_core_last_logits(&s->core, s->ln, s->g->lm_head, s->logits, logits, err);
 }
 
 int gpt2_session_length(const void *impl) {

@@ -9,13 +9,14 @@
 enum { MOD_QKV, MOD_ATTN_PROJ, MOD_FC, MOD_FC_PROJ, MODS_PER_LAYER };
 
 typedef struct gpt2_layer {
-    const float *ln1_w, *ln1_b, *qkv_w, *qkv_b, *attn_proj_w, *attn_proj_b;
-    const float *ln2_w, *ln2_b, *fc_w, *fc_b, *fc_proj_w, *fc_proj_b;
+    weight ln1_w, ln1_b, qkv_w, qkv_b, attn_proj_w, attn_proj_b;
+    weight ln2_w, ln2_b, fc_w, fc_b, fc_proj_w, fc_proj_b;
 } gpt2_layer;
 
 typedef struct gpt2 {
     gpt2_config cfg;
-    const float *wte, *wpe, *lnf_w, *lnf_b, *lm_head; /* lm_head == wte when tied */
+    weight wte, wpe, lnf_w, lnf_b, lm_head_own;
+    const weight *lm_head; /* &wte when tied, else &lm_head_own */
     gpt2_layer *layers;
 } gpt2;
 

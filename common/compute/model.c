@@ -1,32 +1,22 @@
-/* The model interface: builds a family over a weight source and dispatches to it. Everything
- * families share (the weight source, module list, fingerprint) is kept here. */
+/* The model interface: builds a family over a weight source, places its weights on a device and
+ * dispatches to the family. Everything families share (the weight source, the weights' slots,
+ * module list, fingerprint) is kept here. */
 #include "model_family.h"
 
 #include "hash.h"
+#include "trainer_core.h"
 
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-struct model_trainer {
-    const model_family_ops *ops;
-    void *impl;
-    int vocab_size, n_tokens; /* for checking inputs before any family sees them */
-    int B, T;
-};
+/* ---- building ------------------------------------------------------------------------------- */
 
-static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
-                        lp_err *err) {
-    for (int i = 0; i < t->n_tokens; i++) {
-        if (inputs[i] < 0 || inputs[i] >= t->vocab_size)
-            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
-                           inputs[i], i, t->vocab_size);
-        if (targets && targets[i] >= t->vocab_size)
-            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
-                           targets[i], i, t->vocab_size);
-    }
-    return 0;
+/* Whether BF16 frozen matrices stay bf16 on the CPU rather than being widened at load. */
+static int keep_bf16_from_env(void) {
+    const char *v = getenv("LORAPS_BF16_WEIGHTS");
+    return !(v && !strcmp(v, "f32"));
 }
 
 static int model_build(model **out, const char *type, weight_source src,
@@ -38,6 +28,8 @@ static int model_build(model **out, const char *type, weight_source src,
         return lp_fail(err, "out of memory");
     }
     m->src = src;
+    m->dev = device_cpu();
+    m->keep_bf16 = keep_bf16_from_env();
     m->fingerprint = hash64(HASH64_INIT, type, strlen(type));
     if (build(m, cfg, err) < 0) {
         model_free(m);
@@ -65,13 +57,18 @@ int model_build_llama(model **out, const llama_config *c, weight_source src, lp_
 
 void model_free(model *m) {
     if (!m) return;
+    for (int i = 0; i < m->n_placed; i++) device_free(m->dev, m->placed[i]);
+    free(m->placed);
     if (m->ops && m->family) m->ops->free_family(m->family);
     for (int i = 0; i < m->n_owned; i++) free(m->owned[i]);
     free(m->owned);
+    free(m->slots);
     free(m->modules);
     if (m->src.release) m->src.release(m->src.ctx);
     free(m);
 }
+
+/* ---- the weights ---------------------------------------------------------------------------- */
 
 static void shape_text(char *buf, size_t size, const int64_t *shape, int ndim) {
     buf[0] = 0;
@@ -80,8 +77,9 @@ static void shape_text(char *buf, size_t size, const int64_t *shape, int ndim) {
                  (long long)shape[i]);
 }
 
-int model_weight_view(model *m, const char *prefix, const char *name, int64_t rows, int64_t cols,
-                      weight_view *t, lp_err *err) {
+/* The tensor from the source, checked against the shape the family expects, and hashed. */
+static int find_weight(model *m, const char *prefix, const char *name, int64_t rows, int64_t cols,
+                       weight_view *t, lp_err *err) {
     if (m->src.find(m->src.ctx, prefix, name, rows, cols, t) != 0)
         return lp_fail(err, "model weights: tensor '%s' is missing", name);
     int ndim = cols ? 2 : 1;
@@ -102,38 +100,114 @@ int model_weight_view(model *m, const char *prefix, const char *name, int64_t ro
     return 0;
 }
 
-const float *model_weight_f32(model *m, const char *name, const weight_view *t, lp_err *err) {
-    size_t numel = (size_t)t->shape[0] * (size_t)(t->ndim == 2 ? t->shape[1] : 1);
-    m->weight_bytes += numel * sizeof(float);
-    if (t->dtype == DT_F32 && (uintptr_t)t->data % sizeof(float) == 0) return t->data;
-    float *copy = malloc(numel * sizeof(float));
-    if (!copy) {
-        lp_fail(err, "out of memory converting '%s'", name);
-        return NULL;
-    }
-    if (dtype_to_f32(t->data, t->dtype, copy, numel) != 0) {
-        free(copy);
-        lp_fail(err, "model weights: tensor '%s' is %s, not a float type", name,
-                dtype_name(t->dtype));
-        return NULL;
-    }
-    float **owned = realloc(m->owned, (size_t)(m->n_owned + 1) * sizeof *m->owned);
-    if (!owned) {
-        free(copy);
-        lp_fail(err, "out of memory");
-        return NULL;
-    }
-    m->owned = owned;
-    m->owned[m->n_owned++] = copy;
-    return copy;
+static int remember(void ***list, int *n, void *p) {
+    void **grown = realloc(*list, (size_t)(*n + 1) * sizeof *grown);
+    if (!grown) return -1;
+    *list = grown;
+    grown[(*n)++] = p;
+    return 0;
 }
 
-const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
-                          int64_t cols, lp_err *err) {
-    weight_view t;
-    if (model_weight_view(m, prefix, name, rows, cols, &t, err) < 0) return NULL;
-    return model_weight_f32(m, name, &t, err);
+static int add_slot(model *m, weight *w, weight_kind kind, int64_t rows, int64_t cols) {
+    if (m->n_slots == m->cap_slots) {
+        int cap = m->cap_slots ? 2 * m->cap_slots : 64;
+        weight_slot *grown = realloc(m->slots, (size_t)cap * sizeof *grown);
+        if (!grown) return -1;
+        m->slots = grown;
+        m->cap_slots = cap;
+    }
+    m->slots[m->n_slots++] = (weight_slot){w, kind, rows, cols};
+    return 0;
 }
+
+/* The tensor as f32: in place when stored as aligned F32, else a converted copy. */
+static int as_f32(model *m, weight *w, const weight_view *t, const char *name, lp_err *err) {
+    size_t numel = w->numel;
+    if (t->dtype == DT_F32 && (uintptr_t)t->data % sizeof(float) == 0) {
+        w->data = t->data;
+        return 0;
+    }
+    float *copy = malloc(numel * sizeof(float));
+    if (!copy) return lp_fail(err, "out of memory converting '%s'", name);
+    if (dtype_to_f32(t->data, t->dtype, copy, numel) != 0) {
+        free(copy);
+        return lp_fail(err, "model weights: tensor '%s' is %s, not a float type", name,
+                       dtype_name(t->dtype));
+    }
+    if (remember((void ***)&m->owned, &m->n_owned, copy) < 0) {
+        free(copy);
+        return lp_fail(err, "out of memory");
+    }
+    w->data = copy;
+    return 0;
+}
+
+int model_weight(model *m, weight *w, weight_kind kind, const char *prefix, const char *name,
+                 int64_t rows, int64_t cols, lp_err *err) {
+    weight_view t;
+    if (find_weight(m, prefix, name, rows, cols, &t, err) < 0) return -1;
+    w->numel = (size_t)rows * (size_t)(cols ? cols : 1);
+    if (add_slot(m, w, kind, rows, cols) < 0) return lp_fail(err, "out of memory");
+    if (kind == WK_MATRIX && m->keep_bf16 && t.dtype == DT_BF16 && ((uintptr_t)t.data & 1) == 0) {
+        w->data = t.data;
+        w->dtype = DT_BF16;
+        m->weight_bytes += t.nbytes;
+        if (w->numel > m->max_bf16) m->max_bf16 = w->numel;
+        return 0;
+    }
+    w->dtype = DT_F32;
+    m->weight_bytes += w->numel * sizeof(float);
+    return as_f32(m, w, &t, name, err);
+}
+
+/* One weight onto device d: matrices and tables in bf16, vectors in f32. */
+static int place_weight(model *m, device *d, const weight_slot *s, lp_err *err) {
+    weight *w = s->w;
+    dtype want = s->kind == WK_VECTOR ? DT_F32 : DT_BF16;
+    size_t esize = dtype_size(want), bytes = w->numel * esize;
+    void *host = (void *)w->data;
+    void *converted = NULL;
+    if (w->dtype != want) {
+        float *f32 = malloc(w->numel * sizeof(float));
+        converted = malloc(bytes);
+        if (!f32 || !converted || dtype_to_f32(w->data, w->dtype, f32, w->numel) != 0 ||
+            dtype_from_f32(f32, want, converted, w->numel) != 0) {
+            free(f32);
+            free(converted);
+            return lp_fail(err, "out of memory converting a weight for %s", device_describe(d));
+        }
+        free(f32);
+        host = converted;
+    }
+    void *on_device = device_alloc(d, bytes, err);
+    int rc = on_device ? device_upload(d, on_device, host, bytes, err) : -1;
+    free(converted);
+    if (rc < 0 || remember(&m->placed, &m->n_placed, on_device) < 0) {
+        device_free(d, on_device);
+        return rc < 0 ? -1 : lp_fail(err, "out of memory");
+    }
+    w->data = on_device;
+    w->dtype = want;
+    return 0;
+}
+
+int model_place(model *m, device *d, lp_err *err) {
+    if (d == m->dev) return 0;
+    if (!device_is_cpu(m->dev))
+        return lp_fail(err, "the model is already on %s", device_describe(m->dev));
+    m->dev = d; /* model_free releases what was placed, even halfway */
+    for (int i = 0; i < m->n_slots; i++)
+        if (place_weight(m, d, &m->slots[i], err) < 0)
+            return lp_wrap(err, "placing the model on %s", device_describe(d));
+    m->max_bf16 = 0; /* nothing is widened on a GPU */
+    return 0;
+}
+
+device *model_device(const model *m) {
+    return m->dev;
+}
+
+/* ---- what the model is ----------------------------------------------------------------------- */
 
 const char *model_arch(const model *m) {
     return m->arch;
@@ -172,6 +246,33 @@ double model_train_flops(const model *m, const lora_adapter *a, int B, int T) {
     return m->ops->train_flops(m, a, B, T);
 }
 
+/* ---- trainers -------------------------------------------------------------------------------- */
+
+struct model_trainer {
+    const model_family_ops *ops;
+    void *impl;               /* begins with its trainer_core */
+    int vocab_size, n_tokens; /* for checking inputs before any family sees them */
+    int B, T;
+    uint64_t *seq_ids; /* [B]: model_trainer_step's consecutive ids */
+};
+
+static trainer_core *core_of(const model_trainer *t) {
+    return t->impl;
+}
+
+static int check_tokens(const model_trainer *t, const int *inputs, const int *targets,
+                        lp_err *err) {
+    for (int i = 0; i < t->n_tokens; i++) {
+        if (inputs[i] < 0 || inputs[i] >= t->vocab_size)
+            return lp_fail(err, "input token %d at position %d is outside the vocabulary (%d)",
+                           inputs[i], i, t->vocab_size);
+        if (targets && targets[i] >= t->vocab_size)
+            return lp_fail(err, "target token %d at position %d is outside the vocabulary (%d)",
+                           targets[i], i, t->vocab_size);
+    }
+    return 0;
+}
+
 static int check_trainer_args(const model *m, lora_adapter *const *adapters, int n_adapters, int B,
                               int T, lp_err *err) {
     if (B <= 0 || T <= 0) return lp_fail(err, "batch %d x %d: both must be positive", B, T);
@@ -200,35 +301,21 @@ static int check_trainer_args(const model *m, lora_adapter *const *adapters, int
     return 0;
 }
 
-int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
-                      lp_err *err) {
-    if (check_trainer_args(m, &a, 1, B, T, err) < 0) return -1;
-    model_trainer *t = calloc(1, sizeof *t);
-    t->ops = m->ops;
-    t->vocab_size = m->vocab_size;
-    t->n_tokens = B * T;
-    t->B = B;
-    t->T = T;
-    if (m->ops->trainer_new(&t->impl, m, a, B, T, err) < 0) {
-        free(t);
-        return -1;
-    }
-    *out = t;
-    return 0;
-}
-
 int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *const *adapters,
                             int n_adapters, int B, int T, lp_err *err) {
-    if (!m->ops->trainer_new_multi)
-        return lp_fail(err, "%s: mixed-adapter batches are not implemented", m->arch);
     if (check_trainer_args(m, adapters, n_adapters, B, T, err) < 0) return -1;
     model_trainer *t = calloc(1, sizeof *t);
+    if (!t || !(t->seq_ids = calloc((size_t)B, sizeof *t->seq_ids))) {
+        free(t);
+        return lp_fail(err, "out of memory");
+    }
     t->ops = m->ops;
     t->vocab_size = m->vocab_size;
     t->n_tokens = B * T;
     t->B = B;
     t->T = T;
-    if (m->ops->trainer_new_multi(&t->impl, m, adapters, n_adapters, B, T, err) < 0) {
+    if (m->ops->trainer_new(&t->impl, m, adapters, n_adapters, B, T, err) < 0) {
+        free(t->seq_ids);
         free(t);
         return -1;
     }
@@ -236,28 +323,20 @@ int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *c
     return 0;
 }
 
-int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
-                             const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
-                             model_step *per_adapter, model_step *total, lp_err *err) {
-    if (check_tokens(t, inputs, targets, err) < 0) return -1;
-    return t->ops->trainer_step_multi(t->impl, inputs, targets, adapter_of, grad_scales,
-                                      dropout_seed, per_adapter, total, err);
-}
-
-int model_trainer_full_grads(model_trainer *t, float **grads, size_t *n, lp_err *err) {
-    if (!t->ops->trainer_full_grads)
-        return lp_fail(err, "this model family has no full fine-tuning baseline");
-    return t->ops->trainer_full_grads(t->impl, grads, n, err);
+int model_trainer_new(model_trainer **out, const model *m, lora_adapter *a, int B, int T,
+                      lp_err *err) {
+    return model_trainer_new_multi(out, m, &a, 1, B, T, err);
 }
 
 void model_trainer_free(model_trainer *t) {
     if (!t) return;
     t->ops->trainer_free(t->impl);
+    free(t->seq_ids);
     free(t);
 }
 
 size_t model_trainer_arena_bytes(const model_trainer *t) {
-    return t->ops->trainer_arena_bytes(t->impl);
+    return core_of(t)->arena_bytes;
 }
 
 int model_trainer_batch(const model_trainer *t) {
@@ -268,16 +347,44 @@ int model_trainer_seq_len(const model_trainer *t) {
     return t->T;
 }
 
+int model_trainer_load_params(model_trainer *t, lp_err *err) {
+    return trainer_core_load_params(core_of(t), err);
+}
+
+void model_trainer_zero_grads(model_trainer *t) {
+    trainer_core_zero_grads(core_of(t));
+}
+
+int model_trainer_fetch_grads(model_trainer *t, lp_err *err) {
+    return trainer_core_fetch_grads(core_of(t), err);
+}
+
+int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
+                             const int *adapter_of, const float *grad_scales, uint64_t seed,
+                             const uint64_t *seq_ids, model_step *per_adapter, model_step *total,
+                             lp_err *err) {
+    if (check_tokens(t, inputs, targets, err) < 0) return -1;
+    return t->ops->trainer_step(t->impl, inputs, targets, adapter_of, grad_scales, seed, seq_ids,
+                                per_adapter, total, err);
+}
+
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err) {
-    if (check_tokens(t, inputs, targets, err) < 0) return -1;
-    return t->ops->trainer_step(t->impl, inputs, targets, grad_scale, seed, first_seq, out, err);
+    for (int b = 0; b < t->B; b++) t->seq_ids[b] = first_seq + (uint64_t)b;
+    return model_trainer_step_multi(t, inputs, targets, NULL, &grad_scale, seed, t->seq_ids, NULL,
+                                    out, err);
+}
+
+int model_trainer_full_grads(model_trainer *t, float **grads, size_t *n, lp_err *err) {
+    return trainer_core_full_grads(core_of(t), grads, n, err);
 }
 
 int model_trainer_logits(model_trainer *t, const int *inputs, float *logits, lp_err *err) {
     if (check_tokens(t, inputs, NULL, err) < 0) return -1;
     return t->ops->trainer_logits(t->impl, inputs, logits, err);
 }
+
+/* ---- sessions -------------------------------------------------------------------------------- */
 
 struct model_session {
     const model_family_ops *ops;
@@ -287,10 +394,16 @@ struct model_session {
 
 int model_session_new(model_session **out, const model *m, const lora_adapter *a, int max_len,
                       lp_err *err) {
-    if (!m->ops->session_new) return lp_fail(err, "%s: inference is not implemented", m->arch);
     if (max_len <= 0 || max_len > m->max_seq_len)
         return lp_fail(err, "session length %d: must be in 1..%d", max_len, m->max_seq_len);
+    for (int i = 0; a && i < a->n_sites; i++) {
+        const lora_site *s = &a->sites[i];
+        if (s->module < 0 || s->module >= m->n_modules || s->in != m->modules[s->module].in ||
+            s->out != m->modules[s->module].out)
+            return lp_fail(err, "adapter site %d does not fit this model's modules", i);
+    }
     model_session *s = calloc(1, sizeof *s);
+    if (!s) return lp_fail(err, "out of memory");
     s->ops = m->ops;
     s->vocab_size = m->vocab_size;
     if (m->ops->session_new(&s->impl, m, a, max_len, err) < 0) {

@@ -5,6 +5,7 @@
 #ifndef LORAPS_MODEL_H
 #define LORAPS_MODEL_H
 
+#include "device.h"
 #include "dtype.h"
 #include "error.h"
 #include "gpt2_config.h"
@@ -38,11 +39,15 @@ typedef struct weight_source {
     void (*release)(void *ctx);
 } weight_source;
 
-/* Builds a model over its weights; takes ownership of src (released on failure too). F32
- * weights are used in place (mapped, not copied). */
+/* Builds a model over its weights, on the CPU; takes ownership of src (released on failure too).
+ * F32 weights are used in place (mapped, not copied). */
 int model_build_gpt2(model **out, const gpt2_config *c, weight_source src, lp_err *err);
 int model_build_llama(model **out, const llama_config *c, weight_source src, lp_err *err);
 void model_free(model *m);
+/* Moves the frozen weights to device d (bf16 matrices and tables, f32 vectors on a GPU); the
+ * model's trainers and sessions run there from now on. Before any trainer or session exists. */
+int model_place(model *m, device *d, lp_err *err);
+device *model_device(const model *m);
 
 const char *model_arch(const model *m); /* "gpt2", "llama", "qwen2", "mistral" */
 int model_vocab_size(const model *m);
@@ -72,10 +77,18 @@ void model_trainer_free(model_trainer *t);
 size_t model_trainer_arena_bytes(const model_trainer *t);
 int model_trainer_batch(const model_trainer *t);   /* B */
 int model_trainer_seq_len(const model_trainer *t); /* T */
+/* The trainer keeps the adapters' factors and gradients where it computes (on the CPU: the
+ * adapters' own arrays; on a GPU: device copies). load_params sends a->params after they changed
+ * (an optimizer step, a pull); zero_grads clears the gradients; fetch_grads makes a->grads the
+ * gradients summed since. On the CPU load and fetch do nothing. */
+int model_trainer_load_params(model_trainer *t, lp_err *err);
+void model_trainer_zero_grads(model_trainer *t);
+int model_trainer_fetch_grads(model_trainer *t, lp_err *err);
 /* Forward and loss on inputs/targets [B*T] (targets < 0 are ignored). If grad_scale != 0,
- * also backward: the gradients of grad_scale * (sum of token losses) are ADDED to
- * a->grads. The micro-batch's sequences are global sequences first_seq .. first_seq + B - 1 of
- * the job; with the job's seed they define the LoRA dropout masks. */
+ * also backward: the gradients of grad_scale * (sum of token losses) are ADDED to the trainer's
+ * gradients (a->grads on the CPU). The micro-batch's sequences are global sequences
+ * first_seq .. first_seq + B - 1 of the job; with the job's seed they define the LoRA dropout
+ * masks. */
 int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, float grad_scale,
                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err);
 /* Mixed-task batches: several adapters train in one batch, each on its own sequences. Sequence b
@@ -85,9 +98,11 @@ int model_trainer_step(model_trainer *t, const int *inputs, const int *targets, 
  * (may be NULL) receives each adapter's loss and tokens, total their sum. */
 int model_trainer_new_multi(model_trainer **out, const model *m, lora_adapter *const *adapters,
                             int n_adapters, int B, int T, lp_err *err);
+/* seq_ids[b] is sequence b's global id in its task's data (its dropout masks). */
 int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
-                             const int *adapter_of, const float *grad_scales, uint64_t dropout_seed,
-                             model_step *per_adapter, model_step *total, lp_err *err);
+                             const int *adapter_of, const float *grad_scales, uint64_t seed,
+                             const uint64_t *seq_ids, model_step *per_adapter, model_step *total,
+                             lp_err *err);
 /* The full fine-tuning baseline, for measuring what LoRA saves: from now on backward also
  * ADDS the gradients of every frozen linear weight and bias and of the output head into one
  * buffer (returned, with its length), and runs down to the first layer. */

@@ -1,5 +1,6 @@
 /* What a model family (GPT-2, Llama, ...) implements behind model.h. model.c owns what all
- * families share: the weight source, the module list, the fingerprint and the dispatch. */
+ * families share: the weight source, the weights' placement on a device, the module list, the
+ * fingerprint and the dispatch; trainer_core.h what their trainers share. */
 #ifndef LORAPS_MODEL_FAMILY_H
 #define LORAPS_MODEL_FAMILY_H
 
@@ -7,22 +8,17 @@
 #include "ops.h"
 
 typedef struct model_family_ops {
-    int (*trainer_new)(void **impl, const model *m, lora_adapter *a, int B, int T, lp_err *err);
+    /* A trainer's impl begins with its trainer_core (trainer_core.h), which model.c reaches. */
+    int (*trainer_new)(void **impl, const model *m, lora_adapter *const *adapters, int n_adapters,
+                       int B, int T, lp_err *err);
     void (*trainer_free)(void *impl);
-    size_t (*trainer_arena_bytes)(const void *impl);
-    int (*trainer_step)(void *impl, const int *inputs, const int *targets, float grad_scale,
-                        uint64_t seed, uint64_t first_seq, model_step *out, lp_err *err);
+    /* seq_ids[b]: sequence b's global id; adapter_of may be NULL (every row the first's) */
+    int (*trainer_step)(void *impl, const int *inputs, const int *targets, const int *adapter_of,
+                        const float *grad_scales, uint64_t seed, const uint64_t *seq_ids,
+                        model_step *per_adapter, model_step *total, lp_err *err);
+    /* the logits [B*T, V] into host memory */
     int (*trainer_logits)(void *impl, const int *inputs, float *logits, lp_err *err);
     double (*train_flops)(const model *m, const lora_adapter *a, int B, int T);
-    /* several adapters in one batch (optional: NULL where a family has not implemented it) */
-    int (*trainer_new_multi)(void **impl, const model *m, lora_adapter *const *adapters,
-                             int n_adapters, int B, int T, lp_err *err);
-    int (*trainer_step_multi)(void *impl, const int *inputs, const int *targets,
-                              const int *adapter_of, const float *grad_scales,
-                              uint64_t dropout_seed, model_step *per_adapter, model_step *total,
-                              lp_err *err);
-    /* the full fine-tuning baseline (optional) */
-    int (*trainer_full_grads)(void *impl, float **grads, size_t *n, lp_err *err);
     void (*free_family)(void *family);
     /* inference with a KV cache (model.h's model_session_*); a NULL adapter means none */
     int (*session_new)(void **impl, const model *m, const lora_adapter *a, int max_len,
@@ -32,6 +28,22 @@ typedef struct model_family_ops {
     int (*session_length)(const void *impl);
     void (*session_reset)(void *impl);
 } model_family_ops;
+
+/* What a frozen tensor is to the model, which decides how each device stores it. */
+typedef enum weight_kind {
+    WK_VECTOR, /* norm weights, biases: f32 everywhere */
+    WK_MATRIX, /* a linear layer's weight: bf16 kept where the file stores bf16 (CPU), bf16 on a
+                  GPU */
+    WK_TABLE,  /* an embedding (and tied head): f32 on the CPU (the head reads all of it in every
+                  chunk), bf16 on a GPU */
+} weight_kind;
+
+/* Where the model keeps one of its weights, so model_place can move it to a device. */
+typedef struct weight_slot {
+    weight *w;
+    weight_kind kind;
+    int64_t rows, cols;
+} weight_slot;
 
 struct model {
     const model_family_ops *ops;
@@ -43,21 +55,24 @@ struct model {
     uint64_t fingerprint;
     size_t weight_bytes;
     weight_source src;
-    float **owned; /* converted copies of weights that could not be mapped as f32 */
+    device *dev;     /* where the weights live (the CPU until model_place) */
+    int keep_bf16;   /* matrices stored as BF16 stay bf16 on the CPU (LORAPS_BF16_WEIGHTS) */
+    size_t max_bf16; /* elements of the largest matrix kept in bf16 on the CPU (0: none) */
+    weight_slot *slots;
+    int n_slots, cap_slots;
+    float **owned; /* converted copies of weights that could not be used in place */
     int n_owned;
-    void *family; /* the family's config and weight pointers */
+    void **placed; /* device copies made by model_place */
+    int n_placed;
+    void *family; /* the family's config and weights */
 };
 
 /* For the families' builders: the weight called name (or prefix + name), checked to be
- * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint. model_weight_view returns
- * it as the source holds it; model_weight as f32: used in place when stored as aligned F32,
- * else converted into a copy the model owns. */
-int model_weight_view(model *m, const char *prefix, const char *name, int64_t rows, int64_t cols,
-                      weight_view *out, lp_err *err);
-const float *model_weight(model *m, const char *prefix, const char *name, int64_t rows,
-                          int64_t cols, lp_err *err);
-/* A viewed weight as f32 (in place or converted, as model_weight does). */
-const float *model_weight_f32(model *m, const char *name, const weight_view *t, lp_err *err);
+ * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint, and held as its kind asks
+ * (used in place when it can be, else converted into a copy the model owns). The slot w must
+ * stay where it is: model_place rewrites it. */
+int model_weight(model *m, weight *w, weight_kind kind, const char *prefix, const char *name,
+                 int64_t rows, int64_t cols, lp_err *err);
 
 /* Each family's builder fills in m (all but src, set first, and the fingerprint's start). */
 int gpt2_build(model *m, const gpt2_config *c, lp_err *err);

@@ -3,7 +3,7 @@
 
 1. The common/ libraries depend one way: a library includes headers of itself and of the
    libraries below it only, and outside libraries only where its layer allows them (compute
-   includes no network, JSON or regex header).
+   includes no network, JSON or regex header; only its backends include BLAS, OpenMP or CUDA).
 2. No circles between the files of ps/, worker/ and tools/: a file "uses" another when it calls a
    function or names a type defined there; those uses form no loop.
 
@@ -17,7 +17,8 @@ COMMON = os.path.join(ROOT, 'common')
 # Each library: the libraries it may include, and the outside headers it may include.
 LAYERS = {
     'base': ([], set()),
-    'compute': (['base'], {'cblas.h', 'omp.h'}),
+    'compute': (['base'], set()),  # the families reach BLAS and threads through ops.h only
+    'compute/cpu': (['base', 'compute'], {'cblas.h', 'omp.h'}),
     'compute/cuda': (['base', 'compute'], {'cuda_runtime.h', 'cuda_bf16.h', 'cublasLt.h',
                                            'cublas_v2.h', 'cudnn.h', 'cuda.h', 'mma.h'}),
     'text': (['base'], {'jansson.h', 'pcre2.h', 'utf8proc.h'}),

@@ -79,6 +79,8 @@ int main(int argc, char **argv) {
     for (int b = 0; b < K * B; b++) adapter_of[b] = b / B;
     for (int k = 0; k < K; k++) scales[k] = 1.0f / (B * T);
 
+    uint64_t *seq_ids = calloc((size_t)K * B, sizeof *seq_ids); /* each task's own sequences */
+    for (int b = 0; b < K * B; b++) seq_ids[b] = (uint64_t)(b % B);
     model_trainer *one, *mixed;
     if (model_trainer_new(&one, m, &adapters[0], B, T, &err) < 0 ||
         model_trainer_new_multi(&mixed, m, list, K, K * B, T, &err) < 0)
@@ -95,7 +97,8 @@ int main(int argc, char **argv) {
         }
         double t1 = bench_now();
         model_step total;
-        if (model_trainer_step_multi(mixed, in, tg, adapter_of, scales, 1, NULL, &total, &err) < 0)
+        if (model_trainer_step_multi(mixed, in, tg, adapter_of, scales, 1, seq_ids, NULL, &total,
+                                     &err) < 0)
             die("mixed step", &err);
         double t2 = bench_now();
         if (s > 0) {
@@ -117,6 +120,7 @@ int main(int argc, char **argv) {
     free(in);
     free(tg);
     free(adapter_of);
+    free(seq_ids);
     free(scales);
     model_free(m);
     return 0;

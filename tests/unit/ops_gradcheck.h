@@ -1,9 +1,11 @@
 /* Finite-difference checks for the compute ops, shared by test_ops_gradcheck.c and
  * test_llama_ops.c: tolerances, random fills, the projected loss L = sum(w * forward), central
- * differences (extrapolated for smooth ops), the add-into check of a backward, and the check of a
- * forward against a double-precision reference. Included by one test file each. */
+ * differences (extrapolated for smooth ops), the add-into and overwrite checks of a backward, and
+ * the check of a forward against a double-precision reference. Included by one test file each. */
 #ifndef LORAPS_TEST_OPS_GRADCHECK_H
 #define LORAPS_TEST_OPS_GRADCHECK_H
+
+#include "rng.h"
 
 #define REL_FLOOR       1e-3 /* of the largest |gradient| of the checked tensor */
 #define FD_STEP_LINEAR  0.25f
@@ -106,6 +108,16 @@ static void check_added(const char *what, const float *got, const float *prefill
                      "must add into its output",
                      what, i, (double)got[i], (double)prefill[i], (double)base[i]);
     }
+}
+
+/* A backward that overwrites its output: run on a buffer prefilled with garbage it must give
+ * exactly what it gives on a zero buffer (it never reads what was there). */
+static void check_overwritten(const char *what, const float *got, const float *base, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (got[i] != base[i])
+            fail_msg("%s: element %zu is %.8g on a prefilled buffer, %.8g on a zero one: backward "
+                     "must overwrite its output",
+                     what, i, (double)got[i], (double)base[i]);
 }
 
 /* |got - ref| <= FWD_TOL * mag (+ a tiny absolute term) element by element. */

@@ -12,6 +12,7 @@
 #include "model.h"
 #include "lora_targets.h"
 #include "model_load.h"
+#include "cpu_ops.h"
 #include "ops.h"
 #include "rng.h"
 #include "safetensors.h"
@@ -43,7 +44,7 @@ static void check_op(weight_layout layout) {
     for (int i = 0; i < 12; i++) W[i] = rng_normal(&r), dW[i] = 0.5f; /* dW is added into */
     for (int i = 0; i < 3; i++) b[i] = rng_normal(&r), db[i] = -0.25f;
     for (int i = 0; i < 15; i++) w[i] = rng_normal(&r);
-    matmul_backward_weight(dW, db, x, w, layout, N, IC, OC);
+    matmul_backward_weight(test_ctx(), dW, db, CA(x), CA(w), layout, N, IC, OC);
     double analytic[15], numeric[15];
     for (int i = 0; i < 15; i++) {
         float *p = i < 12 ? &W[i] : &b[i - 12];
@@ -51,7 +52,7 @@ static void check_op(weight_layout layout) {
         double L[2];
         for (int s = 0; s < 2; s++) {
             *p = keep + (s ? -h : h);
-            matmul_forward(out, x, W, layout, b, N, IC, OC);
+            t_matmul_forward(out, x, W, layout, b, N, IC, OC);
             L[s] = 0;
             for (int k = 0; k < 15; k++) L[s] += (double)w[k] * out[k];
         }

@@ -1,10 +1,10 @@
-/* Finite-difference gradient checks for the Llama ops of common/ops_llama.h, in the manner of
+/* Finite-difference gradient checks for the Llama ops of compute/ops.h, in the manner of
  * test_ops_gradcheck.c (the helpers are the same): for each op, small random inputs, a random
  * projection w, L(x) = sum(w * forward(x)) in double, and the analytic gradient from backward
- * with dout = w, checked element by element against central differences. Backward functions add
- * into their outputs (checked on prefilled buffers), and forwards are checked against naive
- * double-precision references. Attention runs with grouped-query heads (NKV = 1, 2 and NH), one
- * and several scratch slots; the KV-cache attention must equal the rows of the full one. */
+ * with dout = w, checked element by element against central differences. RMSNorm's backward adds
+ * into its output, the others overwrite theirs (both checked on prefilled buffers), and forwards
+ * are checked against naive double-precision references. Attention runs with grouped-query heads
+ * (NKV = 1, 2 and NH); the KV-cache attention must equal the rows of the full one. */
 #include <stdarg.h>
 #include <stddef.h>
 #include <setjmp.h>
@@ -17,10 +17,10 @@
 #include <string.h>
 
 #include "dtype.h"
+#include "cpu_ops.h"
 #include "ops.h"
-#include "ops_llama.h"
-#include "rng.h"
 #include "ops_gradcheck.h"
+#include "rng.h"
 
 /* ---------------------------------------------------------------------------------------------
  * RMSNorm */
@@ -33,7 +33,7 @@ typedef struct rms_ctx {
 
 static double rms_loss(void *p) {
     rms_ctx *c = p;
-    rmsnorm_forward(c->out, c->rstd, c->inp, c->weight, c->N, c->C, c->eps);
+    t_rmsnorm_forward(c->out, c->rstd, c->inp, c->weight, c->N, c->C, c->eps);
     return dotw(c->w, c->out, (size_t)c->N * c->C);
 }
 
@@ -67,10 +67,10 @@ static void test_rmsnorm(void **state) {
     }
     check_forward("rmsnorm", c.out, ref, mag, NC);
     float *dinp = fvec(NC), *pre = fvec(NC);
-    rmsnorm_backward(dinp, c.w, c.inp, c.weight, c.rstd, N, C);
+    t_rmsnorm_backward(dinp, c.w, c.inp, c.weight, c.rstd, N, C);
     fill_normal(&r, pre, NC, 0, 2);
     float *dinp2 = fdup(pre, NC);
-    rmsnorm_backward(dinp2, c.w, c.inp, c.weight, c.rstd, N, C);
+    t_rmsnorm_backward(dinp2, c.w, c.inp, c.weight, c.rstd, N, C);
     check_added("rmsnorm", dinp2, pre, dinp, NC);
     fd_check("rmsnorm dinp", c.inp, NC, dinp, rms_loss, &c, FD_SMOOTH);
     free(ref), free(mag), free(dinp), free(dinp2), free(pre);
@@ -89,7 +89,7 @@ static double rope_loss(void *p) {
     rope_ctx *c = p;
     size_t n = (size_t)c->N * c->NH * c->hd;
     memcpy(c->y, c->x, n * sizeof(float));
-    rope_forward(c->y, c->cs, c->N, c->T, c->pos0, c->NH, c->hd);
+    t_rope_forward(c->y, c->cs, c->N, c->T, c->pos0, c->NH, c->hd);
     return dotw(c->w, c->y, n);
 }
 
@@ -130,11 +130,11 @@ static void run_rope(int N, int T, int pos0, int NH, int hd, uint64_t seed) {
     snprintf(what, sizeof what, "rope N=%d T=%d pos0=%d NH=%d hd=%d", N, T, pos0, NH, hd);
     check_forward(what, c.y, ref, mag, n);
     float *dx = fvec(n), *pre = fvec(n);
-    rope_backward(dx, c.w, c.cs, N, T, pos0, NH, hd);
+    t_rope_backward(dx, c.w, c.cs, N, T, pos0, NH, hd);
     fill_normal(&r, pre, n, 0, 2);
     float *dx2 = fdup(pre, n);
-    rope_backward(dx2, c.w, c.cs, N, T, pos0, NH, hd);
-    check_added(what, dx2, pre, dx, n);
+    t_rope_backward(dx2, c.w, c.cs, N, T, pos0, NH, hd);
+    check_overwritten(what, dx2, dx, n);
     fd_check(what, c.x, n, dx, rope_loss, &c, FD_LINEAR);
     free(ref), free(mag), free(dx), free(dx2), free(pre);
     free(c.x), free(c.y), free(c.cs), free(c.w);
@@ -156,7 +156,7 @@ typedef struct sg_ctx {
 
 static double sg_loss(void *p) {
     sg_ctx *c = p;
-    swiglu_forward(c->out, c->gate, c->up, c->n);
+    t_swiglu_forward(c->out, c->gate, c->up, c->n);
     return dotw(c->w, c->out, (size_t)c->n);
 }
 
@@ -180,18 +180,18 @@ static void test_swiglu(void **state) {
     }
     check_forward("swiglu", c.out, ref, mag, n);
     float *dg = fvec(n), *du = fvec(n), *pg = fvec(n), *pu = fvec(n);
-    swiglu_backward(dg, du, c.gate, c.up, c.w, n);
+    t_swiglu_backward(dg, du, c.gate, c.up, c.w, n);
     for (int i = 0; i < n; i++) assert_true(isfinite(dg[i]) && isfinite(du[i]));
     fill_normal(&r, pg, n, 0, 2);
     fill_normal(&r, pu, n, 0, 2);
     float *dg2 = fdup(pg, n), *du2 = fdup(pu, n);
-    swiglu_backward(dg2, du2, c.gate, c.up, c.w, n);
-    check_added("swiglu dgate", dg2, pg, dg, n);
-    check_added("swiglu dup", du2, pu, du, n);
+    t_swiglu_backward(dg2, du2, c.gate, c.up, c.w, n);
+    check_overwritten("swiglu dgate", dg2, dg, n);
+    check_overwritten("swiglu dup", du2, du, n);
     c.gate[0] = -3.0f, c.gate[1] = 3.0f; /* finite differences at moderate values */
     memset(dg, 0, n * sizeof(float));
     memset(du, 0, n * sizeof(float));
-    swiglu_backward(dg, du, c.gate, c.up, c.w, n);
+    t_swiglu_backward(dg, du, c.gate, c.up, c.w, n);
     fd_check("swiglu dgate", c.gate, n, dg, sg_loss, &c, FD_SMOOTH);
     fd_check("swiglu dup", c.up, n, du, sg_loss, &c, FD_LINEAR);
     free(dg), free(du), free(pg), free(pu), free(dg2), free(du2);
@@ -208,8 +208,8 @@ typedef struct att_ctx {
 
 static double att_loss(void *p) {
     att_ctx *c = p;
-    attention_forward(c->out, c->att, c->q, c->k, c->v, c->NH * c->hd, c->NKV * c->hd, c->B, c->T,
-                      c->NH, c->NKV, c->hd);
+    t_attention_forward(c->out, c->att, c->q, c->k, c->v, c->NH * c->hd, c->NKV * c->hd, c->B, c->T,
+                        c->NH, c->NKV, c->hd);
     return dotw(c->w, c->out, (size_t)c->B * c->T * c->NH * c->hd);
 }
 
@@ -271,20 +271,19 @@ static void run_attention(int B, int T, int NH, int NKV, int hd, int slots, uint
     att_reference(&c, ref, mag);
     check_forward(what, c.out, ref, mag, nq);
 
-    float *scratch = fvec((size_t)T * T * slots);
     float *dq = fvec(nq), *dk = fvec(nk), *dv = fvec(nk);
-    attention_backward(dq, dk, dv, scratch, slots, c.w, c.q, c.k, c.v, NH * hd, NKV * hd, c.att, B,
-                       T, NH, NKV, hd);
+    t_attention_backward(dq, dk, dv, c.w, c.out, c.q, c.k, c.v, c.att, NH * hd, NKV * hd, B, T, NH,
+                         NKV, hd);
     float *pq = fvec(nq), *pk = fvec(nk), *pv = fvec(nk);
     fill_normal(&r, pq, nq, 0, 2);
     fill_normal(&r, pk, nk, 0, 2);
     fill_normal(&r, pv, nk, 0, 2);
     float *dq2 = fdup(pq, nq), *dk2 = fdup(pk, nk), *dv2 = fdup(pv, nk);
-    attention_backward(dq2, dk2, dv2, scratch, slots, c.w, c.q, c.k, c.v, NH * hd, NKV * hd, c.att,
-                       B, T, NH, NKV, hd);
-    check_added("gqa dq", dq2, pq, dq, nq);
-    check_added("gqa dk", dk2, pk, dk, nk);
-    check_added("gqa dv", dv2, pv, dv, nk);
+    t_attention_backward(dq2, dk2, dv2, c.w, c.out, c.q, c.k, c.v, c.att, NH * hd, NKV * hd, B, T,
+                         NH, NKV, hd);
+    check_overwritten("gqa dq", dq2, dq, nq);
+    check_overwritten("gqa dk", dk2, dk, nk);
+    check_overwritten("gqa dv", dv2, dv, nk);
     char lbl[160];
     snprintf(lbl, sizeof lbl, "%s dq", what);
     fd_check(lbl, c.q, nq, dq, att_loss, &c, FD_SMOOTH);
@@ -296,16 +295,16 @@ static void run_attention(int B, int T, int NH, int NKV, int hd, int slots, uint
     /* the KV-cache variant: the last n queries of sequence 0 against its first past + n keys */
     if (B == 1) {
         int n = 3, past = T - n, QD = NH * hd;
-        float *out = fvec((size_t)n * QD), *cs = fvec((size_t)n * T * slots);
-        attention_cached(out, cs, slots, c.q + (size_t)past * QD, QD, c.k, c.v, NKV * hd, n, past,
-                         NH, NKV, hd);
+        float *out = fvec((size_t)n * QD);
+        t_attention_cached(out, c.q + (size_t)past * QD, QD, c.k, c.v, NKV * hd, n, past, NH, NKV,
+                           hd);
         check_forward("gqa cached (last 3 rows)", out, ref + (size_t)past * QD,
                       mag + (size_t)past * QD, (size_t)n * QD);
-        attention_cached(out, cs, slots, c.q, QD, c.k, c.v, NKV * hd, 1, 0, NH, NKV, hd);
+        t_attention_cached(out, c.q, QD, c.k, c.v, NKV * hd, 1, 0, NH, NKV, hd);
         check_forward("gqa cached (first row alone)", out, ref, mag, (size_t)QD);
-        free(out), free(cs);
+        free(out);
     }
-    free(ref), free(mag), free(scratch), free(dq), free(dk), free(dv), free(pq), free(pk);
+    free(ref), free(mag), free(dq), free(dk), free(dv), free(pq), free(pk);
     free(pv), free(dq2), free(dk2), free(dv2);
     free(c.out), free(c.att), free(c.q), free(c.k), free(c.v), free(c.w);
 }
@@ -313,48 +312,51 @@ static void run_attention(int B, int T, int NH, int NKV, int hd, int slots, uint
 static void test_gqa_attention(void **state) {
     (void)state;
     run_attention(2, 5, 4, 2, 4, 1, 61); /* groups of 2 query heads per KV head */
-    run_attention(2, 5, 4, 2, 4, 3, 61); /* several scratch slots: same result */
     run_attention(2, 4, 4, 1, 4, 2, 62); /* one KV head (multi-query) */
     run_attention(1, 6, 3, 3, 6, 2, 63); /* NKV = NH: plain multi-head; cached variant too */
     run_attention(1, 7, 6, 2, 4, 4, 64); /* groups of 3; cached variant too */
 }
 
 /* ---------------------------------------------------------------------------------------------
- * bf16 widening and the embedding lookup */
+ * frozen weights kept in bf16: matmul and the embedding lookup widen them exactly */
 
-static void test_bf16_widen_embedding(void **state) {
+static void test_bf16_weights(void **state) {
     (void)state;
-    const size_t n = 1000;
+    const int N = 3, IC = 40, OC = 25, V = 10, C = 4;
     rng r;
     rng_seed(&r, 71);
-    uint16_t *h = malloc(n * sizeof *h);
-    float *f = fvec(n);
-    for (size_t i = 0; i < n; i++) h[i] = f32_to_bf16(rng_normal(&r) * 10);
-    h[0] = 0x7f80; /* inf */
-    h[1] = 0x8000; /* -0 */
-    bf16_widen(f, h, n);
-    for (size_t i = 0; i < n; i++) {
-        float want = bf16_to_f32(h[i]);
-        assert_memory_equal(&f[i], &want, sizeof want);
+    size_t nw = (size_t)IC * OC;
+    uint16_t *h = malloc(nw * sizeof *h);
+    float *widened = fvec(nw), *x = fvec((size_t)N * IC);
+    for (size_t i = 0; i < nw; i++) h[i] = f32_to_bf16(rng_normal(&r) * 10);
+    h[0] = 0x8000; /* -0 */
+    for (size_t i = 0; i < nw; i++) widened[i] = bf16_to_f32(h[i]);
+    fill_normal(&r, x, (size_t)N * IC, 0, 1);
+    float *y16 = fvec((size_t)N * OC), *y32 = fvec((size_t)N * OC);
+    weight w16 = {.data = h, .dtype = DT_BF16, .numel = nw};
+    for (int layout = 0; layout < 2; layout++) {
+        matmul_forward(test_ctx(), A(y16), CA(x), &w16, (weight_layout)layout, NULL, N, IC, OC);
+        t_matmul_forward(y32, x, widened, (weight_layout)layout, NULL, N, IC, OC);
+        assert_memory_equal(y16, y32, (size_t)N * OC * sizeof(float));
     }
-    const int V = 10, C = 4, N = 5;
+    uint16_t emb16[40];
     float emb[40], out[20];
-    for (int i = 0; i < V * C; i++) emb[i] = (float)i;
+    for (int i = 0; i < V * C; i++) emb16[i] = f32_to_bf16((float)i * 0.37f);
+    for (int i = 0; i < V * C; i++) emb[i] = bf16_to_f32(emb16[i]);
     int tok[5] = {3, 0, 9, 3, 7};
-    embedding_forward(out, tok, emb, N, C);
-    for (int i = 0; i < N; i++)
+    weight e16 = {.data = emb16, .dtype = DT_BF16, .numel = 40};
+    embedding_forward(test_ctx(), A(out), tok, &e16, 5, C);
+    for (int i = 0; i < 5; i++)
         for (int k = 0; k < C; k++) assert_true(out[i * C + k] == emb[tok[i] * C + k]);
-    free(h), free(f);
+    free(h), free(widened), free(x), free(y16), free(y32);
 }
 
 int main(void) {
     ops_set_threads(0);
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_rmsnorm),
-        cmocka_unit_test(test_rope),
-        cmocka_unit_test(test_swiglu),
-        cmocka_unit_test(test_gqa_attention),
-        cmocka_unit_test(test_bf16_widen_embedding),
+        cmocka_unit_test(test_rmsnorm),      cmocka_unit_test(test_rope),
+        cmocka_unit_test(test_swiglu),       cmocka_unit_test(test_gqa_attention),
+        cmocka_unit_test(test_bf16_weights),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -92,9 +92,12 @@ static void check_three_adapters(float dropout0, float dropout1, float dropout2,
     int seqs[3] = {2, 3, 1}, total = 6;
     int in[6 * T], tg[6 * T], adapter_of[6];
     tokens(in, tg, total, 7);
+    /* each sequence's global id is its index in its own task's data (as alone() numbers them) */
+    uint64_t seq_ids[6];
     for (int b = 0, k = 0, left = seqs[0]; b < total; b++, left--) {
         while (left == 0) left = seqs[++k];
         adapter_of[b] = k;
+        seq_ids[b] = (uint64_t)(seqs[k] - left);
     }
     /* references: each adapter alone, on its own sequences */
     float *ref[3];
@@ -111,7 +114,7 @@ static void check_three_adapters(float dropout0, float dropout1, float dropout2,
     assert_int_equal(model_trainer_new_multi(&t, m, list, 3, total, T, &err), 0);
     for (int k = 0; k < 3; k++) lora_adapter_zero_grad(&a[k]);
     model_step per[3], sum;
-    if (model_trainer_step_multi(t, in, tg, adapter_of, scales, 1, per, &sum, &err) < 0)
+    if (model_trainer_step_multi(t, in, tg, adapter_of, scales, 1, seq_ids, per, &sum, &err) < 0)
         fail_msg("%s", err.msg);
     for (int k = 0; k < 3; k++) {
         double g = rel_diff(a[k].grads, ref[k], a[k].n_params);
@@ -128,19 +131,20 @@ static void check_three_adapters(float dropout0, float dropout1, float dropout2,
     /* an adapter without sequences in this batch gets nothing */
     int only_first[6] = {0, 0, 0, 0, 2, 2};
     for (int k = 0; k < 3; k++) lora_adapter_zero_grad(&a[k]);
-    assert_int_equal(model_trainer_step_multi(t, in, tg, only_first, scales, 1, per, &sum, &err),
-                     0);
+    assert_int_equal(
+        model_trainer_step_multi(t, in, tg, only_first, scales, 1, seq_ids, per, &sum, &err), 0);
     for (size_t i = 0; i < a[1].n_params; i++) assert_true(a[1].grads[i] == 0.0f);
     assert_int_equal(per[1].n_tokens, 0);
     assert_true(per[0].n_tokens > 0 && per[2].n_tokens > 0);
 
     /* sequences out of adapter order are refused, naming the problem */
     int unsorted[6] = {0, 1, 0, 1, 2, 2};
-    assert_int_equal(model_trainer_step_multi(t, in, tg, unsorted, scales, 1, per, &sum, &err), -1);
+    assert_int_equal(
+        model_trainer_step_multi(t, in, tg, unsorted, scales, 1, seq_ids, per, &sum, &err), -1);
     assert_non_null(strstr(err.msg, "grouped by adapter"));
     int out_of_range[6] = {0, 0, 0, 0, 0, 3};
-    assert_int_equal(model_trainer_step_multi(t, in, tg, out_of_range, scales, 1, per, &sum, &err),
-                     -1);
+    assert_int_equal(
+        model_trainer_step_multi(t, in, tg, out_of_range, scales, 1, seq_ids, per, &sum, &err), -1);
     assert_non_null(strstr(err.msg, "adapter 3 of 3"));
 
     model_trainer_free(t);

@@ -1,4 +1,4 @@
-/* Finite-difference gradient checks for every op of common/ops.h.
+/* Finite-difference gradient checks for every op of compute/ops.h, on the CPU backend.
  *
  * For each op: small random inputs (fixed seeds), a random projection w, the scalar
  * L(x) = sum(w * forward(x)) evaluated in double from the float forward, and the analytic gradient
@@ -13,8 +13,9 @@
  * large relative error; a wrong backward is off by O(1) of the gradient scale and fails by orders
  * of magnitude.
  *
- * Backward functions ADD into their outputs: each one also runs on a buffer pre-filled with
- * random values and must give exactly prefill + (its result on a zero buffer), up to rounding.
+ * A backward that adds into its output (the norms', matmul's with accumulate, LoRA's, dropout's)
+ * also runs on a buffer pre-filled with random values and must give prefill + (its result on a
+ * zero buffer), up to rounding; one that overwrites must give exactly its zero-buffer result.
  * Forwards are checked against naive double-precision references too, since a backward that is
  * consistent with a wrong forward would pass the FD check. */
 #include <stdarg.h>
@@ -28,9 +29,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cpu_ops.h"
 #include "ops.h"
-#include "rng.h"
 #include "ops_gradcheck.h"
+#include "rng.h"
 
 /* ---------------------------------------------------------------------------------------------
  * matmul, both layouts, with and without bias */
@@ -43,7 +45,7 @@ typedef struct mm_ctx {
 
 static double mm_loss(void *p) {
     mm_ctx *c = p;
-    matmul_forward(c->out, c->inp, c->weight, c->layout, c->bias, c->N, c->IC, c->OC);
+    t_matmul_forward(c->out, c->inp, c->weight, c->layout, c->bias, c->N, c->IC, c->OC);
     return dotw(c->w, c->out, (size_t)c->N * c->OC);
 }
 
@@ -84,13 +86,16 @@ static void run_matmul(weight_layout layout, int with_bias, uint64_t seed) {
         }
     check_forward(what, c.out, ref, mag, (size_t)N * OC);
 
-    /* backward: zero buffer, then prefilled */
+    /* backward: zero buffer, then prefilled, accumulating and overwriting */
     float *dinp = fvec((size_t)N * IC), *pre = fvec((size_t)N * IC);
-    matmul_backward(dinp, c.w, c.weight, layout, N, IC, OC);
+    t_matmul_backward(dinp, c.w, c.weight, layout, N, IC, OC, 1);
     fill_normal(&r, pre, (size_t)N * IC, 0, 3);
     float *dinp2 = fdup(pre, (size_t)N * IC);
-    matmul_backward(dinp2, c.w, c.weight, layout, N, IC, OC);
+    t_matmul_backward(dinp2, c.w, c.weight, layout, N, IC, OC, 1);
     check_added(what, dinp2, pre, dinp, (size_t)N * IC);
+    memcpy(dinp2, pre, (size_t)N * IC * sizeof(float));
+    t_matmul_backward(dinp2, c.w, c.weight, layout, N, IC, OC, 0);
+    check_overwritten(what, dinp2, dinp, (size_t)N * IC);
 
     /* linear in inp: a large step leaves only rounding */
     fd_check(what, c.inp, (size_t)N * IC, dinp, mm_loss, &c, FD_LINEAR);
@@ -126,7 +131,7 @@ typedef struct ln_ctx {
 
 static double ln_loss(void *p) {
     ln_ctx *c = p;
-    layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->weight, c->bias, c->N, c->C, c->eps);
+    t_layernorm_forward(c->out, c->mean, c->rstd, c->inp, c->weight, c->bias, c->N, c->C, c->eps);
     return dotw(c->w, c->out, (size_t)c->N * c->C);
 }
 
@@ -170,10 +175,10 @@ static void test_layernorm(void **state) {
     check_forward("layernorm", c.out, ref, mag, NC);
 
     float *dinp = fvec(NC), *pre = fvec(NC);
-    layernorm_backward(dinp, c.w, c.inp, c.weight, c.mean, c.rstd, N, C);
+    t_layernorm_backward(dinp, c.w, c.inp, c.weight, c.mean, c.rstd, N, C);
     fill_normal(&r, pre, NC, 0, 3);
     float *dinp2 = fdup(pre, NC);
-    layernorm_backward(dinp2, c.w, c.inp, c.weight, c.mean, c.rstd, N, C);
+    t_layernorm_backward(dinp2, c.w, c.inp, c.weight, c.mean, c.rstd, N, C);
     check_added("layernorm", dinp2, pre, dinp, NC);
 
     fd_check("layernorm dinp", c.inp, NC, dinp, ln_loss, &c, FD_SMOOTH);
@@ -217,8 +222,8 @@ typedef struct at_ctx {
 
 static double at_loss(void *p) {
     at_ctx *c = p;
-    attention_forward(c->out, c->att, c->qkv, c->qkv + c->C, c->qkv + 2 * c->C, 3 * c->C, 3 * c->C,
-                      c->B, c->T, c->NH, c->NH, c->C / c->NH);
+    t_attention_forward(c->out, c->att, c->qkv, c->qkv + c->C, c->qkv + 2 * c->C, 3 * c->C,
+                        3 * c->C, c->B, c->T, c->NH, c->NH, c->C / c->NH);
     return dotw(c->w, c->out, (size_t)c->B * c->T * c->C);
 }
 
@@ -278,29 +283,14 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
             }
     check_forward(what, c.out, ref, mag, no);
 
-    float *dqkv = fvec(nq), *pre = fvec(nq), *scratch = fvec((size_t)T * T);
-    attention_backward(dqkv, dqkv + C, dqkv + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
-                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
+    float *dqkv = fvec(nq), *pre = fvec(nq);
+    t_attention_backward(dqkv, dqkv + C, dqkv + 2 * C, c.w, c.out, c.qkv, c.qkv + C, c.qkv + 2 * C,
+                         c.att, 3 * C, 3 * C, B, T, NH, NH, C / NH);
     fill_normal(&r, pre, nq, 0, 3);
     float *dqkv2 = fdup(pre, nq);
-    fill_normal(&r, scratch, (size_t)T * T, 0, 100); /* scratch must be overwritten, not read */
-    attention_backward(dqkv2, dqkv2 + C, dqkv2 + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
-                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
-    check_added(what, dqkv2, pre, dqkv, nq);
-
-    /* With several scratch slots the (batch, head) pairs run on several threads, each in its own
-     * slot: the same result (every pair writes its own part of dqkv). */
-    const int slots = B * NH > 1 ? B * NH : 2;
-    float *scratch_n = fvec((size_t)slots * T * T), *dqkv3 = fvec(nq);
-    fill_normal(&r, scratch_n, (size_t)slots * T * T, 0, 100);
-    attention_backward(dqkv3, dqkv3 + C, dqkv3 + 2 * C, scratch_n, slots, c.w, c.qkv, c.qkv + C,
-                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
-    for (size_t i = 0; i < nq; i++)
-        if (!(fabs(dqkv3[i] - dqkv[i]) <= 1e-6 * fabs(dqkv[i]) + 1e-7))
-            fail_msg("%s: %d scratch slots give dqkv[%zu] = %.8g, one slot %.8g", what, slots, i,
-                     (double)dqkv3[i], (double)dqkv[i]);
-    free(scratch_n);
-    free(dqkv3);
+    t_attention_backward(dqkv2, dqkv2 + C, dqkv2 + 2 * C, c.w, c.out, c.qkv, c.qkv + C,
+                         c.qkv + 2 * C, c.att, 3 * C, 3 * C, B, T, NH, NH, C / NH);
+    check_overwritten(what, dqkv2, dqkv, nq);
 
     /* q and k enter through the softmax (non-linear), v linearly: every element at once */
     fd_check(what, c.qkv, nq, dqkv, at_loss, &c, FD_SMOOTH);
@@ -310,9 +300,8 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     memset(c.w, 0, no * sizeof(float));
     for (int b = 0; b < B; b++) fill_normal(&r, c.w + (size_t)b * T * C, C, 0, 1);
     at_loss(&c);
-    memset(dqkv, 0, nq * sizeof(float));
-    attention_backward(dqkv, dqkv + C, dqkv + 2 * C, scratch, 1, c.w, c.qkv, c.qkv + C,
-                       c.qkv + 2 * C, 3 * C, 3 * C, c.att, B, T, NH, NH, C / NH);
+    t_attention_backward(dqkv, dqkv + C, dqkv + 2 * C, c.w, c.out, c.qkv, c.qkv + C, c.qkv + 2 * C,
+                         c.att, 3 * C, 3 * C, B, T, NH, NH, C / NH);
     for (int b = 0; b < B; b++)
         for (int t = 1; t < T; t++)
             for (int i = 0; i < 3 * C; i++)
@@ -326,7 +315,6 @@ static void run_attention(int B, int T, int C, int NH, uint64_t seed) {
     free(dqkv);
     free(dqkv2);
     free(pre);
-    free(scratch);
     free(c.out);
     free(c.att);
     free(c.qkv);
@@ -351,7 +339,7 @@ typedef struct ge_ctx {
 
 static double ge_loss(void *p) {
     ge_ctx *c = p;
-    gelu_forward(c->out, c->inp, c->n);
+    t_gelu_forward(c->out, c->inp, c->n);
     return dotw(c->w, c->out, (size_t)c->n);
 }
 
@@ -374,11 +362,11 @@ static void test_gelu(void **state) {
     check_forward("gelu", c.out, ref, mag, n);
 
     float *dinp = fvec(n), *pre = fvec(n);
-    gelu_backward(dinp, c.inp, c.w, n);
+    t_gelu_backward(dinp, c.inp, c.w, n);
     fill_normal(&r, pre, n, 0, 3);
     float *dinp2 = fdup(pre, n);
-    gelu_backward(dinp2, c.inp, c.w, n);
-    check_added("gelu", dinp2, pre, dinp, n);
+    t_gelu_backward(dinp2, c.inp, c.w, n);
+    check_overwritten("gelu", dinp2, dinp, n);
 
     fd_check("gelu dinp", c.inp, n, dinp, ge_loss, &c, FD_SMOOTH);
 
@@ -404,14 +392,14 @@ static void test_encoder_residual(void **state) {
     fill_normal(&r, wte, (size_t)V * C, 0, 1);
     fill_normal(&r, wpe, (size_t)T * C, 0, 1);
     int tokens[6] = {3, 0, 6, 6, 1, 3};
-    encoder_forward(out, tokens, wte, wpe, B, T, C);
+    t_encoder_forward(out, tokens, wte, wpe, B, T, C, V);
     for (int b = 0; b < B; b++)
         for (int t = 0; t < T; t++)
             for (int i = 0; i < C; i++)
                 assert_true(out[(b * T + t) * C + i] ==
                             wte[tokens[b * T + t] * C + i] + wpe[t * C + i]);
     float *sum = fvec((size_t)B * T * C);
-    residual_forward(sum, out, wte, B * T * C);
+    t_residual_forward(sum, out, wte, B * T * C);
     for (int i = 0; i < B * T * C; i++) assert_true(sum[i] == out[i] + wte[i]);
     free(wte);
     free(wpe);
@@ -420,48 +408,47 @@ static void test_encoder_residual(void **state) {
 }
 
 /* ---------------------------------------------------------------------------------------------
- * cross-entropy with an ignore index, in place */
+ * the head and its cross-entropy with an ignore index: with an identity head (C = V) the logits
+ * are x itself, so the losses and dx are the cross-entropy's own */
 
 typedef struct ce_ctx {
-    float *logits, *buf, *losses;
+    float *logits, *head, *losses, *dx;
     const int *targets;
     int N, V;
 } ce_ctx;
 
 static double ce_loss(void *p) {
     ce_ctx *c = p;
-    memcpy(c->buf, c->logits, (size_t)c->N * c->V * sizeof(float));
-    return crossentropy_forward(c->buf, c->losses, c->targets, c->N, c->V);
+    t_head_loss(c->logits, c->head, c->targets, c->N, c->V, c->V, 0.0f, c->dx, c->losses);
+    double s = 0;
+    for (int n = 0; n < c->N; n++) s += c->losses[n];
+    return s;
 }
 
-static void test_crossentropy(void **state) {
+static void test_head_crossentropy(void **state) {
     (void)state;
     enum { N = 7, V = 11 };
     const int targets[N] = {3, -1, 0, 10, -1, 5, 5};
     rng r;
     rng_seed(&r, 61);
     ce_ctx c = {.logits = fvec(N * V),
-                .buf = fvec(N * V),
+                .head = fvec(V * V),
                 .losses = fvec(N),
+                .dx = fvec(N * V),
                 .targets = targets,
                 .N = N,
                 .V = V};
+    for (int v = 0; v < V; v++) c.head[v * V + v] = 1.0f;
     fill_normal(&r, c.logits, N * V, 0, 2);
     c.logits[6 * V + 5] += 4; /* one confident, correct row */
 
-    /* forward: probabilities in place, per-row losses, their sum; ignored rows lose 0 */
+    /* forward: per-row losses; ignored rows lose 0 */
     double total = ce_loss(&c);
     double ref_total = 0;
     for (int n = 0; n < N; n++) {
         double mx = -INFINITY, sum = 0;
         for (int v = 0; v < V; v++) mx = fmax(mx, c.logits[n * V + v]);
         for (int v = 0; v < V; v++) sum += exp(c.logits[n * V + v] - mx);
-        for (int v = 0; v < V; v++) {
-            double p = exp(c.logits[n * V + v] - mx) / sum;
-            if (!(fabs(c.buf[n * V + v] - p) <= 1e-6))
-                fail_msg("crossentropy: row %d prob %d is %.8g, expected %.8g", n, v,
-                         (double)c.buf[n * V + v], p);
-        }
         double loss = targets[n] < 0 ? 0 : log(sum) - (c.logits[n * V + targets[n]] - mx);
         if (!(fabs(c.losses[n] - loss) <= 1e-5 * (loss + 1)))
             fail_msg("crossentropy: row %d loss %.8g, expected %.8g", n, (double)c.losses[n], loss);
@@ -472,15 +459,18 @@ static void test_crossentropy(void **state) {
     assert_true(fabs(total - ref_total) <= 1e-6 * ref_total);
 
     /* stability: shifting every logit of a row by a constant (here +1000) changes nothing */
-    for (int i = 0; i < N * V; i++) c.buf[i] = c.logits[i] + 1000.0f;
-    double shifted = crossentropy_forward(c.buf, c.losses, targets, N, V);
+    float *saved = fdup(c.logits, N * V);
+    for (int i = 0; i < N * V; i++) c.logits[i] += 1000.0f;
+    double shifted = ce_loss(&c);
+    memcpy(c.logits, saved, N * V * sizeof(float));
     print_message("  crossentropy with logits + 1000: sum %.10f\n", shifted);
     assert_true(isfinite(shifted) && fabs(shifted - ref_total) <= 1e-3 * ref_total);
 
-    /* backward with dloss = 1 against the FD of the summed loss */
-    ce_loss(&c);
-    float *dlogits = fdup(c.buf, N * V);
-    crossentropy_backward(dlogits, targets, 1.0f, N, V);
+    /* backward with grad_scale 1: dx = dlogits, against the FD of the summed loss; dx is
+     * overwritten (prefilled with garbage first) */
+    float *dlogits = fvec(N * V);
+    fill_normal(&r, dlogits, N * V, 100, 1);
+    t_head_loss(c.logits, c.head, targets, N, V, V, 1.0f, dlogits, c.losses);
     for (int n = 0; n < N; n++)
         if (targets[n] < 0)
             for (int v = 0; v < V; v++)
@@ -496,20 +486,21 @@ static void test_crossentropy(void **state) {
         assert_true(fabs(s) <= 1e-6);
     }
 
-    /* dloss scales the gradient */
-    ce_loss(&c);
-    float *scaled = fdup(c.buf, N * V);
-    crossentropy_backward(scaled, targets, 0.125f, N, V);
+    /* grad_scale scales the gradient */
+    float *scaled = fvec(N * V);
+    t_head_loss(c.logits, c.head, targets, N, V, V, 0.125f, scaled, c.losses);
     for (int i = 0; i < N * V; i++)
         if (!(fabs(scaled[i] - 0.125 * dlogits[i]) <= 1e-7))
-            fail_msg("crossentropy: dloss 0.125 gives %.8g at %d, expected %.8g", (double)scaled[i],
-                     i, 0.125 * dlogits[i]);
+            fail_msg("crossentropy: grad_scale 0.125 gives %.8g at %d, expected %.8g",
+                     (double)scaled[i], i, 0.125 * dlogits[i]);
 
+    free(saved);
     free(dlogits);
     free(scaled);
     free(c.logits);
-    free(c.buf);
+    free(c.head);
     free(c.losses);
+    free(c.dx);
 }
 
 /* ---------------------------------------------------------------------------------------------
@@ -527,7 +518,7 @@ typedef struct lo_ctx {
 static double lo_loss(void *p) {
     lo_ctx *c = p;
     memcpy(c->out, c->base, (size_t)c->N * c->OC * sizeof(float));
-    lora_forward(c->out, c->h, c->x, c->segs, LORA_SEGS, c->IC, c->OC, c->h_ld);
+    t_lora_forward(c->out, c->h, c->x, c->segs, LORA_SEGS, c->IC, c->OC, c->h_ld);
     return dotw(c->w, c->out, (size_t)c->N * c->OC);
 }
 
@@ -597,7 +588,7 @@ static void test_lora(void **state) {
         c.segs[s].dA = dA[s] = fvec((size_t)rank[s] * IC);
         c.segs[s].dB = dB[s] = fvec((size_t)OC * rank[s]);
     }
-    lora_backward(dx, dh, c.w, c.x, c.h, c.segs, LORA_SEGS, IC, OC, h_ld);
+    t_lora_backward(dx, dh, c.w, c.x, c.h, c.segs, LORA_SEGS, IC, OC, h_ld);
     /* dh = scale * dout . B */
     for (int s = 0; s < LORA_SEGS; s++)
         for (int n = row0[s]; n < row0[s] + rows[s]; n++)
@@ -627,7 +618,8 @@ static void test_lora(void **state) {
             c.segs[s].dB = fdup(pre_B[s], (size_t)OC * rank[s]);
         }
         fill_normal(&r, dh2, NH, 1000, 1);
-        lora_backward(pass == 0 ? dx2 : NULL, dh2, c.w, c.x, c.h, c.segs, LORA_SEGS, IC, OC, h_ld);
+        t_lora_backward(pass == 0 ? dx2 : NULL, dh2, c.w, c.x, c.h, c.segs, LORA_SEGS, IC, OC,
+                        h_ld);
         for (int s = 0; s < LORA_SEGS; s++) {
             char what[64];
             snprintf(what, sizeof what, "lora seg %d dA (dx %s)", s, pass ? "NULL" : "given");
@@ -692,9 +684,11 @@ typedef struct dr_ctx {
     uint64_t seed;
 } dr_ctx;
 
+static const uint64_t SEQ_ID = 42; /* the one sequence these checks drop from */
+
 static double dr_loss(void *ctx) {
     dr_ctx *c = ctx;
-    dropout_forward(c->out, c->inp, c->n, c->p, c->seed);
+    t_dropout_forward(c->out, c->inp, c->n, c->p, c->seed, &SEQ_ID);
     return dotw(c->w, c->out, (size_t)c->n);
 }
 
@@ -706,9 +700,9 @@ static void test_dropout_statistics(void **state) {
     const float ps[3] = {0.1f, 0.3f, 0.5f};
     for (int k = 0; k < 3; k++) {
         float p = ps[k];
-        dropout_forward(a, ones, n, p, 1234);
-        dropout_forward(b, ones, n, p, 1234);
-        dropout_forward(c, ones, n, p, 1235);
+        t_dropout_forward(a, ones, n, p, 1234, &SEQ_ID);
+        t_dropout_forward(b, ones, n, p, 1234, &SEQ_ID);
+        t_dropout_forward(c, ones, n, p, 1235, &SEQ_ID);
         assert_memory_equal(a, b, (size_t)n * sizeof(float)); /* same seed, same mask */
         long kept = 0, agree = 0;
         const float keep = 1.0f / (1.0f - p);
@@ -736,21 +730,38 @@ static void test_dropout_statistics(void **state) {
         assert_true(fabs((double)first_half / (n / 2) - (1.0 - p)) <= 6 * sigma * sqrt(2.0));
     }
 
-    /* The mask is a pure function of (seed, index): a prefix call agrees with the long one, and
-     * the thread count does not matter. */
-    dropout_forward(a, ones, n, 0.2f, 99);
-    dropout_forward(b, ones, 1000, 0.2f, 99);
+    /* The mask is a pure function of (seed, sequence, index): a prefix call agrees with the long
+     * one, and the thread count does not matter. */
+    t_dropout_forward(a, ones, n, 0.2f, 99, &SEQ_ID);
+    t_dropout_forward(b, ones, 1000, 0.2f, 99, &SEQ_ID);
     assert_memory_equal(a, b, 1000 * sizeof(float));
     ops_set_threads(1);
-    dropout_forward(c, ones, n, 0.2f, 99);
+    t_dropout_forward(c, ones, n, 0.2f, 99, &SEQ_ID);
     ops_set_threads(0);
     assert_memory_equal(a, c, (size_t)n * sizeof(float));
+
+    /* A sequence's masks do not depend on where it sits in a batch: two sequences (ids 7, 9) of
+     * 3 rows each in one call equal each alone, and another id gives another mask. */
+    {
+        const int rows = 3, cols = 50, per = rows * cols;
+        const uint64_t ids[2] = {7, 9}, other = 8;
+        float *both = fvec(2 * (size_t)per), *one = fvec(per);
+        dropout_forward(test_ctx(), A(both), CA(ones), 2 * rows, cols, rows, ids, 0.5f, 3);
+        for (int k = 0; k < 2; k++) {
+            dropout_forward(test_ctx(), A(one), CA(ones), rows, cols, rows, &ids[k], 0.5f, 3);
+            assert_memory_equal(both + (size_t)k * per, one, per * sizeof(float));
+        }
+        dropout_forward(test_ctx(), A(one), CA(ones), rows, cols, rows, &other, 0.5f, 3);
+        assert_memory_not_equal(both, one, per * sizeof(float));
+        free(both);
+        free(one);
+    }
 
     /* p = 0 is the identity */
     rng r;
     rng_seed(&r, 81);
     fill_normal(&r, a, 4096, 0, 1);
-    dropout_forward(b, a, 4096, 0.0f, 5);
+    t_dropout_forward(b, a, 4096, 0.0f, 5, &SEQ_ID);
     assert_memory_equal(a, b, 4096 * sizeof(float));
 
     free(ones);
@@ -771,10 +782,10 @@ static void test_dropout_backward(void **state) {
     const float keep = 1.0f / (1.0f - c.p);
 
     float *dinp = fvec(n), *pre = fvec(n);
-    dropout_backward(dinp, c.w, n, c.p, c.seed);
+    t_dropout_backward(dinp, c.w, n, c.p, c.seed, &SEQ_ID);
     fill_normal(&r, pre, n, 0, 3);
     float *dinp2 = fdup(pre, n);
-    dropout_backward(dinp2, c.w, n, c.p, c.seed);
+    t_dropout_backward(dinp2, c.w, n, c.p, c.seed, &SEQ_ID);
     check_added("dropout", dinp2, pre, dinp, n);
 
     /* the same mask as forward: dinp = dout * keep where forward kept, 0 where it dropped */
@@ -811,7 +822,7 @@ int main(void) {
         cmocka_unit_test(test_attention),
         cmocka_unit_test(test_gelu),
         cmocka_unit_test(test_encoder_residual),
-        cmocka_unit_test(test_crossentropy),
+        cmocka_unit_test(test_head_crossentropy),
         cmocka_unit_test(test_lora),
         cmocka_unit_test(test_dropout_statistics),
         cmocka_unit_test(test_dropout_backward),

@@ -1,0 +1,98 @@
+/* The device interface: the CPU device, opening a GPU by name, and memory accounting. Everything
+ * else is the backend's (backend.h). */
+#include "backend.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+device *device_cpu(void) {
+    /* The CPU device holds no state that changes: its allocations are not counted here (a
+     * process's resident memory says more), so one instance serves everyone. */
+    static device cpu = {.be = &CPU_BACKEND, .description = "cpu"};
+    return &cpu;
+}
+
+#ifndef LORAPS_HAVE_CUDA
+int cuda_device_open(device **out, int index, lp_err *err) {
+    (void)out, (void)index;
+    return lp_fail(err, "this build of loraps has no CUDA backend (rebuild with the CUDA toolkit "
+                        "installed, or -DLORAPS_CUDA=ON to insist on it)");
+}
+#endif
+
+int device_cuda_built(void) {
+#ifdef LORAPS_HAVE_CUDA
+    return 1;
+#else
+    return 0;
+#endif
+}
+
+/* "cuda" means LOCAL_RANK's GPU where a launcher (torchrun, loraps run) set it, else GPU 0. */
+static int cuda_index(const char *spec, int *index, lp_err *err) {
+    const char *local = getenv("LOCAL_RANK");
+    const char *digits = !strcmp(spec, "cuda") ? (local && *local ? local : "0") : spec + 5;
+    char *end;
+    long v = strtol(digits, &end, 10);
+    if (!*digits || *end || v < 0 || v > 1023)
+        return lp_fail(err, "device '%s': the GPU index must be a number in 0..1023%s", spec,
+                       digits == local ? " (from LOCAL_RANK)" : "");
+    *index = (int)v;
+    return 0;
+}
+
+int device_open(device **out, const char *spec, lp_err *err) {
+    if (!spec || !*spec || !strcmp(spec, "cpu")) {
+        *out = device_cpu();
+        return 0;
+    }
+    if (!strcmp(spec, "cuda") || !strncmp(spec, "cuda:", 5)) {
+        int index;
+        if (cuda_index(spec, &index, err) < 0) return -1;
+        return cuda_device_open(out, index, err);
+    }
+    return lp_fail(err, "unknown device '%s' (cpu, cuda or cuda:N)", spec);
+}
+
+void device_close(device *d) {
+    if (d && d != device_cpu() && d->be->close) d->be->close(d);
+}
+
+int device_is_cpu(const device *d) {
+    return d->be == &CPU_BACKEND;
+}
+
+const char *device_describe(const device *d) {
+    return d->description;
+}
+
+void device_account(device *d, long long bytes) {
+    if (d == device_cpu()) return;
+    d->in_use = (size_t)((long long)d->in_use + bytes);
+    if (d->in_use > d->peak) d->peak = d->in_use;
+}
+
+void *device_alloc(device *d, size_t bytes, lp_err *err) {
+    return d->be->alloc(d, bytes, err);
+}
+
+void device_free(device *d, void *p) {
+    if (p) d->be->free(d, p);
+}
+
+int device_upload(device *d, void *dst, const void *host, size_t bytes, lp_err *err) {
+    return d->be->upload(d, dst, host, bytes, err);
+}
+
+int device_download(device *d, void *host, const void *src, size_t bytes, lp_err *err) {
+    return d->be->download(d, host, src, bytes, err);
+}
+
+size_t device_bytes_in_use(const device *d) {
+    return d->in_use;
+}
+
+size_t device_peak_bytes(const device *d) {
+    return d->peak;
+}
