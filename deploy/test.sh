@@ -14,4 +14,5 @@ export LORAPS_CACHE=${LORAPS_CACHE:-$PWD/build-test/cache}
 # each other (a 30 s test took 10 min that way); waiting threads sleep instead.
 export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 cd build-test
-exec ctest --output-on-failure --timeout 900 -j2
+# GPU tests (label gpu) need a GPU: tests/gpu/run.sh runs them on one.
+exec ctest --output-on-failure --timeout 900 -j2 -LE gpu

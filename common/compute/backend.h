@@ -17,6 +17,10 @@ typedef struct backend {
     void (*free)(device *d, void *p);
     int (*upload)(device *d, void *dst, const void *host, size_t bytes, lp_err *err);
     int (*download)(device *d, void *host, const void *src, size_t bytes, lp_err *err);
+    /* host memory the device copies from and to often (the adapters' arrays): page-locked while
+     * registered, so copies run at full speed (optional) */
+    void (*host_register)(device *d, void *host, size_t bytes);
+    void (*host_unregister)(device *d, void *host);
 
     /* a context: its workspace and stream */
     int (*ctx_init)(ops_ctx *c, const ops_limits *lim, lp_err *err);
@@ -111,7 +115,12 @@ extern const backend CPU_BACKEND;
 /* Opens GPU `index` (compute/cuda/backend.cu; absent in builds without CUDA). */
 int cuda_device_open(device **out, int index, lp_err *err);
 
-/* For backends: count an allocation of `bytes` (or a release, negative) into in_use and peak. */
-void device_account(device *d, long long bytes);
+/* For backends: count an allocation of `bytes` (or a release, negative) into in_use and peak.
+ * The CPU device counts nothing (it is shared and never changes; see device.c). */
+static inline void device_account(device *d, long long bytes) {
+    if (d->be == &CPU_BACKEND) return;
+    d->in_use = (size_t)((long long)d->in_use + bytes);
+    if (d->in_use > d->peak) d->peak = d->in_use;
+}
 
 #endif

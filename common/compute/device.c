@@ -48,7 +48,7 @@ int device_open(device **out, const char *spec, lp_err *err) {
         return 0;
     }
     if (!strcmp(spec, "cuda") || !strncmp(spec, "cuda:", 5)) {
-        int index;
+        int index = 0;
         if (cuda_index(spec, &index, err) < 0) return -1;
         return cuda_device_open(out, index, err);
     }
@@ -67,12 +67,6 @@ const char *device_describe(const device *d) {
     return d->description;
 }
 
-void device_account(device *d, long long bytes) {
-    if (d == device_cpu()) return;
-    d->in_use = (size_t)((long long)d->in_use + bytes);
-    if (d->in_use > d->peak) d->peak = d->in_use;
-}
-
 void *device_alloc(device *d, size_t bytes, lp_err *err) {
     return d->be->alloc(d, bytes, err);
 }
@@ -87,6 +81,14 @@ int device_upload(device *d, void *dst, const void *host, size_t bytes, lp_err *
 
 int device_download(device *d, void *host, const void *src, size_t bytes, lp_err *err) {
     return d->be->download(d, host, src, bytes, err);
+}
+
+void device_pin(device *d, void *host, size_t bytes) {
+    if (d->be->host_register && host && bytes) d->be->host_register(d, host, bytes);
+}
+
+void device_unpin(device *d, void *host) {
+    if (d->be->host_unregister && host) d->be->host_unregister(d, host);
 }
 
 size_t device_bytes_in_use(const device *d) {

@@ -28,6 +28,10 @@ void device_free(device *d, void *p);
 /* Synchronous copies, for loading weights and tests. */
 int device_upload(device *d, void *dst, const void *host, size_t bytes, lp_err *err);
 int device_download(device *d, void *host, const void *src, size_t bytes, lp_err *err);
+/* Host memory copied to and from the device often (the adapters' arrays), page-locked while pinned
+ * so those copies run at full speed. Nothing on the CPU. */
+void device_pin(device *d, void *host, size_t bytes);
+void device_unpin(device *d, void *host);
 /* Bytes allocated now, and the most ever allocated at once (the allocator's high-water mark). */
 size_t device_bytes_in_use(const device *d);
 size_t device_peak_bytes(const device *d);

@@ -54,15 +54,15 @@ static int load_layer(model *m, gpt2_layer *w, int l, int C, lp_err *err) {
         {&w->ln1_w, "ln_1.weight", WK_VECTOR, C, 0},
         {&w->ln1_b, "ln_1.bias", WK_VECTOR, C, 0},
         {&w->qkv_w, "attn.c_attn.weight", WK_MATRIX, C, 3 * C},
-        {&w->qkv_b, "attn.c_attn.bias", WK_VECTOR, 3 * C, 0},
+        {&w->qkv_b, "attn.c_attn.bias", WK_BIAS, 3 * C, 0},
         {&w->attn_proj_w, "attn.c_proj.weight", WK_MATRIX, C, C},
-        {&w->attn_proj_b, "attn.c_proj.bias", WK_VECTOR, C, 0},
+        {&w->attn_proj_b, "attn.c_proj.bias", WK_BIAS, C, 0},
         {&w->ln2_w, "ln_2.weight", WK_VECTOR, C, 0},
         {&w->ln2_b, "ln_2.bias", WK_VECTOR, C, 0},
         {&w->fc_w, "mlp.c_fc.weight", WK_MATRIX, C, 4 * C},
-        {&w->fc_b, "mlp.c_fc.bias", WK_VECTOR, 4 * C, 0},
+        {&w->fc_b, "mlp.c_fc.bias", WK_BIAS, 4 * C, 0},
         {&w->fc_proj_w, "mlp.c_proj.weight", WK_MATRIX, 4 * C, C},
-        {&w->fc_proj_b, "mlp.c_proj.bias", WK_VECTOR, C, 0},
+        {&w->fc_proj_b, "mlp.c_proj.bias", WK_BIAS, C, 0},
     };
     for (int i = 0; i < 12; i++) {
         char name[96];

@@ -87,7 +87,7 @@ static int load_layer(model *m, llama *g, int l, lp_err *err) {
         int has_bias = k <= MOD_V ? c->qkv_bias : k == MOD_O ? c->o_bias : c->mlp_bias;
         if (!has_bias) continue;
         snprintf(name, sizeof name, "layers.%d.%s.bias", l, MOD_NAMES[k]);
-        if (weight_of(m, &w->bias_own[k], WK_VECTOR, name, out, 0, err) < 0) return -1;
+        if (weight_of(m, &w->bias_own[k], WK_BIAS, name, out, 0, err) < 0) return -1;
         w->bias[k] = &w->bias_own[k];
     }
     return 0;

@@ -96,7 +96,7 @@ static int find_weight(model *m, const char *prefix, const char *name, int64_t r
         return lp_fail(err, "model weights: tensor '%s' holds %zu bytes, not %zu of %s", name,
                        t->nbytes, numel * dtype_size(t->dtype), dtype_name(t->dtype));
     m->fingerprint = hash64(m->fingerprint, name, strlen(name));
-    m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
+    if (!m->src.unhashed) m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
     return 0;
 }
 
@@ -160,11 +160,14 @@ int model_weight(model *m, weight *w, weight_kind kind, const char *prefix, cons
     return as_f32(m, w, &t, name, err);
 }
 
-/* One weight onto device d: matrices and tables in bf16, vectors in f32. */
+/* One weight onto device d: matrices, tables and biases in bf16, norm weights in f32; tables get
+ * zero rows up to a multiple of 64 (the head's GEMMs then run on aligned shapes). */
 static int place_weight(model *m, device *d, const weight_slot *s, lp_err *err) {
     weight *w = s->w;
     dtype want = s->kind == WK_VECTOR ? DT_F32 : DT_BF16;
+    int64_t rows = s->rows, pad = s->kind == WK_TABLE ? (64 - rows % 64) % 64 : 0;
     size_t esize = dtype_size(want), bytes = w->numel * esize;
+    size_t pad_bytes = (size_t)pad * (size_t)(s->cols ? s->cols : 1) * esize;
     void *host = (void *)w->data;
     void *converted = NULL;
     if (w->dtype != want) {
@@ -179,8 +182,14 @@ static int place_weight(model *m, device *d, const weight_slot *s, lp_err *err) 
         free(f32);
         host = converted;
     }
-    void *on_device = device_alloc(d, bytes, err);
+    void *on_device = device_alloc(d, bytes + pad_bytes, err);
     int rc = on_device ? device_upload(d, on_device, host, bytes, err) : -1;
+    if (rc == 0 && pad_bytes) {
+        void *zeros = calloc(1, pad_bytes);
+        rc = zeros ? device_upload(d, (char *)on_device + bytes, zeros, pad_bytes, err)
+                   : lp_fail(err, "out of memory");
+        free(zeros);
+    }
     free(converted);
     if (rc < 0 || remember(&m->placed, &m->n_placed, on_device) < 0) {
         device_free(d, on_device);
@@ -188,6 +197,7 @@ static int place_weight(model *m, device *d, const weight_slot *s, lp_err *err) 
     }
     w->data = on_device;
     w->dtype = want;
+    w->pad_rows = (int)pad;
     return 0;
 }
 

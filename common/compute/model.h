@@ -37,6 +37,8 @@ typedef struct weight_source {
     int (*find)(void *ctx, const char *prefix, const char *name, int64_t rows, int64_t cols,
                 weight_view *out);
     void (*release)(void *ctx);
+    int unhashed; /* the weights are not hashed into the fingerprint (synthetic ones: a function of
+                     their seed, and an 8B shape would take seconds to hash) */
 } weight_source;
 
 /* Builds a model over its weights, on the CPU; takes ownership of src (released on failure too).

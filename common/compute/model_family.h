@@ -31,7 +31,9 @@ typedef struct model_family_ops {
 
 /* What a frozen tensor is to the model, which decides how each device stores it. */
 typedef enum weight_kind {
-    WK_VECTOR, /* norm weights, biases: f32 everywhere */
+    WK_VECTOR, /* norm weights: f32 everywhere */
+    WK_BIAS,   /* a linear layer's bias: f32 on the CPU, bf16 on a GPU (the GEMM epilogue adds it
+                  in the output's type, as autocast does) */
     WK_MATRIX, /* a linear layer's weight: bf16 kept where the file stores bf16 (CPU), bf16 on a
                   GPU */
     WK_TABLE,  /* an embedding (and tied head): f32 on the CPU (the head reads all of it in every

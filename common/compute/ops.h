@@ -30,11 +30,14 @@ typedef struct act act;
         act *: (act *)((char *)(p) + (size_t)(n) * ops_act_size(c)),                              \
         const act *: (const act *)((const char *)(p) + (size_t)(n) * ops_act_size(c)))
 
-/* A frozen tensor on the context's device. */
+/* A frozen tensor on the context's device. Norm weights are f32; on the CPU matrices are f32 or
+ * bf16 (mapped) and biases f32; on a GPU matrices, tables and biases are bf16. */
 typedef struct weight {
     const void *data;
     dtype dtype; /* DT_F32 or DT_BF16 */
     size_t numel;
+    int pad_rows; /* zero rows after the logical ones (a GPU's embedding tables: rows a multiple of
+                     64, so the head's GEMMs run aligned) */
 } weight;
 
 /* How a frozen matrix is stored: HF Conv1D (GPT-2) keeps [in,out]; nn.Linear keeps [out,in]. */

@@ -28,7 +28,8 @@ int train_step(model_trainer *t, lora_adapter *a, const train_batch *b, train_re
                        "the step's %d sequences have no counted token (every target is masked)",
                        B * b->n_micro);
     float grad_scale = 1.0f / (float)out->n_tokens;
-    lora_adapter_zero_grad(a);
+    if (model_trainer_load_params(t, err) < 0) return -1;
+    model_trainer_zero_grads(t);
     for (int micro = 0; micro < b->n_micro; micro++) {
         size_t off = (size_t)micro * per_micro;
         uint64_t first = b->first_seq + (uint64_t)micro * B;
@@ -38,6 +39,7 @@ int train_step(model_trainer *t, lora_adapter *a, const train_batch *b, train_re
             return -1;
         out->loss_sum += s.loss_sum;
     }
+    if (model_trainer_fetch_grads(t, err) < 0) return -1;
     out->grad_sum_sq = sum_of_squares(a->grads, a->n_params);
     out->seconds = now_seconds() - t0;
     return 0;

@@ -28,7 +28,8 @@ typedef struct train_result {
     double seconds;     /* wall time of forward and backward */
 } train_result;
 
-/* Zeroes a->grads (a: the trainer's adapter), then forward and backward over every micro-batch.
+/* Sends a->params to where the trainer computes, zeroes the gradients, runs forward and backward
+ * over every micro-batch and leaves the mean gradient in a->grads (a: the trainer's adapter).
  * Fails if no token of the batch counts. */
 int train_step(model_trainer *t, lora_adapter *a, const train_batch *b, train_result *out,
                lp_err *err);

@@ -34,6 +34,8 @@ static int place_adapters(trainer_core *c, lp_err *err) {
         }
         size_t bytes = a->n_params * sizeof(float);
         ad->owned = 1;
+        device_pin(d, a->params, bytes);
+        device_pin(d, a->grads, bytes);
         if (!(ad->params = device_alloc(d, bytes, err)) ||
             !(ad->grads = device_alloc(d, bytes, err)) ||
             !(ad->params_act = device_alloc(d, a->n_params * ops_act_size(c->ctx), err)))
@@ -72,6 +74,8 @@ void trainer_core_free(trainer_core *c) {
     device *d = c->ctx ? ops_device(c->ctx) : NULL;
     for (int k = 0; d && c->dev && k < c->n_adapters; k++) {
         if (!c->dev[k].owned) continue;
+        device_unpin(d, c->adapters[k]->params);
+        device_unpin(d, c->adapters[k]->grads);
         device_free(d, c->dev[k].params);
         device_free(d, c->dev[k].grads);
         device_free(d, c->dev[k].params_act);

@@ -66,8 +66,8 @@ static double max_abs(const float *a, size_t n) {
 
 /* Compares every adapter gradient with factor * "grad.<name>"; returns the worst relative
  * error. verbose prints every tensor's, not just the worst. */
-static double compare_grads(const st_file *g, const lora_adapter *a, double factor,
-                            const char *label, int verbose) {
+__attribute__((unused)) static double compare_grads(const st_file *g, const lora_adapter *a,
+                                                    double factor, const char *label, int verbose) {
     double worst = 0;
     const char *worst_name = "";
     for (int i = 0; i < a->n_tensors; i++) {
