@@ -1,5 +1,6 @@
 /* Mixed-task batches: adapters with different targets, ranks and scales share one batch, and
- * each gets exactly the loss and gradients it would get from a batch of its own. */
+ * each gets exactly the loss and gradients it would get from a batch of its own; for GPT-2 and the
+ * Llama family. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,21 +18,27 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define GOLDEN LORAPS_TEST_DATA "/reference/golden/gpt2_tiny"
+#define GOLDEN LORAPS_TEST_DATA "/reference/golden/"
 #define T      12
+
+/* One family's model and three adapters' targets: a few modules, the MLP, a whole layer. */
+typedef struct family_case {
+    const char *model;
+    const char *targets[3];
+} family_case;
+
+static const family_case GPT2 = {"gpt2_tiny",
+                                 {"c_attn", "mlp.c_fc,mlp.c_proj", "re:transformer\\.h\\.1\\..*"}};
+static const family_case LLAMA = {
+    "llama_tiny", {"q_proj,v_proj", "gate_proj,up_proj,down_proj", "re:model\\.layers\\.1\\..*"}};
 
 static model *m;
 
-static int setup(void **state) {
-    (void)state;
+static void open_model(const family_case *f) {
     lp_err err;
-    return model_load(&m, GOLDEN, &err);
-}
-
-static int teardown(void **state) {
-    (void)state;
-    model_free(m);
-    return 0;
+    char dir[512];
+    snprintf(dir, sizeof dir, "%s%s", GOLDEN, f->model);
+    if (model_load(&m, dir, &err) < 0) fail_msg("%s", err.msg);
 }
 
 static void build_with_dropout(lora_adapter *a, const char *targets, int r, float alpha, int rslora,
@@ -57,8 +64,8 @@ static void tokens(int *in, int *tg, int n_seq, uint64_t seed) {
     rng g;
     rng_seed(&g, seed);
     for (int i = 0; i < n_seq * T; i++) {
-        in[i] = (int)rng_below(&g, 512);
-        tg[i] = i % 5 == 0 ? -1 : (int)rng_below(&g, 512);
+        in[i] = (int)rng_below(&g, (uint32_t)model_vocab_size(m));
+        tg[i] = i % 5 == 0 ? -1 : (int)rng_below(&g, (uint32_t)model_vocab_size(m));
     }
 }
 
@@ -83,12 +90,14 @@ static double rel_diff(const float *x, const float *ref, size_t n) {
     return worst / scale;
 }
 
-static void check_three_adapters(float dropout0, float dropout1, float dropout2, double *loss) {
+static void check_three_adapters(const family_case *f, float dropout0, float dropout1,
+                                 float dropout2, double *loss) {
     lp_err err;
     lora_adapter a[3];
-    build_with_dropout(&a[0], "c_attn", 4, 8, 0, dropout0, 1);
-    build_with_dropout(&a[1], "mlp.c_fc,mlp.c_proj", 8, 16, 0, dropout1, 2);
-    build_with_dropout(&a[2], "re:transformer\\.h\\.1\\..*", 2, 4, 1, dropout2, 3);
+    open_model(f);
+    build_with_dropout(&a[0], f->targets[0], 4, 8, 0, dropout0, 1);
+    build_with_dropout(&a[1], f->targets[1], 8, 16, 0, dropout1, 2);
+    build_with_dropout(&a[2], f->targets[2], 2, 4, 1, dropout2, 3);
     int seqs[3] = {2, 3, 1}, total = 6;
     int in[6 * T], tg[6 * T], adapter_of[6];
     tokens(in, tg, total, 7);
@@ -152,24 +161,30 @@ static void check_three_adapters(float dropout0, float dropout1, float dropout2,
         free(ref[k]);
         lora_adapter_free(&a[k]);
     }
+    model_free(m);
+    m = NULL;
 }
 
 static void test_each_adapter_gets_its_own_gradients(void **state) {
     (void)state;
     double loss[3];
-    check_three_adapters(0, 0, 0, loss);
+    check_three_adapters(&GPT2, 0, 0, 0, loss);
+    check_three_adapters(&LLAMA, 0, 0, 0, loss);
 }
 
 /* With LoRA dropout (different rates per adapter), each adapter's masks in the mixed batch are
  * the ones it gets alone, so the equality stays exact. */
 static void test_with_dropout_too(void **state) {
     (void)state;
-    double plain[3], dropped[3];
-    check_three_adapters(0, 0, 0, plain);
-    check_three_adapters(0.1f, 0.3f, 0.0f, dropped);
-    /* and the dropout really happened where it was asked for, and only there */
-    assert_true(plain[0] != dropped[0] && plain[1] != dropped[1]);
-    assert_true(plain[2] == dropped[2]);
+    const family_case *families[2] = {&GPT2, &LLAMA};
+    for (int i = 0; i < 2; i++) {
+        double plain[3], dropped[3];
+        check_three_adapters(families[i], 0, 0, 0, plain);
+        check_three_adapters(families[i], 0.1f, 0.3f, 0.0f, dropped);
+        /* and the dropout really happened where it was asked for, and only there */
+        assert_true(plain[0] != dropped[0] && plain[1] != dropped[1]);
+        assert_true(plain[2] == dropped[2]);
+    }
 }
 
 int main(void) {
@@ -177,5 +192,5 @@ int main(void) {
         cmocka_unit_test(test_each_adapter_gets_its_own_gradients),
         cmocka_unit_test(test_with_dropout_too),
     };
-    return cmocka_run_group_tests(tests, setup, teardown);
+    return cmocka_run_group_tests(tests, NULL, NULL);
 }
