@@ -13,6 +13,16 @@ if [ ! -f "$K8S/node_modules/kubernetes-models/package.json" ] || [ ! -f "$K8S/n
 fi
 node "$K8S/validate.mjs" "$K8S/../../deploy/k8s" "$B" || fail "deploy/k8s does not validate"
 LORAPS_BIN=$B "$K8S/check_dockerfile.sh" || fail "deploy/Dockerfile check"
+# The GPU image, against a build with the CUDA backend (where this machine has the toolkit).
+if ldd "$B/loraps-worker" | grep -q libcudart; then
+    DOCKERFILE=$K8S/../../deploy/Dockerfile.cuda LORAPS_BIN=$B "$K8S/check_dockerfile.sh" ||
+        fail "deploy/Dockerfile.cuda check"
+    sed 's/ cuda-cudart-13-0 / /' "$K8S/../../deploy/Dockerfile.cuda" >"$TMP/Dockerfile.cuda.nort"
+    DOCKERFILE=$TMP/Dockerfile.cuda.nort LORAPS_BIN=$B "$K8S/check_dockerfile.sh" 2>"$TMP/e" >/dev/null &&
+        fail "check_dockerfile accepts a GPU image without the CUDA runtime"
+    grep -q "from cuda-cudart-13-0, which the runtime stage does not install" "$TMP/e" ||
+        fail "unclear: $(cat "$TMP/e")"
+fi
 # ... and it catches a runtime stage that lacks a library, or that runs as root.
 sed 's/ libmicrohttpd12 / /; s/^      libmicrohttpd12 \\$/      \\/' "$K8S/../../deploy/Dockerfile" >"$TMP/Dockerfile.nolib"
 grep -q libmicrohttpd12 "$TMP/Dockerfile.nolib" && fail "could not make the broken Dockerfile"

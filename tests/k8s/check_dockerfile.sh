@@ -7,6 +7,9 @@
 #    installs (or from the base image), and every package named exists in Debian 12;
 #  - the final stage runs as a non-root user and puts loraps-ps, loraps-worker and loraps on
 #    PATH.
+# The GPU image (deploy/Dockerfile.cuda: -DLORAPS_CUDA=ON) takes nvcc, the CUDA runtime and cuBLAS
+# from NVIDIA's Debian 12 repository: those packages (cuda-*, libcublas*) are not in Debian's
+# archive, and the libraries the toolkit provides must come from the matching ones.
 # usage: LORAPS_BIN=build/bin tests/k8s/check_dockerfile.sh [--build]
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,8 +34,10 @@ packages() {
 rt_pkgs=$(packages <<<"$runtime")
 bd_pkgs=$(packages <<<"$build")
 [ -n "$rt_pkgs" ] && [ -n "$bd_pkgs" ] || fail "cannot read the stages' package lists"
-if ! apt-cache show $rt_pkgs $bd_pkgs >/dev/null 2>&1; then
-    for p in $rt_pkgs $bd_pkgs; do
+nvidia_pkg() { [[ $1 == cuda-* || $1 == libcublas* ]]; }
+debian_pkgs=$(for p in $rt_pkgs $bd_pkgs; do nvidia_pkg "$p" || echo "$p"; done)
+if ! apt-cache show $debian_pkgs >/dev/null 2>&1; then
+    for p in $debian_pkgs; do
         apt-cache show "$p" >/dev/null 2>&1 || fail "package $p does not exist in this Debian"
     done
 fi
@@ -55,6 +60,16 @@ for bin in loraps-ps loraps-worker loraps; do
         path=$(ldd "$B/$bin" | awk -v l="$lib" '$1 == l {print $3}')
         [ -n "$path" ] || fail "$bin: $lib is not found here"
         case $path in /usr/local/cuda* | */libstdc++.so*) [ "$no_cuda" != 0 ] && continue ;; esac
+        case $path in /usr/local/cuda*) # the toolkit's libraries, from NVIDIA's packages
+            case $lib in
+                libcudart.so*) pkg=cuda-cudart-13-0 ;;
+                libcublas.so* | libcublasLt.so*) pkg=libcublas-13-0 ;;
+                *) fail "$bin links $lib from the CUDA toolkit, which no known package provides" ;;
+            esac
+            grep -qx "$pkg" <<<"$rt_pkgs" || fail "$bin links $lib from $pkg, which the runtime stage does not install"
+            continue
+            ;;
+        esac
         real=$(readlink -f "$path")
         pkg=$(dpkg -S "$real" 2>/dev/null || dpkg -S "$path" 2>/dev/null ||
             dpkg -S "${path/#\/lib\//\/usr\/lib\/}" 2>/dev/null || true)
