@@ -1,9 +1,4 @@
-/* Checkpoints of the server side, and resume.
- *
- * Every shard owns a part of the adapter and of AdamW's moments; a checkpoint is still ONE PEFT
- * folder (common/checkpoint.h), written by shard 0. When a checkpoint is due, each other shard
- * sends shard 0 its whole state at that version (ShardState: params, m, v), and shard 0 writes
- * the folder once it holds every shard's part of the SAME version:
+/* Checkpoints of the server side: collecting the shards' states on shard 0 and writing them.
  *
  * - periodic (version % save_every == 0): states are collected per version. In sync mode every
  *   shard publishes the same versions in the same order, so each one reaches the version and
@@ -11,17 +6,14 @@
  * - final (the job's end) and stop (SIGTERM/SIGINT): each shard sends its state as it is. If the
  *   shards' versions differ (a stop between two shards' updates), no checkpoint is written from
  *   them (it would not be a state the job ever had); the --out adapter still is, and `latest`
- *   stays on the newest consistent checkpoint.
- *
- * Resume reads the folder back on every shard; each takes its part, so the number of shards may
- * change between runs. */
-#include "ps.h"
+ *   stays on the newest consistent checkpoint. */
+#include "ps_checkpoint.h"
 
 #include "checkpoint.h"
-#include "fsutil.h"
-#include "peft.h"
+#include "ps_log.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -37,25 +29,32 @@ typedef struct ckpt_slot {
     int64_t started_ms;
 } ckpt_slot;
 
-struct ps_ckpt {
+struct ps_ckpt_collect {
     ckpt_slot slot[3]; /* two periodic versions in flight, and the end */
-    size_t total;      /* params of the whole adapter */
-    size_t *spec_off;  /* [spec.n] */
     int final_done;
 };
 
-static struct ps_ckpt *ckpt_state(ps *s) {
-    if (s->ckpt) return s->ckpt;
-    struct ps_ckpt *c = calloc(1, sizeof *c);
-    if (!c) return NULL;
-    c->spec_off = malloc((size_t)(s->spec.n ? s->spec.n : 1) * sizeof *c->spec_off);
-    if (!c->spec_off) {
-        free(c);
-        return NULL;
+enum { END_SLOT = 2 };
+
+int ps_checkpoints_init(ps_checkpoints *ck, ps_config *cfg, ps_adapters *adapters, ps_step *step,
+                        ps_net *net, ps_validate *checks, lp_err *err) {
+    memset(ck, 0, sizeof *ck);
+    ck->cfg = cfg;
+    ck->adapters = adapters;
+    ck->step = step;
+    ck->net = net;
+    ck->checks = checks;
+    if (cfg->durable_every > 0 && !cfg->out_dir[0])
+        return lp_fail(err, "--durable-every needs --out (where the checkpoints go)");
+    if (cfg->durable_every > 0 && cfg->job.keep_checkpoints == 0) {
+        /* a folder per durable version would fill the disk: keep the newest few */
+        cfg->job.keep_checkpoints = 3;
+        ps_log(cfg->shard, "--durable-every: keeping the newest 3 checkpoints (keep_checkpoints)");
     }
-    for (int i = 0; i < s->spec.n; i++) c->spec_off[i] = c->total, c->total += s->spec.numel[i];
-    s->ckpt = c;
-    return c;
+    if (cfg->durable_every > 0 && cfg->n_shards > 1)
+        return lp_fail(err, "--durable-every is not supported with several shards yet (each "
+                            "shard would have to wait for shard 0's write); use one shard");
+    return 0;
 }
 
 static void slot_free(ckpt_slot *sl) {
@@ -67,15 +66,43 @@ static void slot_free(ckpt_slot *sl) {
     memset(sl, 0, sizeof *sl);
 }
 
-static int slot_open(ps *s, ckpt_slot *sl, uint64_t version, int end) {
-    struct ps_ckpt *c = s->ckpt;
-    size_t n = c->total ? c->total : 1;
+void ps_checkpoints_free(ps_checkpoints *ck) {
+    if (!ck->collect) return;
+    for (int i = 0; i < 3; i++) slot_free(&ck->collect->slot[i]);
+    free(ck->collect);
+    ck->collect = NULL;
+}
+
+static struct ps_ckpt_collect *collect_state(ps_checkpoints *ck) {
+    if (!ck->collect) ck->collect = calloc(1, sizeof *ck->collect);
+    return ck->collect;
+}
+
+static ps_adapter *job_adapter(ps_checkpoints *ck) {
+    return ps_adapters_find(ck->adapters, PS_ADAPTER_DEFAULT);
+}
+
+void ps_checkpoint_job_text(const job *j, char **out) {
+    size_t len = 0;
+    *out = NULL;
+    FILE *f = open_memstream(out, &len);
+    if (!f) return;
+    job_print(j, f, "");
+    fclose(f);
+}
+
+/* ---- the slots ------------------------------------------------------------------------------ */
+
+static int slot_open(ps_checkpoints *ck, ckpt_slot *sl, uint64_t version, int end) {
+    int S = ck->cfg->n_shards;
+    size_t total = job_adapter(ck)->spec.total;
+    size_t n = total ? total : 1;
     slot_free(sl);
     sl->params = malloc(n * sizeof(float));
     sl->m = malloc(n * sizeof(float));
     sl->v = malloc(n * sizeof(float));
-    sl->have = calloc((size_t)s->cfg.n_shards, 1);
-    sl->versions = calloc((size_t)s->cfg.n_shards, sizeof *sl->versions);
+    sl->have = calloc((size_t)S, 1);
+    sl->versions = calloc((size_t)S, sizeof *sl->versions);
     if (!sl->params || !sl->m || !sl->v || !sl->have || !sl->versions) {
         slot_free(sl);
         return -1;
@@ -83,18 +110,18 @@ static int slot_open(ps *s, ckpt_slot *sl, uint64_t version, int end) {
     sl->active = 1;
     sl->end = end;
     sl->version = version;
-    sl->missing = s->cfg.n_shards;
+    sl->missing = S;
     sl->started_ms = wire_now_ms();
     return 0;
 }
 
 /* The slot collecting `version` (or the end slot), opened if needed; NULL if the version is
  * older than every periodic one in flight. */
-static ckpt_slot *slot_for(ps *s, uint64_t version, int end) {
-    struct ps_ckpt *c = s->ckpt;
+static ckpt_slot *slot_for(ps_checkpoints *ck, uint64_t version, int end) {
+    struct ps_ckpt_collect *c = ck->collect;
     if (end) {
-        ckpt_slot *sl = &c->slot[2];
-        if (!sl->active && slot_open(s, sl, version, 1) < 0) return NULL;
+        ckpt_slot *sl = &c->slot[END_SLOT];
+        if (!sl->active && slot_open(ck, sl, version, 1) < 0) return NULL;
         return sl;
     }
     for (int i = 0; i < 2; i++)
@@ -106,120 +133,138 @@ static ckpt_slot *slot_for(ps *s, uint64_t version, int end) {
     if (!victim) {
         victim = c->slot[0].version < c->slot[1].version ? &c->slot[0] : &c->slot[1];
         if (victim->version > version) return NULL;
-        ps_log(s, "checkpoint at step %" PRIu64 " dropped: %d shard state(s) never came",
+        ps_log(ck->cfg->shard,
+               "checkpoint at step %" PRIu64 " dropped: %d shard state(s) never came",
                victim->version, victim->missing);
     }
-    if (slot_open(s, victim, version, 0) < 0) return NULL;
+    if (slot_open(ck, victim, version, 0) < 0) return NULL;
     return victim;
 }
 
-static void job_settings_text(const job *j, char **out) {
-    size_t len = 0;
-    *out = NULL;
-    FILE *f = open_memstream(out, &len);
-    if (!f) return;
-    job_print(j, f, "");
-    fclose(f);
+/* ---- writing a complete slot ---------------------------------------------------------------- */
+
+static int slot_consistent(const ps_checkpoints *ck, const ckpt_slot *sl) {
+    for (int k = 0; k < ck->cfg->n_shards; k++)
+        if (sl->versions[k] != sl->version) return 0;
+    return 1;
 }
 
-/* Writes a complete slot: the checkpoint folder (when consistent and new) and, at the end or on
- * a stop, the --out adapter. */
-static void slot_write(ps *s, ckpt_slot *sl) {
-    struct ps_ckpt *c = s->ckpt;
+static void write_out_adapter(ps_checkpoints *ck, const ckpt_slot *sl) {
     lp_err err;
-    int consistent = 1;
-    for (int k = 0; k < s->cfg.n_shards; k++)
-        if (sl->versions[k] != sl->version) consistent = 0;
-    if (sl->end && (sl->final || sl->stop)) {
-        if (ps_write_adapter(s, sl->params, &err) < 0)
-            ps_log(s, "writing the adapter: %s", err.msg);
-        else if (s->cfg.out_dir[0])
-            ps_log(s, "wrote %s/adapter_model.safetensors (version %" PRIu64 ")", s->cfg.out_dir,
-                   sl->version);
+    const ps_config *c = ck->cfg;
+    if (ps_adapters_write_peft(ck->adapters, job_adapter(ck), sl->params, &err) < 0)
+        ps_log(c->shard, "writing the adapter: %s", err.msg);
+    else if (c->out_dir[0])
+        ps_log(c->shard, "wrote %s/adapter_model.safetensors (version %" PRIu64 ")", c->out_dir,
+               sl->version);
+}
+
+/* The trainer state of the checkpoint: where the job is and where each rank's data is.
+ * -1: out of memory. */
+static int fill_info(ps_checkpoints *ck, const ckpt_slot *sl, ckpt_info *info) {
+    const ps_config *c = ck->cfg;
+    const job *j = &c->job;
+    const ps_step *st = ck->step;
+    memset(info, 0, sizeof *info);
+    info->step = sl->version;
+    info->updates = sl->updates;
+    info->total_updates = c->total_updates;
+    info->base_fingerprint = ck->adapters->model.fingerprint;
+    info->job_id = ck->net->job_id;
+    info->seed = j->seed;
+    info->sequences_per_step =
+        (uint64_t)j->micro_batch * (uint64_t)j->grad_accum * (uint64_t)j->workers;
+    info->n_shards = c->n_shards;
+    info->data_id = st->data_id;
+    snprintf(info->mode, sizeof info->mode, "%s", j->mode);
+    snprintf(info->base_model, sizeof info->base_model, "%s", c->model_dir);
+    info->n_ranks = j->workers;
+    info->ranks = calloc((size_t)j->workers, sizeof *info->ranks);
+    for (int r = 0; info->ranks && r < j->workers; r++) {
+        /* sync: every rank computes step `version` next; async: its own next step */
+        uint64_t next = c->sync ? sl->version : st->rank_next[r];
+        info->ranks[r].next_step = next;
+        info->ranks[r].next_sequence = ps_data_position(st, r, next);
     }
-    int due = s->cfg.out_dir[0] && sl->version > 0 && sl->version > s->resumed_version &&
-              s->last_ckpt_version != sl->version + 1;
+    ps_checkpoint_job_text(j, &info->job_settings);
+    return info->ranks ? 0 : -1;
+}
+
+/* spec layout -> the adapter's layout (tensor by tensor) */
+static void to_adapter_layout(const ps_adapter *a, const ckpt_slot *sl, float *params, float *m,
+                              float *v) {
+    for (int i = 0; i < a->full.n_tensors; i++) {
+        size_t n = a->full.tensors[i].numel, o = a->full.tensors[i].offset;
+        size_t from = a->spec.offset[i];
+        memcpy(params + o, sl->params + from, n * sizeof(float));
+        memcpy(m + o, sl->m + from, n * sizeof(float));
+        memcpy(v + o, sl->v + from, n * sizeof(float));
+    }
+}
+
+static void write_checkpoint(ps_checkpoints *ck, const ckpt_slot *sl) {
+    const ps_config *c = ck->cfg;
+    ps_adapter *a = job_adapter(ck);
+    size_t n = a->full.n_params ? a->full.n_params : 1;
+    float *m = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
+    ckpt_info info;
+    memset(&info, 0, sizeof info);
+    lp_err err;
+    char where[PATH_MAX];
+    if (!m || !v || fill_info(ck, sl, &info) < 0) {
+        ps_log(c->shard, "checkpoint at step %" PRIu64 ": out of memory", sl->version);
+        goto done;
+    }
+    to_adapter_layout(a, sl, a->full.params, m, v);
+    ckpt_write_opts o = {c->model_dir, ck->adapters->model.fan_in_fan_out, c->job.keep_checkpoints};
+    if (ckpt_write(c->out_dir, &a->full, m, v, &info, &o, where, sizeof where, &err) < 0) {
+        ps_log(c->shard, "checkpoint at step %" PRIu64 " failed: %s", sl->version, err.msg);
+        goto done;
+    }
+    ck->last_version = sl->version + 1;
+    ps_log(c->shard, "checkpoint %s (step %" PRIu64 ", %" PRIu64 " optimizer updates)", where,
+           sl->version, sl->updates);
+done:
+    free(info.ranks);
+    free(info.job_settings);
+    free(m);
+    free(v);
+}
+
+/* A complete slot: the checkpoint folder (when consistent and new) and, at the end or on a
+ * stop, the --out adapter. */
+static void slot_write(ps_checkpoints *ck, ckpt_slot *sl) {
+    const ps_config *c = ck->cfg;
+    int consistent = slot_consistent(ck, sl);
+    if (sl->end && (sl->final || sl->stop)) write_out_adapter(ck, sl);
+    int due = c->out_dir[0] && sl->version > 0 && sl->version > ck->resumed_version &&
+              ck->last_version != sl->version + 1;
     if (due && !consistent) {
-        ps_log(s,
+        ps_log(c->shard,
                "no checkpoint on %s: the shards stopped at different versions (shard 0 at %" PRIu64
                "); `latest` stays on the previous checkpoint",
                sl->final ? "finishing" : "stopping", sl->version);
         due = 0;
     }
-    if (due) {
-        lora_adapter *a = ps_full_adapter();
-        float *m = malloc((a->n_params ? a->n_params : 1) * sizeof(float));
-        float *v = malloc((a->n_params ? a->n_params : 1) * sizeof(float));
-        if (!m || !v) {
-            ps_log(s, "checkpoint at step %" PRIu64 ": out of memory", sl->version);
-        } else {
-            /* spec layout -> the adapter's layout (tensor by tensor) */
-            for (int i = 0; i < a->n_tensors; i++) {
-                size_t n = a->tensors[i].numel, o = a->tensors[i].offset;
-                memcpy(a->params + o, sl->params + c->spec_off[i], n * sizeof(float));
-                memcpy(m + o, sl->m + c->spec_off[i], n * sizeof(float));
-                memcpy(v + o, sl->v + c->spec_off[i], n * sizeof(float));
-            }
-            const job *j = &s->cfg.job;
-            ckpt_info info;
-            memset(&info, 0, sizeof info);
-            info.step = sl->version;
-            info.updates = sl->updates;
-            info.total_updates = s->total_updates;
-            info.base_fingerprint = s->fingerprint;
-            info.job_id = s->job_id;
-            info.seed = j->seed;
-            info.sequences_per_step =
-                (uint64_t)j->micro_batch * (uint64_t)j->grad_accum * (uint64_t)j->workers;
-            info.n_shards = s->cfg.n_shards;
-            info.data_id = s->data_id;
-            snprintf(info.mode, sizeof info.mode, "%s", j->mode);
-            snprintf(info.base_model, sizeof info.base_model, "%s", s->cfg.model_dir);
-            info.n_ranks = j->workers;
-            info.ranks = calloc((size_t)j->workers, sizeof *info.ranks);
-            for (int r = 0; info.ranks && r < j->workers; r++) {
-                /* sync: every rank computes step `version` next; async: its own next step */
-                uint64_t next = s->cfg.sync ? sl->version : s->rank_next[r];
-                info.ranks[r].next_step = next;
-                info.ranks[r].next_sequence = ps_data_position(s, r, next);
-            }
-            job_settings_text(j, &info.job_settings);
-            ckpt_write_opts o = {s->cfg.model_dir, ps_fan_in_fan_out(), j->keep_checkpoints};
-            char where[PATH_MAX];
-            if (!info.ranks)
-                ps_log(s, "checkpoint at step %" PRIu64 ": out of memory", sl->version);
-            else if (ckpt_write(s->cfg.out_dir, a, m, v, &info, &o, where, sizeof where, &err) < 0)
-                ps_log(s, "checkpoint at step %" PRIu64 " failed: %s", sl->version, err.msg);
-            else {
-                s->last_ckpt_version = sl->version + 1;
-                ps_log(s, "checkpoint %s (step %" PRIu64 ", %" PRIu64 " optimizer updates)", where,
-                       sl->version, sl->updates);
-            }
-            free(info.ranks);
-            free(info.job_settings);
-        }
-        free(m);
-        free(v);
-    }
+    if (due) write_checkpoint(ck, sl);
     int was_end = sl->end && sl->final;
     slot_free(sl);
-    if (was_end) c->final_done = 1;
+    if (was_end) ck->collect->final_done = 1;
 }
 
 /* Copies shard 0's own part into the slot. */
-static void slot_take_own(ps *s, ckpt_slot *sl) {
-    struct ps_ckpt *c = s->ckpt;
-    ps_adapter *a = &s->adapter;
+static void slot_take_own(ps_checkpoints *ck, ckpt_slot *sl) {
+    const ps_adapter *a = job_adapter(ck);
     for (int t = 0; t < a->n; t++) {
-        size_t dst = c->spec_off[a->index[t]], n = a->numel[t], src = a->offset[t];
+        size_t dst = a->spec.offset[a->index[t]], n = a->numel[t], src = a->offset[t];
         memcpy(sl->params + dst, a->params + src, n * sizeof(float));
         memcpy(sl->m + dst, a->m + src, n * sizeof(float));
         memcpy(sl->v + dst, a->v + src, n * sizeof(float));
     }
 }
 
-static void slot_mark(ps *s, ckpt_slot *sl, int shard, uint64_t version, uint64_t updates,
-                      int final, int stop) {
+static void slot_mark(ps_checkpoints *ck, ckpt_slot *sl, int shard, uint64_t version,
+                      uint64_t updates, int final, int stop) {
     if (!sl->have[shard]) {
         sl->have[shard] = 1;
         sl->missing--;
@@ -231,369 +276,192 @@ static void slot_mark(ps *s, ckpt_slot *sl, int shard, uint64_t version, uint64_
     }
     sl->final |= final;
     sl->stop |= stop;
-    if (sl->missing == 0) slot_write(s, sl);
+    if (sl->missing == 0) slot_write(ck, sl);
 }
 
-void ps_checkpoint_begin(ps *s, int kind) {
-    ps_adapter *a = &s->adapter;
-    if (s->cfg.shard != 0) {
-        /* Hand this shard's state to shard 0, which writes the one checkpoint folder. */
-        Loraps__Header hdr = LORAPS__HEADER__INIT;
-        Loraps__ShardState st = LORAPS__SHARD_STATE__INIT;
-        hdr.job_id = s->job_id;
-        hdr.body_case = LORAPS__HEADER__BODY_SHARD_STATE;
-        hdr.shard_state = &st;
-        st.shard = (uint32_t)s->cfg.shard;
-        st.version = a->version;
-        st.updates = a->updates;
-        st.instance = s->instance;
-        st.final = kind != PS_CKPT_PERIODIC;
-        int n = a->n;
-        wire_src *src = calloc((size_t)3 * (size_t)n + 1, sizeof *src);
-        for (int t = 0; src && t < n; t++) {
-            uint32_t ix = a->index[t];
-            src[t] = (wire_src){ix, a->numel[t], a->params + a->offset[t]};
-            src[n + t] = (wire_src){ix + (uint32_t)s->spec.n, a->numel[t], a->m + a->offset[t]};
-            src[2 * n + t] =
-                (wire_src){ix + 2u * (uint32_t)s->spec.n, a->numel[t], a->v + a->offset[t]};
-        }
-        /* copied, not zero-copy: the buffers change with the next update */
-        wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
-                            .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32};
-        lp_err err;
-        if (!src || wire_send(s->peer[0], &hdr, src, 3 * n, &o, &s->net, &err) < 0)
-            ps_log(s, "sending this shard's state (version %" PRIu64 ") to shard 0 failed",
-                   a->version);
-        free(src);
+/* ---- beginning a checkpoint ----------------------------------------------------------------- */
+
+/* Hands this shard's state to shard 0, which writes the one checkpoint folder. */
+static void send_shard_state(ps_checkpoints *ck, int kind) {
+    const ps_adapter *a = job_adapter(ck);
+    ps_net *net = ck->net;
+    Loraps__Header hdr = LORAPS__HEADER__INIT;
+    Loraps__ShardState st = LORAPS__SHARD_STATE__INIT;
+    hdr.job_id = net->job_id;
+    hdr.body_case = LORAPS__HEADER__BODY_SHARD_STATE;
+    hdr.shard_state = &st;
+    st.shard = (uint32_t)ck->cfg->shard;
+    st.version = a->version;
+    st.updates = a->updates;
+    st.instance = net->instance;
+    st.final = kind != PS_CKPT_PERIODIC;
+    int n = a->n;
+    uint32_t S = (uint32_t)a->spec.n;
+    wire_src *src = calloc((size_t)3 * (size_t)n + 1, sizeof *src);
+    for (int t = 0; src && t < n; t++) {
+        uint32_t ix = a->index[t];
+        src[t] = (wire_src){ix, a->numel[t], a->params + a->offset[t]};
+        src[n + t] = (wire_src){ix + S, a->numel[t], a->m + a->offset[t]};
+        src[2 * n + t] = (wire_src){ix + 2u * S, a->numel[t], a->v + a->offset[t]};
+    }
+    /* copied, not zero-copy: the buffers change with the next update */
+    wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                        .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32};
+    lp_err err;
+    if (!src || wire_send(net->peer[0], &hdr, src, 3 * n, &o, &net->bytes, &err) < 0)
+        ps_log(ck->cfg->shard, "sending this shard's state (version %" PRIu64 ") to shard 0 failed",
+               a->version);
+    free(src);
+}
+
+/* Shard 0 collects its own part; the slot is written once the others' parts are in. */
+static void collect_own(ps_checkpoints *ck, int kind) {
+    const ps_config *c = ck->cfg;
+    const ps_adapter *a = job_adapter(ck);
+    if (!collect_state(ck)) {
+        ps_log(c->shard, "checkpoint: out of memory");
         return;
     }
-    if (!ckpt_state(s)) {
-        ps_log(s, "checkpoint: out of memory");
+    if (!c->out_dir[0]) { /* shard 0 writes nothing without --out */
+        if (kind == PS_CKPT_FINAL) ck->collect->final_done = 1;
         return;
     }
-    if (!s->cfg.out_dir[0]) { /* shard 0 writes nothing without --out */
-        if (kind == PS_CKPT_FINAL) s->ckpt->final_done = 1;
-        return;
-    }
-    ckpt_slot *sl = slot_for(s, a->version, kind != PS_CKPT_PERIODIC);
+    ckpt_slot *sl = slot_for(ck, a->version, kind != PS_CKPT_PERIODIC);
     if (!sl) {
-        ps_log(s, "checkpoint at step %" PRIu64 " skipped (out of memory)", a->version);
-        if (kind == PS_CKPT_FINAL) s->ckpt->final_done = 1;
+        ps_log(c->shard, "checkpoint at step %" PRIu64 " skipped (out of memory)", a->version);
+        if (kind == PS_CKPT_FINAL) ck->collect->final_done = 1;
         return;
     }
-    slot_take_own(s, sl);
-    slot_mark(s, sl, 0, a->version, a->updates, kind == PS_CKPT_FINAL, kind == PS_CKPT_STOP);
+    slot_take_own(ck, sl);
+    slot_mark(ck, sl, 0, a->version, a->updates, kind == PS_CKPT_FINAL, kind == PS_CKPT_STOP);
 }
 
-void ps_checkpoint_after_update(ps *s) {
-    const job *j = &s->cfg.job;
-    uint64_t V = s->adapter.version;
-    ps_durable_after_update(s); /* --durable-every (ps_security.c) */
-    /* the job's last version is checkpointed by the final collection */
-    if (j->save_every <= 0 || V % (uint64_t)j->save_every || V >= s->total_updates ||
-        V <= s->resumed_version)
-        return;
-    ps_checkpoint_begin(s, PS_CKPT_PERIODIC);
+void ps_checkpoint_begin(ps_checkpoints *ck, int kind) {
+    if (ck->cfg->shard != 0)
+        send_shard_state(ck, kind);
+    else
+        collect_own(ck, kind);
 }
 
-void ps_checkpoint_on_peer(ps *s, wire_msg *m) {
+/* ---- another shard's state ------------------------------------------------------------------ */
+
+/* A ShardState must go to shard 0 and come from the shard it claims to be. */
+static int state_from_peer(ps_checkpoints *ck, const wire_msg *m) {
+    const ps_config *c = ck->cfg;
     const Loraps__ShardState *st = m->hdr->shard_state;
-    if (s->cfg.shard != 0 || s->cfg.n_shards < 2) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED, "ShardState goes to shard 0 only");
-        return;
+    if (c->shard != 0 || c->n_shards < 2) {
+        ps_reject(ck->checks, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED,
+                  "ShardState goes to shard 0 only");
+        return 0;
     }
-    if (st->shard == 0 || st->shard >= (uint32_t)s->cfg.n_shards) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED, "ShardState from shard %u", st->shard);
-        return;
+    if (st->shard == 0 || st->shard >= (uint32_t)c->n_shards) {
+        ps_reject(ck->checks, m, LORAPS__ERROR_CODE__ERR_MALFORMED, "ShardState from shard %u",
+                  st->shard);
+        return 0;
     }
-    int from = (int)st->shard;
-    /* Shards connect with the routing id "shard-<k>" (ps_main.c): a state must come from the
-     * shard it claims to be. */
+    /* Shards connect with the routing id "shard-<k>" (ps_net.c). */
     char rid[32];
+    int from = (int)st->shard;
     int rl = snprintf(rid, sizeof rid, "shard-%d", from);
     if (m->routing_len != (size_t)rl || memcmp(m->routing, rid, (size_t)rl)) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+        ps_reject(ck->checks, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
                   "ShardState of shard %d from a connection that is not that shard", from);
-        return;
+        return 0;
     }
-    if (!s->cfg.out_dir[0]) return; /* nothing is written without --out */
-    uint32_t idx[3 * s->spec.n + 1];
-    size_t numel[3 * s->spec.n + 1];
-    int n = shard_map_tensors(&s->map, from, idx);
+    return 1;
+}
+
+/* The frames a state of shard `from` carries: its params, then m, then v (spec index + n and
+ * + 2n); idx and numel have 3 * spec.n + 1 places. */
+static wire_expect state_frames(const ps_adapter *a, int from, uint32_t *idx, size_t *numel) {
+    uint32_t S = (uint32_t)a->spec.n;
+    int n = shard_map_tensors(&a->map, from, idx);
     for (int t = 0; t < n; t++) {
-        numel[t] = numel[n + t] = numel[2 * n + t] = s->spec.numel[idx[t]];
-        idx[n + t] = idx[t] + (uint32_t)s->spec.n;
-        idx[2 * n + t] = idx[t] + 2u * (uint32_t)s->spec.n;
+        numel[t] = numel[n + t] = numel[2 * n + t] = a->spec.numel[idx[t]];
+        idx[n + t] = idx[t] + S;
+        idx[2 * n + t] = idx[t] + 2u * S;
     }
-    wire_expect e = {3 * n, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
+    return (wire_expect){3 * n, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
+}
+
+static int state_frames_valid(ps_checkpoints *ck, const wire_msg *m, const wire_expect *e,
+                              int from) {
     Loraps__ErrorCode code;
     lp_err err;
-    if (wire_check_frames(m, &e, &code, &err) < 0) {
-        ps_reject(s, m, code, "state of shard %d: %s", from, err.msg);
-        return;
+    if (wire_check_frames(m, e, &code, &err) < 0) {
+        ps_reject(ck->checks, m, code, "state of shard %d: %s", from, err.msg);
+        return 0;
     }
     if (!wire_frames_finite(m)) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_NONFINITE, "state of shard %d: NaN or Inf", from);
-        return;
+        ps_reject(ck->checks, m, LORAPS__ERROR_CODE__ERR_NONFINITE, "state of shard %d: NaN or Inf",
+                  from);
+        return 0;
     }
-    if (!ckpt_state(s)) return;
-    ckpt_slot *sl = slot_for(s, st->version, st->final);
+    return 1;
+}
+
+void ps_checkpoint_on_peer(ps_checkpoints *ck, wire_msg *m) {
+    const Loraps__ShardState *st = m->hdr->shard_state;
+    if (!state_from_peer(ck, m)) return;
+    if (!ck->cfg->out_dir[0]) return; /* nothing is written without --out */
+    const ps_adapter *a = job_adapter(ck);
+    int from = (int)st->shard, places = 3 * a->spec.n + 1;
+    uint32_t idx[places];
+    size_t numel[places];
+    float *dst[places];
+    wire_expect e = state_frames(a, from, idx, numel);
+    if (!state_frames_valid(ck, m, &e, from) || !collect_state(ck)) return;
+    ckpt_slot *sl = slot_for(ck, st->version, st->final);
     if (!sl) {
-        ps_log(s, "state of shard %d at version %" PRIu64 " is older than any checkpoint due", from,
+        ps_log(ck->cfg->shard,
+               "state of shard %d at version %" PRIu64 " is older than any checkpoint due", from,
                st->version);
         return;
     }
-    struct ps_ckpt *c = s->ckpt;
-    float *dst[3 * s->spec.n + 1];
+    int n = e.n / 3;
     for (int t = 0; t < n; t++) {
-        size_t off = c->spec_off[idx[t]];
+        size_t off = a->spec.offset[idx[t]];
         dst[t] = sl->params + off;
         dst[n + t] = sl->m + off;
         dst[2 * n + t] = sl->v + off;
     }
     wire_frames_apply(m, &e, dst, 1.0f, 0);
-    slot_mark(s, sl, from, st->version, st->updates, 0, 0);
+    slot_mark(ck, sl, from, st->version, st->updates, 0, 0);
 }
 
-int ps_checkpoint_final_done(ps *s) {
-    if (!s->ckpt) return 0;
-    if (s->ckpt->final_done) return 1;
-    ckpt_slot *sl = &s->ckpt->slot[2];
+/* ---- the end -------------------------------------------------------------------------------- */
+
+int ps_checkpoint_final_done(ps_checkpoints *ck) {
+    struct ps_ckpt_collect *c = ck->collect;
+    if (!c) return 0;
+    if (c->final_done) return 1;
+    ckpt_slot *sl = &c->slot[END_SLOT];
     if (sl->active && wire_now_ms() - sl->started_ms > 60000) {
-        ps_log(s, "gave up waiting for %d shard(s)' final state: no final adapter written",
+        ps_log(ck->cfg->shard,
+               "gave up waiting for %d shard(s)' final state: no final adapter written",
                sl->missing);
         slot_free(sl);
-        s->ckpt->final_done = 1;
+        c->final_done = 1;
     }
-    return s->ckpt->final_done;
+    return c->final_done;
 }
 
-void ps_checkpoint_on_stop(ps *s) {
-    if (s->phase == PS_DONE || (s->cfg.shard == 0 && !s->cfg.out_dir[0])) return;
+int ps_checkpoint_stop_begin(ps_checkpoints *ck, int done, int finishing) {
+    const ps_config *c = ck->cfg;
+    if (done || (c->shard == 0 && !c->out_dir[0])) return 0;
     /* Finishing already: the final collection is under way; wait for it instead. */
-    int finishing = s->phase == PS_FINISHING;
-    if (!finishing) ps_checkpoint_begin(s, PS_CKPT_STOP);
-    if (s->cfg.shard != 0 || s->cfg.n_shards < 2 || !s->ckpt) return;
-    /* Wait (bounded) for the other shards' states; everything else is turned away. */
-    int64_t until = wire_now_ms() + 10000;
-    while (s->ckpt->slot[2].active && wire_now_ms() < until) {
-        zmq_pollitem_t it = {s->router, 0, ZMQ_POLLIN, 0};
-        if (zmq_poll(&it, 1, 100) <= 0) continue;
-        for (int i = 0; i < 100; i++) {
-            wire_msg m;
-            Loraps__ErrorCode code;
-            lp_err err;
-            int r = wire_recv(s->router, 1, &m, &s->net, &code, &err);
-            if (r == WIRE_OK && m.hdr->body_case == LORAPS__HEADER__BODY_SHARD_STATE)
-                ps_handle(s, &m);
-            else if (r == WIRE_OK && m.routing_len)
-                wire_send_error(s->router, m.routing, m.routing_len, s->job_id,
-                                LORAPS__ERROR_CODE__ERR_SHUTTING_DOWN, "the server is stopping",
-                                &s->net);
-            wire_msg_close(&m);
-            if (r != WIRE_OK) break;
-        }
-    }
-    if (s->ckpt->slot[2].active) {
-        ps_log(s, "stopping without the other shards' states (%d missing): no %s",
-               s->ckpt->slot[2].missing, finishing ? "final adapter" : "checkpoint");
-        slot_free(&s->ckpt->slot[2]);
-    }
+    if (!finishing) ps_checkpoint_begin(ck, PS_CKPT_STOP);
+    return c->shard == 0 && c->n_shards >= 2 && ck->collect;
 }
 
-void ps_checkpoint_free(ps *s) {
-    if (!s->ckpt) return;
-    for (int i = 0; i < 3; i++) slot_free(&s->ckpt->slot[i]);
-    free(s->ckpt->spec_off);
-    free(s->ckpt);
-    s->ckpt = NULL;
-    free(s->data_step);
-    free(s->data_seq);
-    s->data_step = s->data_seq = NULL;
+int ps_checkpoint_collecting(const ps_checkpoints *ck) {
+    return ck->collect && ck->collect->slot[END_SLOT].active;
 }
 
-/* ---- resume --------------------------------------------------------------------------------- */
-
-uint64_t ps_data_position(const ps *s, int rank, uint64_t step) {
-    const job *j = &s->cfg.job;
-    uint64_t per_rank = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum;
-    uint64_t global = per_rank * (uint64_t)j->workers;
-    if (!s->data_step) return step * global + (uint64_t)rank * per_rank;
-    return s->data_seq[rank] + (step - s->data_step[rank]) * global;
-}
-
-static int data_init(ps *s, lp_err *err) {
-    const job *j = &s->cfg.job;
-    uint64_t per_rank = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum;
-    s->data_step = calloc((size_t)j->workers, sizeof *s->data_step);
-    s->data_seq = calloc((size_t)j->workers, sizeof *s->data_seq);
-    if (!s->data_step || !s->data_seq) return lp_fail(err, "out of memory");
-    for (int r = 0; r < j->workers; r++) s->data_seq[r] = (uint64_t)r * per_rank;
-    return 0;
-}
-
-/* "key value" lines: the value of key, or NULL. */
-static const char *setting(const char *text, const char *key, char *buf, size_t size) {
-    size_t kl = strlen(key);
-    for (const char *p = text; p && *p;) {
-        const char *eol = strchr(p, '\n');
-        size_t len = eol ? (size_t)(eol - p) : strlen(p);
-        const char *k = p;
-        while (*k == ' ') k++;
-        if (!strncmp(k, key, kl) && k[kl] == ' ') {
-            const char *v = k + kl;
-            while (*v == ' ') v++;
-            size_t vl = (size_t)(p + len - v);
-            if (vl >= size) vl = size - 1;
-            memcpy(buf, v, vl);
-            buf[vl] = 0;
-            return buf;
-        }
-        p = eol ? eol + 1 : NULL;
-    }
-    return NULL;
-}
-
-/* Warns about every job setting that differs from the checkpoint's: the resumed run then is not
- * the run the checkpoint came from (the LoRA shape itself was checked already). */
-static void compare_settings(ps *s, const char *saved) {
-    static const char *quiet_keys[] = {"save_every",   "keep_checkpoints",     "threads",
-                                       "heartbeat_ms", "heartbeat_timeout_ms", "eval_every"};
-    char *now = NULL;
-    job_settings_text(&s->cfg.job, &now);
-    int n_diff = 0;
-    for (const char *p = now; p && *p;) {
-        const char *eol = strchr(p, '\n');
-        char key[64] = "";
-        sscanf(p, "%63s", key);
-        int quiet = 0;
-        for (size_t i = 0; i < sizeof quiet_keys / sizeof quiet_keys[0]; i++)
-            quiet |= !strcmp(key, quiet_keys[i]);
-        char a[600], b[600];
-        const char *x = setting(now, key, a, sizeof a), *y = setting(saved, key, b, sizeof b);
-        if (!quiet && key[0] && x && (!y || strcmp(x, y))) {
-            ps_log(s, "warning: %s is %s; the checkpoint's job had %s", key, x, y ? y : "(none)");
-            n_diff++;
-        }
-        p = eol ? eol + 1 : NULL;
-    }
-    if (n_diff)
-        ps_log(s,
-               "warning: %d job setting(s) differ from the checkpoint's: training continues, "
-               "but not exactly as the original job would have",
-               n_diff);
-    free(now);
-}
-
-int ps_resume(ps *s, lp_err *err) {
-    if (data_init(s, err) < 0) return -1;
-    if (!s->cfg.resume[0]) return 0;
-    char dir[PATH_MAX];
-    if (ckpt_resolve(s->cfg.resume, s->cfg.out_dir, dir, sizeof dir, err) < 0)
-        return lp_wrap(err, "--resume");
-    int n_mods;
-    const lora_module *mods = ps_model_modules(&n_mods);
-    ckpt_loaded ck;
-    if (ckpt_load(dir, mods, n_mods, &ck, err) < 0) return lp_wrap(err, "--resume");
-    int rc = 0;
-    const lora_adapter *full = ps_full_adapter(), *got = &ck.adapter;
-    /* The checkpoint's adapter must be the job's, tensor by tensor and scale by scale. */
-    if (got->n_tensors != full->n_tensors)
-        rc = lp_fail(err,
-                     "--resume %s: the adapter has %d tensors, the job's LoRA settings give %d: "
-                     "resume with the r, lora_alpha, target_modules and patterns of its "
-                     "adapter_config.json",
-                     dir, got->n_tensors, full->n_tensors);
-    for (int i = 0; rc == 0 && i < full->n_tensors; i++) {
-        const lora_tensor *x = &got->tensors[i], *y = &full->tensors[i];
-        if (strcmp(x->name, y->name) || x->rows != y->rows || x->cols != y->cols)
-            rc = lp_fail(err,
-                         "--resume %s: tensor %d is %s [%lld,%lld], the job gives %s [%lld,%lld]: "
-                         "resume with the LoRA settings of its adapter_config.json",
-                         dir, i, x->name, (long long)x->rows, (long long)x->cols, y->name,
-                         (long long)y->rows, (long long)y->cols);
-    }
-    for (int i = 0; rc == 0 && i < full->n_sites; i++)
-        if (got->sites[i].scale != full->sites[i].scale)
-            rc = lp_fail(err,
-                         "--resume %s: module %s has LoRA scale %g there, %g in this job: set "
-                         "lora_alpha (and use_rslora, alpha_pattern) as in its "
-                         "adapter_config.json",
-                         dir, mods[full->sites[i].module].name, got->sites[i].scale,
-                         full->sites[i].scale);
-    if (rc == 0 && ck.has_state) {
-        if (ck.info.base_fingerprint != s->fingerprint)
-            rc = lp_fail(err,
-                         "--resume %s: trained on the base model with fingerprint %016" PRIx64
-                         ", --model %s has %016" PRIx64,
-                         dir, ck.info.base_fingerprint, s->cfg.model_dir, s->fingerprint);
-        else if (ck.info.step >= s->total_updates)
-            rc = lp_fail(err,
-                         "--resume %s: the checkpoint is at step %" PRIu64
-                         " and the job ends at %" PRIu64 ": nothing left to train (raise "
-                         "max_steps)",
-                         dir, ck.info.step, s->total_updates);
-        else if (strcmp(ck.info.mode, s->cfg.job.mode))
-            ps_log(s, "warning: the checkpoint was trained in %s mode, this job is %s",
-                   ck.info.mode, s->cfg.job.mode);
-    }
-    if (rc < 0) {
-        ckpt_loaded_free(&ck);
-        return -1;
-    }
-    /* This shard's part. */
-    ps_adapter *a = &s->adapter;
-    for (int t = 0; t < a->n; t++) {
-        const lora_tensor *lt = &got->tensors[a->index[t]];
-        memcpy(a->params + a->offset[t], got->params + lt->offset, a->numel[t] * sizeof(float));
-        if (ck.has_optimizer) {
-            memcpy(a->m + a->offset[t], ck.m + lt->offset, a->numel[t] * sizeof(float));
-            memcpy(a->v + a->offset[t], ck.v + lt->offset, a->numel[t] * sizeof(float));
-        }
-    }
-    const job *j = &s->cfg.job;
-    uint64_t per_rank = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum;
-    uint64_t global = per_rank * (uint64_t)j->workers;
-    uint64_t V = 0;
-    if (ck.has_state) {
-        V = ck.info.step;
-        a->updates = ck.has_optimizer ? ck.info.updates : 0;
-        s->resumed_version = V;
-        compare_settings(s, ck.info.job_settings);
-        /* the data must be the checkpoint's, or its positions mean other sequences */
-        s->data_id = ck.info.data_id;
-        s->data_id_rank = -1;
-        int same_split = ck.info.n_ranks == j->workers && ck.info.sequences_per_step == global;
-        if (!same_split)
-            ps_log(s,
-                   "warning: the data split changed (%d workers, %" PRIu64
-                   " sequences a step in the checkpoint; %d and %" PRIu64
-                   " now): the data continues after the sequences the checkpoint consumed",
-                   ck.info.n_ranks, ck.info.sequences_per_step, j->workers, global);
-        uint64_t consumed = ck.info.n_ranks > 0 ? ck.info.ranks[0].next_sequence : 0;
-        for (int r = 0; r < j->workers; r++) {
-            if (same_split) {
-                s->data_step[r] = ck.info.ranks[r].next_step;
-                s->data_seq[r] = ck.info.ranks[r].next_sequence;
-            } else {
-                s->data_step[r] = V;
-                s->data_seq[r] = consumed + (uint64_t)r * per_rank;
-            }
-            s->rank_next[r] = s->cfg.sync ? V : s->data_step[r];
-        }
-        if (!ck.has_optimizer)
-            ps_log(s, "warning: %s has no optimizer state: AdamW's moments start at zero", dir);
-    } else {
-        ps_log(s,
-               "warning: %s is a PEFT adapter without trainer state: training starts at step 0 "
-               "from its weights, with fresh AdamW moments",
-               dir);
-    }
-    ps_log(s,
-           "resumed from %s: step %" PRIu64 ", %" PRIu64 " optimizer updates%s; rank 0's data at "
-           "sequence %" PRIu64,
-           dir, V, a->updates, ck.has_optimizer ? "" : " (fresh moments)",
-           ps_data_position(s, 0, s->rank_next[0]));
-    ckpt_loaded_free(&ck);
-    return ps_publish(s, V, err);
+void ps_checkpoint_stop_end(ps_checkpoints *ck, int finishing) {
+    if (!ps_checkpoint_collecting(ck)) return;
+    ckpt_slot *sl = &ck->collect->slot[END_SLOT];
+    ps_log(ck->cfg->shard, "stopping without the other shards' states (%d missing): no %s",
+           sl->missing, finishing ? "final adapter" : "checkpoint");
+    slot_free(sl);
 }

@@ -1,9 +1,19 @@
-/* Message checks. A bad message is answered with an Error, logged (rate-limited, so a flood of
- * garbage cannot flood the log) and counted; it never changes the server's state. */
-#include "ps.h"
+/* Message checks and rejections. */
+#include "ps_validate.h"
 
+#include "ps_log.h"
+
+#include <math.h>
 #include <stdarg.h>
 #include <string.h>
+
+void ps_validate_init(ps_validate *v, int shard, ps_net *net, ps_security *security) {
+    memset(v, 0, sizeof *v);
+    v->shard = shard;
+    v->net = net;
+    v->security = security;
+    v->log_window_ms = wire_now_ms();
+}
 
 const char *ps_body_name(const Loraps__Header *h) {
     if (!h) return "unparsable message";
@@ -35,60 +45,109 @@ const char *ps_body_name(const Loraps__Header *h) {
     }
 }
 
-int ps_reject(ps *s, const wire_msg *m, Loraps__ErrorCode code, const char *fmt, ...) {
+/* At most 20 lines a second; the rest are counted and the count is logged. */
+static void log_rejection(ps_validate *v, const wire_msg *m, Loraps__ErrorCode code,
+                          const char *why) {
+    int64_t now = wire_now_ms();
+    if (now - v->log_window_ms >= 1000) {
+        if (v->log_suppressed)
+            ps_log(v->shard, "(%llu more rejections not logged)",
+                   (unsigned long long)v->log_suppressed);
+        v->log_suppressed = 0;
+        v->log_window_ms = now;
+        v->log_in_window = 0;
+    }
+    if (v->log_in_window++ < 20)
+        ps_log(v->shard, "rejected %s: %s: %s", ps_body_name(m->hdr), wire_error_name(code), why);
+    else
+        v->log_suppressed++;
+}
+
+int ps_reject(ps_validate *v, const wire_msg *m, Loraps__ErrorCode code, const char *fmt, ...) {
     char why[768];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
-    s->count.rejected_total++;
-    s->count.rejected[(unsigned)code < 32 ? code : 0]++;
-    ps_security_on_reject(s, m); /* --reject-limit */
+    v->rejected_total++;
+    v->rejected[(unsigned)code < 32 ? code : 0]++;
+    ps_security_on_reject(v->security, m); /* --reject-limit */
     if (m->routing_len)
-        wire_send_error(s->router, m->routing, m->routing_len, s->job_id, code, why, &s->net);
-    int64_t now = wire_now_ms();
-    if (now - s->log_window_ms >= 1000) {
-        if (s->count.log_suppressed)
-            ps_log(s, "(%llu more rejections not logged)",
-                   (unsigned long long)s->count.log_suppressed);
-        s->count.log_suppressed = 0;
-        s->log_window_ms = now;
-        s->log_in_window = 0;
-    }
-    if (s->log_in_window++ < 20)
-        ps_log(s, "rejected %s: %s: %s", ps_body_name(m->hdr), wire_error_name(code), why);
-    else
-        s->count.log_suppressed++;
+        wire_send_error(v->net->router, m->routing, m->routing_len, v->net->job_id, code, why,
+                        &v->net->bytes);
+    log_rejection(v, m, code, why);
     return 0;
 }
 
-int ps_check_header(ps *s, const wire_msg *m) {
+int ps_check_header(ps_validate *v, const wire_msg *m) {
     const Loraps__Header *h = m->hdr;
     if (h->protocol != WIRE_PROTOCOL) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_PROTOCOL, "protocol %u, this server speaks %u",
+        ps_reject(v, m, LORAPS__ERROR_CODE__ERR_PROTOCOL, "protocol %u, this server speaks %u",
                   h->protocol, WIRE_PROTOCOL);
         return -1;
     }
     int hello = h->body_case == LORAPS__HEADER__BODY_HELLO;
-    if (h->job_id != s->job_id && !(hello && h->job_id == 0)) {
-        ps_reject(s, m, LORAPS__ERROR_CODE__ERR_JOB, "job %016llx, this server runs job %016llx",
-                  (unsigned long long)h->job_id, (unsigned long long)s->job_id);
+    uint64_t job_id = v->net->job_id;
+    if (h->job_id != job_id && !(hello && h->job_id == 0)) {
+        ps_reject(v, m, LORAPS__ERROR_CODE__ERR_JOB, "job %016llx, this server runs job %016llx",
+                  (unsigned long long)h->job_id, (unsigned long long)job_id);
         return -1;
     }
     return 0;
 }
 
-int ps_check_tensors(ps *s, const wire_msg *m, int shard, Loraps__WireDtype dtype,
+int ps_check_tensors(const ps_adapter *a, const wire_msg *m, int shard, Loraps__WireDtype dtype,
                      Loraps__ErrorCode *code, lp_err *err) {
-    uint32_t idx[s->spec.n ? s->spec.n : 1];
-    size_t numel[s->spec.n ? s->spec.n : 1];
-    int n = shard_map_tensors(&s->map, shard, idx);
-    for (int t = 0; t < n; t++) numel[t] = s->spec.numel[idx[t]];
+    const ps_spec *sp = &a->spec;
+    uint32_t idx[sp->n ? sp->n : 1];
+    size_t numel[sp->n ? sp->n : 1];
+    int n = shard_map_tensors(&a->map, shard, idx);
+    for (int t = 0; t < n; t++) numel[t] = sp->numel[idx[t]];
     wire_expect e = {n, idx, numel, dtype};
     if (wire_check_frames(m, &e, code, err) < 0) return -1;
     if (!wire_frames_finite(m)) {
         *code = LORAPS__ERROR_CODE__ERR_NONFINITE;
         return lp_fail(err, "NaN or Inf in the tensors");
+    }
+    return 0;
+}
+
+int ps_check_push_numbers(const job *j, const Loraps__Push *p, Loraps__ErrorCode *code,
+                          lp_err *err) {
+    uint64_t max_tokens = (uint64_t)j->micro_batch * (uint64_t)j->grad_accum * (uint64_t)j->seq_len;
+    if (p->n_tokens == 0 || p->n_tokens > max_tokens) {
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        return lp_fail(err, "%llu tokens; a step has 1..%llu", (unsigned long long)p->n_tokens,
+                       (unsigned long long)max_tokens);
+    }
+    if (!isfinite(p->loss_sum) || p->loss_sum < 0 || !isfinite(p->grad_sum_sq) ||
+        p->grad_sum_sq < 0 || !isfinite(p->compute_seconds)) {
+        *code = LORAPS__ERROR_CODE__ERR_NONFINITE;
+        return lp_fail(err, "loss %g, gradient sum of squares %g", p->loss_sum, p->grad_sum_sq);
+    }
+    return 0;
+}
+
+int ps_check_push_eval(const job *j, const Loraps__Push *p, Loraps__ErrorCode *code, lp_err *err) {
+    const Loraps__EvalResult *ev = p->eval;
+    if (!ev) return 0;
+    uint64_t max_seqs = 1ull << 32;
+    if (j->eval_every <= 0 || p->step % (uint64_t)j->eval_every != 0) {
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        return lp_fail(err, "a validation result at step %llu; the job validates every %d steps",
+                       (unsigned long long)p->step, j->eval_every);
+    }
+    if (!isfinite(ev->loss_sum) || ev->loss_sum < 0 || (ev->n_tokens == 0 && ev->loss_sum) ||
+        ev->loss_sum > 1e4 * (double)ev->n_tokens) {
+        *code = LORAPS__ERROR_CODE__ERR_NONFINITE;
+        return lp_fail(err, "validation loss sum %g over %llu tokens", ev->loss_sum,
+                       (unsigned long long)ev->n_tokens);
+    }
+    if (ev->n_sequences > max_seqs || ev->n_tokens > ev->n_sequences * (uint64_t)j->seq_len) {
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        return lp_fail(err, "validation: %llu tokens in %llu sequences of %d",
+                       (unsigned long long)ev->n_tokens, (unsigned long long)ev->n_sequences,
+                       j->seq_len);
     }
     return 0;
 }

@@ -86,8 +86,13 @@ def check_layers():
 DEFINED_FN = re.compile(r'^[A-Za-z_][\w \*]*?\b([a-z_]\w*)\s*\([^;{]*\)\s*\{', re.M)
 DEFINED_TYPE = re.compile(r'^typedef\s+(?:struct|enum|union)\s+\w*\s*\{.*?\}\s*(\w+)\s*;', re.M | re.S)
 IDENT = re.compile(r'\b[A-Za-z_]\w*\b')
-COMMENT = re.compile(r'/\*.*?\*/|//[^\n]*', re.S)
-STRING = re.compile(r'"(?:\\.|[^"\\])*"')
+# Comments and string or character literals, in one pass: a "//" inside a string (a URL) is no
+# comment, and a quote inside a comment opens no string.
+LITERAL = re.compile(r'"(?:\\.|[^"\\\n])*"|\'(?:\\.|[^\'\\\n])*\'|/\*.*?\*/|//[^\n]*', re.S)
+
+
+def code_only(text):
+    return LITERAL.sub(lambda m: '""' if m.group(0)[0] in '"\'' else ' ', text)
 
 
 def circles(folder):
@@ -96,7 +101,7 @@ def circles(folder):
     unit = lambda p: os.path.splitext(os.path.basename(p))[0]
     defined, text_of = {}, defaultdict(str)
     for path in sources(folder):
-        text = STRING.sub('""', COMMENT.sub(' ', open(path, encoding='utf-8').read()))
+        text = code_only(open(path, encoding='utf-8').read())
         if path.endswith(('.c', '.cu')):
             text_of[unit(path)] += text
             for m in DEFINED_FN.finditer(text):

@@ -10,32 +10,31 @@
 
 #include "../../ps/ps_members.c"
 
-void ps_log(ps *s, const char *fmt, ...) {
-    (void)s;
+void ps_log(int shard, const char *fmt, ...) {
+    (void)shard;
     (void)fmt;
 }
 
-static ps *make(int workers) {
-    ps *s = calloc(1, sizeof *s);
-    s->cfg.job.workers = workers;
-    s->cfg.job.heartbeat_timeout_ms = 1000;
-    s->rank_member = malloc((size_t)workers * sizeof *s->rank_member);
-    for (int r = 0; r < workers; r++) s->rank_member[r] = -1;
-    s->rank_seen = calloc((size_t)workers, 1);
+static ps_members *make(int workers) {
+    ps_members *s = calloc(1, sizeof *s);
+    lp_err err;
+    assert_int_equal(ps_members_init(s, workers, 1000, 0, &err), 0);
     return s;
 }
 
-static void destroy(ps *s) {
-    free(s->members);
-    free(s->pulls);
-    free(s->rank_member);
-    free(s->rank_seen);
+static void destroy(ps_members *s) {
+    ps_members_free(s);
     free(s);
+}
+
+static ps_pull pull_of(uint64_t worker_id) {
+    ps_pull p = {.worker_id = worker_id};
+    return p;
 }
 
 static void test_join_find_replace(void **state) {
     (void)state;
-    ps *s = make(3);
+    ps_members *s = make(3);
     ps_member *a = ps_member_join(s, 0, "h", 1);
     uint64_t ida = a->id;
     ps_member *b = ps_member_join(s, 1, "h", 2);
@@ -56,15 +55,14 @@ static void test_join_find_replace(void **state) {
 
 static void test_expire_and_pulls(void **state) {
     (void)state;
-    ps *s = make(2);
+    ps_members *s = make(2);
     ps_member *a = ps_member_join(s, 0, "h", 1);
     ps_member *b = ps_member_join(s, 1, "h", 2);
     uint64_t ida = a->id, idb = b->id;
-    s->cap_pulls = 4;
-    s->pulls = calloc(4, sizeof *s->pulls);
-    s->pulls[0].worker_id = ida;
-    s->pulls[1].worker_id = idb;
-    s->n_pulls = 2;
+    ps_pull pa = pull_of(ida), pb = pull_of(idb);
+    assert_int_equal(ps_members_hold_pull(s, &pa), 0);
+    assert_int_equal(ps_members_hold_pull(s, &pb), 0);
+    assert_int_equal(s->n_pulls, 2);
     int64_t now = wire_now_ms();
     a->last_seen_ms = now - 5000;
     b->last_seen_ms = now - 10;
@@ -73,10 +71,10 @@ static void test_expire_and_pulls(void **state) {
     assert_non_null(ps_member_find(s, idb));
     assert_int_equal(s->n_pulls, 1);
     assert_int_equal(s->pulls[0].worker_id, idb);
-    assert_int_equal(s->count.drops, 1);
+    assert_int_equal(s->drops, 1);
     /* the dead slot is reused by the next join */
     ps_member *c = ps_member_join(s, 0, "h", 3);
-    assert_int_equal(s->n_members, 2);
+    assert_int_equal(s->n, 2);
     assert_int_equal(ps_members_alive(s), 2);
     ps_member_leave(s, c, "test");
     assert_int_equal(ps_members_alive(s), 1);
