@@ -140,6 +140,10 @@ ps_adapter *ps_adapters_find(ps_adapters *t, uint32_t id) {
     return NULL;
 }
 
+ps_adapter *ps_adapters_default(ps_adapters *t) {
+    return ps_adapters_find(t, PS_ADAPTER_DEFAULT);
+}
+
 /* ---- snapshots ------------------------------------------------------------------------------ */
 
 static void snap_ref(void *hint) {

@@ -83,6 +83,8 @@ int ps_adapters_init(ps_adapters *t, const ps_config *cfg, lp_err *err);
 void ps_adapters_free(ps_adapters *t);
 /* The adapter with this id, or NULL. */
 ps_adapter *ps_adapters_find(ps_adapters *t, uint32_t id);
+/* The adapter of what names none: PS_ADAPTER_DEFAULT's. */
+ps_adapter *ps_adapters_default(ps_adapters *t);
 
 /* Makes the current params the published snapshot of `version`. */
 int ps_adapter_publish(ps_adapter *a, uint64_t version, lp_err *err);

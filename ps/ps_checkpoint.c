@@ -78,10 +78,6 @@ static struct ps_ckpt_collect *collect_state(ps_checkpoints *ck) {
     return ck->collect;
 }
 
-static ps_adapter *job_adapter(ps_checkpoints *ck) {
-    return ps_adapters_find(ck->adapters, PS_ADAPTER_DEFAULT);
-}
-
 void ps_checkpoint_job_text(const job *j, char **out) {
     size_t len = 0;
     *out = NULL;
@@ -95,7 +91,7 @@ void ps_checkpoint_job_text(const job *j, char **out) {
 
 static int slot_open(ps_checkpoints *ck, ckpt_slot *sl, uint64_t version, int end) {
     int S = ck->cfg->n_shards;
-    size_t total = job_adapter(ck)->spec.total;
+    size_t total = ps_adapters_default(ck->adapters)->spec.total;
     size_t n = total ? total : 1;
     slot_free(sl);
     sl->params = malloc(n * sizeof(float));
@@ -152,7 +148,8 @@ static int slot_consistent(const ps_checkpoints *ck, const ckpt_slot *sl) {
 static void write_out_adapter(ps_checkpoints *ck, const ckpt_slot *sl) {
     lp_err err;
     const ps_config *c = ck->cfg;
-    if (ps_adapters_write_peft(ck->adapters, job_adapter(ck), sl->params, &err) < 0)
+    if (ps_adapters_write_peft(ck->adapters, ps_adapters_default(ck->adapters), sl->params, &err) <
+        0)
         ps_log(c->shard, "writing the adapter: %s", err.msg);
     else if (c->out_dir[0])
         ps_log(c->shard, "wrote %s/adapter_model.safetensors (version %" PRIu64 ")", c->out_dir,
@@ -204,7 +201,7 @@ static void to_adapter_layout(const ps_adapter *a, const ckpt_slot *sl, float *p
 
 static void write_checkpoint(ps_checkpoints *ck, const ckpt_slot *sl) {
     const ps_config *c = ck->cfg;
-    ps_adapter *a = job_adapter(ck);
+    ps_adapter *a = ps_adapters_default(ck->adapters);
     size_t n = a->full.n_params ? a->full.n_params : 1;
     float *m = malloc(n * sizeof(float)), *v = malloc(n * sizeof(float));
     ckpt_info info;
@@ -254,7 +251,7 @@ static void slot_write(ps_checkpoints *ck, ckpt_slot *sl) {
 
 /* Copies shard 0's own part into the slot. */
 static void slot_take_own(ps_checkpoints *ck, ckpt_slot *sl) {
-    const ps_adapter *a = job_adapter(ck);
+    const ps_adapter *a = ps_adapters_default(ck->adapters);
     for (int t = 0; t < a->n; t++) {
         size_t dst = a->spec.offset[a->index[t]], n = a->numel[t], src = a->offset[t];
         memcpy(sl->params + dst, a->params + src, n * sizeof(float));
@@ -283,7 +280,7 @@ static void slot_mark(ps_checkpoints *ck, ckpt_slot *sl, int shard, uint64_t ver
 
 /* Hands this shard's state to shard 0, which writes the one checkpoint folder. */
 static void send_shard_state(ps_checkpoints *ck, int kind) {
-    const ps_adapter *a = job_adapter(ck);
+    const ps_adapter *a = ps_adapters_default(ck->adapters);
     ps_net *net = ck->net;
     Loraps__Header hdr = LORAPS__HEADER__INIT;
     Loraps__ShardState st = LORAPS__SHARD_STATE__INIT;
@@ -317,7 +314,7 @@ static void send_shard_state(ps_checkpoints *ck, int kind) {
 /* Shard 0 collects its own part; the slot is written once the others' parts are in. */
 static void collect_own(ps_checkpoints *ck, int kind) {
     const ps_config *c = ck->cfg;
-    const ps_adapter *a = job_adapter(ck);
+    const ps_adapter *a = ps_adapters_default(ck->adapters);
     if (!collect_state(ck)) {
         ps_log(c->shard, "checkpoint: out of memory");
         return;
@@ -404,7 +401,7 @@ void ps_checkpoint_on_peer(ps_checkpoints *ck, wire_msg *m) {
     const Loraps__ShardState *st = m->hdr->shard_state;
     if (!state_from_peer(ck, m)) return;
     if (!ck->cfg->out_dir[0]) return; /* nothing is written without --out */
-    const ps_adapter *a = job_adapter(ck);
+    const ps_adapter *a = ps_adapters_default(ck->adapters);
     int from = (int)st->shard, places = 3 * a->spec.n + 1;
     uint32_t idx[places];
     size_t numel[places];

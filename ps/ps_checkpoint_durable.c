@@ -57,7 +57,7 @@ static void durable_after_update(ps_checkpoints *ck, uint64_t V) {
 void ps_checkpoint_after_update(ps_checkpoints *ck) {
     const ps_config *c = ck->cfg;
     const job *j = &c->job;
-    uint64_t V = ps_adapters_find(ck->adapters, PS_ADAPTER_DEFAULT)->version;
+    uint64_t V = ps_adapters_default(ck->adapters)->version;
     durable_after_update(ck, V);
     /* the job's last version is checkpointed by the final collection */
     if (j->save_every <= 0 || V % (uint64_t)j->save_every || V >= c->total_updates ||
@@ -70,7 +70,7 @@ int ps_checkpoint_durable_hold(ps_checkpoints *ck) {
     if (!ck->durable_pending) return 0;
     int64_t now = wire_now_ms();
     if (now < ck->durable_retry_ms) return 1;
-    uint64_t V = ps_adapters_find(ck->adapters, PS_ADAPTER_DEFAULT)->version;
+    uint64_t V = ps_adapters_default(ck->adapters)->version;
     if (durable_write(ck, V)) {
         ps_log(ck->cfg->shard, "DURABILITY: version %" PRIu64 " written on retry; serving it", V);
         ck->durable_pending = 0;

@@ -183,7 +183,7 @@ int ps_checkpoint_resume(ps_checkpoints *ck, lp_err *err) {
     const ps_base_model *bm = &ck->adapters->model;
     ckpt_loaded got;
     if (ckpt_load(dir, bm->modules, bm->n_modules, &got, err) < 0) return lp_wrap(err, "--resume");
-    ps_adapter *a = ps_adapters_find(ck->adapters, PS_ADAPTER_DEFAULT);
+    ps_adapter *a = ps_adapters_default(ck->adapters);
     int rc = check_adapter(ck, a, dir, &got, err);
     if (rc == 0) rc = check_trainer_state(ck, dir, &got, err);
     if (rc == 0) {

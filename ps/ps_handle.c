@@ -7,10 +7,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static ps_adapter *job_adapter(ps *s) {
-    return ps_adapters_find(&s->adapters, PS_ADAPTER_DEFAULT);
-}
-
 static void send_ack(ps *s, const wire_msg *m, const ps_adapter *a, uint64_t step,
                      Loraps__AckStatus status) {
     Loraps__Header hdr = LORAPS__HEADER__INIT;
@@ -51,7 +47,7 @@ static int hello_admissible(ps *s, const wire_msg *m) {
 /* The Welcome: the member's id, the adapter spec and its placement, the job, and where the
  * worker starts. -1: out of memory. */
 static int send_welcome(ps *s, const wire_msg *m, const ps_member *mem, uint64_t start) {
-    const ps_adapter *a = job_adapter(s);
+    const ps_adapter *a = ps_adapters_default(&s->adapters);
     const ps_spec *sp = &a->spec;
     int n = sp->n;
     Loraps__TensorSpec *specs = calloc((size_t)n, sizeof *specs);
@@ -99,7 +95,7 @@ static void handle_hello(ps *s, wire_msg *m) {
         ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for members");
         return;
     }
-    uint64_t V = job_adapter(s)->version;
+    uint64_t V = ps_adapters_default(&s->adapters)->version;
     uint64_t start = ps_step_first_step(&s->step, mem->rank, V);
     if (send_welcome(s, m, mem, start) < 0) {
         ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for Welcome");
@@ -200,8 +196,9 @@ static int push_content_valid(ps *s, const wire_msg *m, const ps_adapter *a, int
 static void add_to_step(ps *s, const wire_msg *m, ps_adapter *a, int rank) {
     const Loraps__Push *p = m->hdr->push;
     ps_adapter_add_grad(a, m, (float)p->n_tokens, 1);
-    ps_step_add_sync(&s->step, rank, a->version, p->n_tokens, p->loss_sum, p->compute_seconds);
     send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
+    /* last: the step's overhead is measured from here */
+    ps_step_add_sync(&s->step, rank, a->version, p->n_tokens, p->loss_sum, p->compute_seconds);
 }
 
 /* async: the push is one update and one new version; a progress line every `workers`. */
@@ -246,8 +243,8 @@ static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
 static void handle_norm_share(ps *s, wire_msg *m) {
     Loraps__ErrorCode code;
     lp_err why;
-    if (ps_step_on_norm_share(&s->step, m->hdr->norm_share, job_adapter(s)->version, &code, &why) <
-        0)
+    if (ps_step_on_norm_share(&s->step, m->hdr->norm_share,
+                              ps_adapters_default(&s->adapters)->version, &code, &why) < 0)
         ps_reject(&s->checks, m, code, "%s", why.msg);
 }
 
@@ -259,7 +256,7 @@ static void handle_heartbeat(ps *s, wire_msg *m, const ps_member *mem) {
     hdr.body_case = LORAPS__HEADER__BODY_HEARTBEAT;
     hdr.heartbeat = &hb;
     hb.worker_id = mem->id;
-    hb.step = job_adapter(s)->version;
+    hb.step = ps_adapters_default(&s->adapters)->version;
     ps_net_reply(&s->net, m, &hdr);
 }
 

@@ -73,7 +73,7 @@ static int setup(ps *s, lp_err *err) {
 
 static void print_config(ps *s) {
     const ps_config *c = &s->cfg;
-    const ps_adapter *a = ps_adapters_find(&s->adapters, PS_ADAPTER_DEFAULT);
+    const ps_adapter *a = ps_adapters_default(&s->adapters);
     fprintf(stderr, "loraps-ps[%d]: effective configuration\n", c->shard);
     fprintf(stderr, "  shard            %d of %d\n", c->shard, c->n_shards);
     fprintf(stderr, "  bind             %s\n", c->bind);
@@ -188,7 +188,7 @@ static void checkpoint_on_stop(ps *s) {
 }
 
 static int serve(ps *s) {
-    uint64_t *version = &ps_adapters_find(&s->adapters, PS_ADAPTER_DEFAULT)->version;
+    uint64_t *version = &ps_adapters_default(&s->adapters)->version;
     s->phase = PS_WAITING;
     ps_validate_init(&s->checks, s->cfg.shard, &s->net, &s->security);
     ps_log(s->cfg.shard, "listening on %s; waiting for %d workers", s->cfg.bind,

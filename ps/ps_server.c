@@ -9,10 +9,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static ps_adapter *job_adapter(ps *s) {
-    return ps_adapters_find(&s->adapters, PS_ADAPTER_DEFAULT);
-}
-
 /* ---- pulls ---------------------------------------------------------------------------------- */
 
 int ps_pull_ready(ps *s, const ps_pull *p) {
@@ -30,7 +26,7 @@ void ps_answer_pull(ps *s, const ps_pull *p) {
     if (!s->cfg.sync && p->step >= (uint64_t)s->cfg.job.max_steps) done = 1;
     /* a finished job answers every Pull with done, whatever adapter it names */
     ps_adapter *a = ps_adapters_find(&s->adapters, p->adapter_id);
-    if (!a) a = job_adapter(s);
+    if (!a) a = ps_adapters_default(&s->adapters);
     if (ps_adapter_send_params(a, &s->net, p->routing, p->routing_len, done, &err) < 0)
         ps_log(s->cfg.shard, "sending Params to worker %llu: %s", (unsigned long long)p->worker_id,
                err.msg);
@@ -61,7 +57,8 @@ void ps_publish_update(ps *s, ps_adapter *a, double global_ss) {
 
 static void begin_finish(ps *s) {
     s->phase = PS_FINISHING;
-    ps_log(s->cfg.shard, "finished at version %llu", (unsigned long long)job_adapter(s)->version);
+    ps_log(s->cfg.shard, "finished at version %llu",
+           (unsigned long long)ps_adapters_default(&s->adapters)->version);
     answer_ready_pulls(s);
     /* Every shard hands its state to shard 0, which writes the final checkpoint and adapter
      * (ps_checkpoint.c); shard 0 is done once they are written. */
@@ -85,7 +82,7 @@ static void complete_step(ps *s, ps_adapter *a, double global_ss) {
 }
 
 static void sync_tick(ps *s) {
-    ps_adapter *a = job_adapter(s);
+    ps_adapter *a = ps_adapters_default(&s->adapters);
     double global_ss;
     if (ps_step_sync_close(&s->step, a, &s->members, &s->net, &global_ss))
         complete_step(s, a, global_ss);
@@ -94,7 +91,7 @@ static void sync_tick(ps *s) {
 /* async ends when every rank has pushed its last step, or when the job has run and no member
  * is left (the others finished; a crashed one did not come back). */
 static int async_over(ps *s) {
-    uint64_t V = job_adapter(s)->version;
+    uint64_t V = ps_adapters_default(&s->adapters)->version;
     return ps_step_all_ranks_done(&s->step) || V >= s->cfg.total_updates ||
            (V > 0 && ps_members_alive(&s->members) == 0);
 }
@@ -121,7 +118,7 @@ void ps_tick(ps *s) {
 void ps_update_gauges(ps *s, int64_t now_ms) {
     if (!s->progress.http) return;
     ps_gauge_sample x = {
-        .version = job_adapter(s)->version,
+        .version = ps_adapters_default(&s->adapters)->version,
         .bytes_in = s->net.bytes.bytes_received,
         .bytes_out = s->net.bytes.bytes_sent,
         .workers_live = ps_members_alive(&s->members),
@@ -145,7 +142,8 @@ static json_t *stats_json(ps *s) {
     const ps_step *st = &s->step;
     json_t *o = json_object();
     json_object_set_new(o, "shard", json_integer(s->cfg.shard));
-    json_object_set_new(o, "version", json_integer((json_int_t)job_adapter(s)->version));
+    json_object_set_new(o, "version",
+                        json_integer((json_int_t)ps_adapters_default(&s->adapters)->version));
     json_object_set_new(o, "pushes_accepted", json_integer((json_int_t)st->pushes_accepted));
     json_object_set_new(o, "pushes_duplicate", json_integer((json_int_t)st->pushes_duplicate));
     json_object_set_new(o, "pushes_stale", json_integer((json_int_t)st->pushes_stale));
@@ -191,9 +189,9 @@ void ps_exit_log(ps *s) {
     ps_log(s->cfg.shard,
            "exit: version %llu, pushes %llu accepted %llu duplicate %llu stale, %llu rejected, "
            "%llu dropped, sent %llu B, received %llu B",
-           (unsigned long long)job_adapter(s)->version, (unsigned long long)st->pushes_accepted,
-           (unsigned long long)st->pushes_duplicate, (unsigned long long)st->pushes_stale,
-           (unsigned long long)s->checks.rejected_total, (unsigned long long)s->members.drops,
-           (unsigned long long)s->net.bytes.bytes_sent,
+           (unsigned long long)ps_adapters_default(&s->adapters)->version,
+           (unsigned long long)st->pushes_accepted, (unsigned long long)st->pushes_duplicate,
+           (unsigned long long)st->pushes_stale, (unsigned long long)s->checks.rejected_total,
+           (unsigned long long)s->members.drops, (unsigned long long)s->net.bytes.bytes_sent,
            (unsigned long long)s->net.bytes.bytes_received);
 }
