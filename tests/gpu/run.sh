@@ -44,6 +44,7 @@ if [ "$what" != bench ]; then
     export LORAPS_TEST_HAS_GPU=1
     (cd $B && timeout 600 ctest -L gpu --output-on-failure -V >$OUT/gpu_tests.log 2>&1)
     rc=$?
+    grep -q "SKIPPED: " $OUT/gpu_tests.log && rc=1 # here a GPU test that did not run is a failure
     (cd $B && timeout 60 ./bin/test_device >>$OUT/gpu_tests.log 2>&1) || rc=1
     {
         echo
