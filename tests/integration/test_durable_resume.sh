@@ -9,7 +9,7 @@ make_model tiny "$TMP/tiny"
 export OMP_WAIT_POLICY=PASSIVE
 JOB=(--max-steps 40 --seq-len 32 --micro-batch 2 --workers 2 --lr 0.01 --max-grad-norm 0.5
     --lr-scheduler cosine --warmup-steps 3 --lora-dropout 0.1 --heartbeat-ms 100
-    --heartbeat-timeout-ms 1500)
+    --heartbeat-timeout-ms 5000)
 
 start_ps() { # NAME EP [args...]
     local name=$1 ep=$2
