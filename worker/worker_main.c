@@ -334,7 +334,11 @@ static int compute(worker *w, uint64_t step, train_result *r, lp_err *err) {
     if (worker_data_batch(w->data, first, (int)per_rank, j->seq_len, w->inputs, w->targets, err) <
         0)
         return -1;
-    train_batch batch = {w->inputs, w->targets, j->grad_accum, first, j->seed};
+    train_batch batch = {.inputs = w->inputs,
+                         .targets = w->targets,
+                         .n_micro = j->grad_accum,
+                         .first_seq = first,
+                         .seed = j->seed};
     if (train_step(w->trainer, &w->adapter, &batch, r, err) < 0)
         return lp_wrap(err, "step %llu", (unsigned long long)step);
     return 0;

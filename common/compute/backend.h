@@ -26,6 +26,10 @@ typedef struct backend {
     int (*ctx_init)(ops_ctx *c, const ops_limits *lim, lp_err *err);
     void (*ctx_free)(ops_ctx *c);
     int (*sync)(ops_ctx *c, lp_err *err);
+    /* markers in the context's queue: record one, wait until the work before it is done
+     * (slots 0 .. lim.max_events - 1; nothing to do on the CPU, where ops finish as they return) */
+    void (*record_event)(ops_ctx *c, int slot);
+    int (*wait_event)(ops_ctx *c, int slot, lp_err *err);
 
     /* moving data */
     void (*act_from_f32)(ops_ctx *c, act *dst, const float *host, size_t n);

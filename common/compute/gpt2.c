@@ -295,6 +295,7 @@ static void backward(gpt2_trainer *t) {
         if (!d_ln1) break;
         layernorm_backward(x, t->dres, d_ln1, res_in, &w->ln1_w, a->ln1_mean, a->ln1_rstd, (int)N,
                            C);
+        trainer_core_layer_done(c, l); /* its LoRA gradients are final now */
     }
 }
 
@@ -308,6 +309,7 @@ static int trainer_step(void *impl, const int *inputs, const int *targets, const
     forward(t);
     trainer_core_head_loss(c, t->lnf, t->g->lm_head, t->dln);
     if (c->training) backward(t);
+    if (c->training && trainer_core_stream_end(c, err) < 0) return -1;
     return trainer_core_end(c, per_adapter, total, err);
 }
 

@@ -364,6 +364,7 @@ static void backward(llama_trainer *t) {
         linear_backward(t, mod + MOD_Q, d_ln1, 1, t->dq, t->xn);
         if (!d_ln1) break;
         rmsnorm_backward(x, t->dres, d_ln1, res_in, &w->ln1, a->rstd1, (int)N, C);
+        trainer_core_layer_done(c, l); /* its LoRA gradients are final now */
     }
 }
 
@@ -377,6 +378,7 @@ static int trainer_step(void *impl, const int *inputs, const int *targets, const
     forward(t);
     trainer_core_head_loss(c, t->lnf, t->g->lm_head, t->dln);
     if (c->training) backward(t);
+    if (c->training && trainer_core_stream_end(c, err) < 0) return -1;
     return trainer_core_end(c, per_adapter, total, err);
 }
 

@@ -369,6 +369,10 @@ int model_trainer_fetch_grads(model_trainer *t, lp_err *err) {
     return trainer_core_fetch_grads(core_of(t), err);
 }
 
+void model_trainer_stream_grads(model_trainer *t, grads_ready_fn fn, void *ctx) {
+    trainer_core_stream_grads(core_of(t), fn, ctx);
+}
+
 int model_trainer_step_multi(model_trainer *t, const int *inputs, const int *targets,
                              const int *adapter_of, const float *grad_scales, uint64_t seed,
                              const uint64_t *seq_ids, model_step *per_adapter, model_step *total,

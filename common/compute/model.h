@@ -86,6 +86,13 @@ int model_trainer_seq_len(const model_trainer *t); /* T */
 int model_trainer_load_params(model_trainer *t, lp_err *err);
 void model_trainer_zero_grads(model_trainer *t);
 int model_trainer_fetch_grads(model_trainer *t, lp_err *err);
+/* Gradients as backward produces them: the next model_trainer_step (or _multi) calls fn as each
+ * layer's LoRA gradients become final, with adapter k's range [offset, offset + n) of its
+ * parameters, already in a->grads on the host; last layer first, every parameter once. On a GPU
+ * each range's copy to the host runs while backward goes on below it, so a worker can push it
+ * meanwhile. After that step a->grads is complete (model_trainer_fetch_grads has nothing to do). */
+typedef void (*grads_ready_fn)(void *ctx, int adapter, size_t offset, size_t n);
+void model_trainer_stream_grads(model_trainer *t, grads_ready_fn fn, void *ctx);
 /* Forward and loss on inputs/targets [B*T] (targets < 0 are ignored). If grad_scale != 0,
  * also backward: the gradients of grad_scale * (sum of token losses) are ADDED to the trainer's
  * gradients (a->grads on the CPU). The micro-batch's sequences are global sequences

@@ -39,6 +39,14 @@ int ops_sync(ops_ctx *c, lp_err *err) {
     return c->be->sync(c, err);
 }
 
+void ops_record_event(ops_ctx *c, int slot) {
+    if (c->be->record_event) c->be->record_event(c, slot);
+}
+
+int ops_wait_event(ops_ctx *c, int slot, lp_err *err) {
+    return c->be->wait_event ? c->be->wait_event(c, slot, err) : 0;
+}
+
 size_t attention_state_floats(const ops_ctx *c, int B, int T, int NH) {
     return c->be->attention_state_floats(B, T, NH);
 }

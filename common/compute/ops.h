@@ -51,7 +51,8 @@ typedef struct ops_limits {
     int head_dim;      /* size of one head */
     int max_kv;        /* longest KV cache (inference; 0: none) */
     int vocab;         /* V: the head's logits are computed in chunks of rows */
-    size_t max_matrix; /* elements of the largest frozen matrix */
+    size_t max_matrix; /* elements of the largest frozen matrix stored in bf16 (CPU: widened) */
+    int max_events;    /* markers the context's queue may hold at once (ops_record_event) */
 } ops_limits;
 
 typedef struct ops_ctx ops_ctx;
@@ -63,6 +64,10 @@ size_t ops_act_size(const ops_ctx *c); /* bytes per activation element */
 size_t ops_workspace_bytes(const ops_ctx *c);
 /* Waits for the context's queued work; reports a device error that happened meanwhile. */
 int ops_sync(ops_ctx *c, lp_err *err);
+/* A marker after the work queued so far (slot < lim.max_events), and the wait for it: the host
+ * can act on a result while the device goes on with what was queued after it. */
+void ops_record_event(ops_ctx *c, int slot);
+int ops_wait_event(ops_ctx *c, int slot, lp_err *err);
 
 /* ---- moving data ------------------------------------------------------------------------ */
 

@@ -34,6 +34,8 @@ int train_step(model_trainer *t, lora_adapter *a, const train_batch *b, train_re
         size_t off = (size_t)micro * per_micro;
         uint64_t first = b->first_seq + (uint64_t)micro * B;
         model_step s;
+        if (micro == b->n_micro - 1 && b->on_ready)
+            model_trainer_stream_grads(t, b->on_ready, b->ready_ctx);
         if (model_trainer_step(t, b->inputs + off, b->targets + off, grad_scale, b->seed, first, &s,
                                err) < 0)
             return -1;

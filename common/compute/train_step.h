@@ -19,6 +19,10 @@ typedef struct train_batch {
     int n_micro;
     uint64_t first_seq; /* global index of the batch's first sequence */
     uint64_t seed;      /* the job's seed */
+    /* optional: told as each layer's gradients are final, during the last micro-batch's
+     * backward (model_trainer_stream_grads); NULL: a->grads complete when train_step returns */
+    grads_ready_fn on_ready;
+    void *ready_ctx;
 } train_batch;
 
 typedef struct train_result {

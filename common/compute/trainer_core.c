@@ -1,5 +1,6 @@
 #include "trainer_core.h"
 
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -66,7 +67,13 @@ int trainer_core_init(trainer_core *c, const model *m, lora_adapter *const *adap
         return lp_fail(err, "out of memory");
     if (n_adapters) memcpy(c->adapters, adapters, (size_t)n_adapters * sizeof *adapters);
     note_sites(c);
-    if (ops_ctx_new(&c->ctx, m->dev, lim, err) < 0) return -1;
+    c->n_layers = m->n_modules ? m->modules[m->n_modules - 1].layer + 1 : 0;
+    c->reported = calloc((size_t)c->n_layers + 1, 1);
+    c->pending = calloc((size_t)c->n_layers + 1, sizeof *c->pending);
+    if (!c->reported || !c->pending) return lp_fail(err, "out of memory");
+    ops_limits with_events = *lim;
+    with_events.max_events = c->n_layers; /* one marker per layer: streamed gradients */
+    if (ops_ctx_new(&c->ctx, m->dev, &with_events, err) < 0) return -1;
     return place_adapters(c, err);
 }
 
@@ -90,6 +97,8 @@ void trainer_core_free(trainer_core *c) {
     free(c->rows_of);
     free(c->grad_scale_of);
     free(c->step_of);
+    free(c->reported);
+    free(c->pending);
     free(c->full_grads);
     free(c->dW_of);
     free(c->db_of);
@@ -150,6 +159,10 @@ void trainer_core_zero_grads(trainer_core *c) {
 }
 
 int trainer_core_fetch_grads(trainer_core *c, lp_err *err) {
+    if (c->streamed) { /* the last step put every range in place already */
+        c->streamed = 0;
+        return 0;
+    }
     for (int k = 0; k < c->n_adapters; k++)
         if (c->dev[k].owned)
             ops_download(c->ctx, c->adapters[k]->grads, c->dev[k].grads,
@@ -359,6 +372,69 @@ void lora_linear_backward(trainer_core *c, int module, act *dinp, int accumulate
         else
             residual_backward(c->ctx, d, dd, segs[i].rows * IC);
     }
+}
+
+/* ---- gradients as layers finish ------------------------------------------------------------------ */
+
+void trainer_core_stream_grads(trainer_core *c, grads_ready_fn fn, void *ctx) {
+    c->stream_fn = fn;
+    c->stream_ctx = ctx;
+    c->streaming = fn != NULL;
+}
+
+/* Adapter k's parameters of the sites in `layer`: sites are in module order and each site's A and
+ * B are contiguous, so a layer's are one range. 0 if it adapts nothing there. */
+static size_t layer_range(const trainer_core *c, int k, int layer, size_t *offset) {
+    const lora_adapter *a = c->adapters[k];
+    size_t lo = SIZE_MAX, hi = 0;
+    for (int i = 0; i < a->n_sites; i++) {
+        const lora_site *s = &a->sites[i];
+        if (c->m->modules[s->module].layer != layer) continue;
+        if (s->a_offset < lo) lo = s->a_offset;
+        size_t end = s->b_offset + (size_t)s->out * s->r;
+        if (end > hi) hi = end;
+    }
+    *offset = lo;
+    return lo < hi ? hi - lo : 0;
+}
+
+static void report_layer(trainer_core *c, int layer) {
+    for (int k = 0; k < c->n_adapters; k++) {
+        size_t off, n = layer_range(c, k, layer, &off);
+        if (n) c->stream_fn(c->stream_ctx, k, off, n);
+    }
+}
+
+void trainer_core_layer_done(trainer_core *c, int layer) {
+    if (!c->streaming || layer < 0 || layer >= c->n_layers || c->reported[layer]) return;
+    c->reported[layer] = 1;
+    if (device_is_cpu(ops_device(c->ctx))) {
+        report_layer(c, layer); /* the CPU's gradients are final as the op returns */
+        return;
+    }
+    for (int k = 0; k < c->n_adapters; k++) {
+        size_t off, n = layer_range(c, k, layer, &off);
+        if (n)
+            ops_download(c->ctx, c->adapters[k]->grads + off, c->dev[k].grads + off,
+                         n * sizeof(float));
+    }
+    ops_record_event(c->ctx, layer);
+    c->pending[c->n_pending++] = layer;
+}
+
+int trainer_core_stream_end(trainer_core *c, lp_err *err) {
+    if (!c->streaming) return 0;
+    for (int l = c->n_layers - 1; l >= 0; l--) trainer_core_layer_done(c, l);
+    int rc = 0;
+    for (int i = 0; i < c->n_pending && rc == 0; i++) {
+        rc = ops_wait_event(c->ctx, c->pending[i], err);
+        if (rc == 0) report_layer(c, c->pending[i]);
+    }
+    memset(c->reported, 0, (size_t)c->n_layers);
+    c->n_pending = 0;
+    c->streaming = 0;
+    c->streamed = rc == 0;
+    return rc;
 }
 
 int trainer_core_needs_grad_below(const trainer_core *c, int reader) {

@@ -57,6 +57,14 @@ typedef struct trainer_core {
     float **dW_of, **db_of;
     float *dhead;
 
+    /* gradients streamed as layers finish (model_trainer_stream_grads): armed for one step */
+    grads_ready_fn stream_fn;
+    void *stream_ctx;
+    int streaming, streamed;    /* armed; the last step streamed every range (no fetch needed) */
+    int n_layers;
+    unsigned char *reported;    /* [n_layers] this step */
+    int *pending, n_pending;    /* GPU: layers whose copy is queued, in order (event slot = layer) */
+
     /* the arena: one device allocation */
     void *arena;
     size_t arena_bytes;
@@ -114,6 +122,13 @@ void lora_linear_forward(trainer_core *c, int module, act *out, const act *inp, 
  * LoRA branches' input gradients; the adapters' factor gradients are added to. */
 void lora_linear_backward(trainer_core *c, int module, act *dinp, int accumulate, const act *dout,
                           const act *inp, const weight *w, weight_layout layout, int IC, int OC);
+
+/* Streaming gradients: arm for the next step; a family calls layer_done as each layer's backward
+ * finishes, and stream_end after backward (it reports what is left and, on a GPU, waits for each
+ * copy in turn before reporting it). */
+void trainer_core_stream_grads(trainer_core *c, grads_ready_fn fn, void *ctx);
+void trainer_core_layer_done(trainer_core *c, int layer);
+int trainer_core_stream_end(trainer_core *c, lp_err *err);
 
 /* Whether backward needs the gradient of an input first read by module `reader`: only if an
  * adapted module lies below it. */

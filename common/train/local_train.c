@@ -72,7 +72,11 @@ int local_train_source(const job *j, const model *m, lora_adapter *a, data_sourc
         uint64_t first = (uint64_t)step * j->grad_accum * B;
         rc = data_source_batch(src, DS_TRAIN, first, j->grad_accum * B, T, inputs, targets, err);
         if (rc) break;
-        train_batch batch = {inputs, targets, j->grad_accum, first, j->seed};
+        train_batch batch = {.inputs = inputs,
+                             .targets = targets,
+                             .n_micro = j->grad_accum,
+                             .first_seq = first,
+                             .seed = j->seed};
         train_result r;
         if ((rc = train_step(t, a, &batch, &r, err)) != 0) break;
         double sq = r.grad_sum_sq;

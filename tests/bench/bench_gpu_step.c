@@ -129,7 +129,11 @@ int main(int argc, char **argv) {
     train_result res = {0};
     for (int s = -3; s < steps; s++) { /* three warm-up steps */
         double s0 = bench_now();
-        train_batch b = {in, tg, 1, (uint64_t)(s + 3) * B, 1};
+        train_batch b = {.inputs = in,
+                         .targets = tg,
+                         .n_micro = 1,
+                         .first_seq = (uint64_t)(s + 3) * B,
+                         .seed = 1};
         if (train_step(t, &a, &b, &res, &err) < 0) return die("step", &err);
         adamw_update(a.params, a.grads, mom, vel, a.n_params, 1e-4f, &opt, s + 4);
         if (s >= 0) times[s] = bench_now() - s0, compute_sum += res.seconds;

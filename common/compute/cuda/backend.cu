@@ -153,6 +153,14 @@ static int cuda_ctx_init(ops_ctx *c, const ops_limits *lim, lp_err *err) {
         (!(x->dq_accum = (float *)ctx_alloc(c, rows * heads * sizeof(float), err)) ||
          !(x->delta = (float *)ctx_alloc(c, rows * (size_t)lim->max_heads * sizeof(float), err))))
         return -1;
+    if (lim->max_events > 0) {
+        x->events = (cudaEvent_t *)calloc((size_t)lim->max_events, sizeof *x->events);
+        if (!x->events) return lp_fail(err, "out of memory");
+        for (int i = 0; i < lim->max_events; i++, x->n_events++)
+            if ((e = cudaEventCreateWithFlags(&x->events[i], cudaEventDisableTiming)) !=
+                cudaSuccess)
+                return fail_cuda(err, e, "a CUDA event");
+    }
     c->workspace_bytes = x->lt_workspace_bytes + (size_t)x->head_rows * x->head_ld * 6 +
                          (training ? rows * heads * 4 + rows * lim->max_heads * 4 : 0);
     return 0;
@@ -169,6 +177,8 @@ static void cuda_ctx_free(ops_ctx *c) {
     if (x->reduce) cuda_free(d, x->reduce);
     if (x->dq_accum) cuda_free(d, x->dq_accum);
     if (x->delta) cuda_free(d, x->delta);
+    for (int i = 0; i < x->n_events; i++) cudaEventDestroy(x->events[i]);
+    free(x->events);
     if (x->lt) cublasLtDestroy(x->lt);
     if (x->stream) cudaStreamDestroy(x->stream);
     free(x);
@@ -179,6 +189,21 @@ static int cuda_sync(ops_ctx *c, lp_err *err) {
     cuda_ctx *x = cx(c);
     cuda_note(c, cudaStreamSynchronize(x->stream), "waiting for the GPU");
     cuda_note(c, cudaGetLastError(), "the GPU");
+    if (x->error[0]) return lp_fail(err, "%s: %s", c->dev->description, x->error);
+    return 0;
+}
+
+static void cuda_record_event(ops_ctx *c, int slot) {
+    cuda_ctx *x = cx(c);
+    if (slot < 0 || slot >= x->n_events)
+        return cuda_note(c, cudaErrorInvalidValue, "a marker past the context's max_events");
+    cuda_note(c, cudaEventRecord(x->events[slot], x->stream), "recording a marker");
+}
+
+static int cuda_wait_event(ops_ctx *c, int slot, lp_err *err) {
+    cuda_ctx *x = cx(c);
+    if (slot >= 0 && slot < x->n_events)
+        cuda_note(c, cudaEventSynchronize(x->events[slot]), "waiting for a marker");
     if (x->error[0]) return lp_fail(err, "%s: %s", c->dev->description, x->error);
     return 0;
 }
@@ -218,6 +243,8 @@ static backend make_backend(void) {
     b.ctx_init = cuda_ctx_init;
     b.ctx_free = cuda_ctx_free;
     b.sync = cuda_sync;
+    b.record_event = cuda_record_event;
+    b.wait_event = cuda_wait_event;
     b.act_from_f32 = cuda_act_from_f32;
     b.act_to_f32 = cuda_act_to_f32;
     b.act_from_device_f32 = cuda_act_from_device_f32;

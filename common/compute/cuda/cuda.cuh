@@ -56,6 +56,8 @@ struct cuda_ctx {
     float *staging;  /* f32 <-> activation conversions through the device */
     size_t staging_floats;
     double *reduce; /* sums */
+    cudaEvent_t *events; /* ops_record_event's markers */
+    int n_events;
     gemm_choice cache[GEMM_CACHE];
     char error[512];
 };
