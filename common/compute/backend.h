@@ -102,6 +102,7 @@ struct device {
     const backend *be;
     void *impl; /* the backend's own state for this device */
     char description[192];
+    int counted; /* allocations are counted (every device but the shared, unchanging CPU one) */
     size_t in_use, peak;
 };
 
@@ -116,13 +117,14 @@ struct ops_ctx {
 
 /* The CPU backend (compute/cpu/backend.c). */
 extern const backend CPU_BACKEND;
-/* Opens GPU `index` (compute/cuda/backend.cu; absent in builds without CUDA). */
+/* Opens GPU `index`: loads the CUDA backend module (device.c), whose loraps_cuda_device_open
+ * (compute/cuda/backend.cu) does the rest. */
 int cuda_device_open(device **out, int index, lp_err *err);
 
 /* For backends: count an allocation of `bytes` (or a release, negative) into in_use and peak.
  * The CPU device counts nothing (it is shared and never changes; see device.c). */
 static inline void device_account(device *d, long long bytes) {
-    if (d->be == &CPU_BACKEND) return;
+    if (!d->counted) return;
     d->in_use = (size_t)((long long)d->in_use + bytes);
     if (d->in_use > d->peak) d->peak = d->in_use;
 }

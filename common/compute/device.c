@@ -2,9 +2,11 @@
  * else is the backend's (backend.h). */
 #include "backend.h"
 
+#include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 device *device_cpu(void) {
     /* The CPU device holds no state that changes: its allocations are not counted here (a
@@ -13,13 +15,37 @@ device *device_cpu(void) {
     return &cpu;
 }
 
-#ifndef LORAPS_HAVE_CUDA
-int cuda_device_open(device **out, int index, lp_err *err) {
-    (void)out, (void)index;
-    return lp_fail(err, "this build of loraps has no CUDA backend (rebuild with the CUDA toolkit "
-                        "installed, or -DLORAPS_CUDA=ON to insist on it)");
+/* The CUDA backend is a module (libloraps_cuda.so) next to the program: loaded on the first
+ * request for a GPU, so CPU processes never load the CUDA libraries. */
+#define CUDA_MODULE "libloraps_cuda.so"
+
+static int cuda_module_path(char *path, size_t size) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return -1;
+    exe[n] = 0;
+    char *slash = strrchr(exe, '/');
+    if (!slash) return -1;
+    *slash = 0;
+    snprintf(path, size, "%s/%s", exe, CUDA_MODULE);
+    return 0;
 }
-#endif
+
+int cuda_device_open(device **out, int index, lp_err *err) {
+    if (!device_cuda_built())
+        return lp_fail(err, "this build of loraps has no CUDA backend (rebuild where the CUDA "
+                            "toolkit is installed, or with -DLORAPS_CUDA=ON to insist on it)");
+    char path[4200];
+    if (cuda_module_path(path, sizeof path) < 0 || access(path, F_OK) != 0)
+        return lp_fail(err, "the CUDA backend %s is not next to this program", CUDA_MODULE);
+    /* kept loaded for the process's life: devices and their contexts point into it */
+    void *module = dlopen(path, RTLD_NOW | RTLD_LOCAL);
+    if (!module) return lp_fail(err, "the CUDA backend could not load: %s", dlerror());
+    int (*open)(device **, int, lp_err *) =
+        (int (*)(device **, int, lp_err *))dlsym(module, "loraps_cuda_device_open");
+    if (!open) return lp_fail(err, "%s has no loraps_cuda_device_open", path);
+    return open(out, index, err);
+}
 
 int device_cuda_built(void) {
 #ifdef LORAPS_HAVE_CUDA

@@ -14,7 +14,7 @@ fi
 node "$K8S/validate.mjs" "$K8S/../../deploy/k8s" "$B" || fail "deploy/k8s does not validate"
 LORAPS_BIN=$B "$K8S/check_dockerfile.sh" || fail "deploy/Dockerfile check"
 # The GPU image, against a build with the CUDA backend (where this machine has the toolkit).
-if ldd "$B/loraps-worker" | grep -q libcudart; then
+if [ -e "$B/libloraps_cuda.so" ]; then
     DOCKERFILE=$K8S/../../deploy/Dockerfile.cuda LORAPS_BIN=$B "$K8S/check_dockerfile.sh" ||
         fail "deploy/Dockerfile.cuda check"
     sed 's/ cuda-cudart-13-0 / /' "$K8S/../../deploy/Dockerfile.cuda" >"$TMP/Dockerfile.cuda.nort"

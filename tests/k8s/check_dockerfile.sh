@@ -44,14 +44,17 @@ fi
 grep -q -- '-dev' <<<"$rt_pkgs" && fail "the runtime stage installs a -dev package"
 grep -qE '^(build-essential|cmake|gcc)$' <<<"$rt_pkgs" && fail "the runtime stage installs a compiler"
 
-# Every directly linked library must come from the runtime packages or the base image. An image
-# built with -DLORAPS_CUDA=OFF links none of what the CUDA backend brings (the toolkit's libraries,
-# and libstdc++ for its C++ objects), whatever the local build links.
+# Every directly linked library must come from the runtime packages or the base image: the
+# programs', and in the GPU image (-DLORAPS_CUDA=ON) the CUDA backend module's too.
 base="libc6 libgcc-s1 libpcre2-8-0"
-no_cuda=$(grep -c -- '-DLORAPS_CUDA=OFF' <<<"$build" || true)
+objects="loraps-ps loraps-worker loraps"
+if grep -q -- '-DLORAPS_CUDA=ON' <<<"$build"; then
+    objects="$objects libloraps_cuda.so"
+    grep -q 'libloraps_cuda.so' <<<"$build" || fail "the build stage does not install libloraps_cuda.so"
+fi
 declare -A checked
-for bin in loraps-ps loraps-worker loraps; do
-    [ -x "$B/$bin" ] || fail "$B/$bin is missing (build first)"
+for bin in $objects; do
+    [ -e "$B/$bin" ] || fail "$B/$bin is missing (build first)"
     grep -q "$bin" <<<"$build" || fail "the build stage does not install $bin"
     for lib in $(readelf -d "$B/$bin" | awk '/NEEDED/{gsub(/[\[\]]/, "", $5); print $5}'); do
         [ -z "${checked[$lib]:-}" ] || continue
@@ -59,7 +62,6 @@ for bin in loraps-ps loraps-worker loraps; do
         case $lib in libasan.so* | libubsan.so*) continue ;; esac # a sanitizer (test) build
         path=$(ldd "$B/$bin" | awk -v l="$lib" '$1 == l {print $3}')
         [ -n "$path" ] || fail "$bin: $lib is not found here"
-        case $path in /usr/local/cuda* | */libstdc++.so*) [ "$no_cuda" != 0 ] && continue ;; esac
         case $path in /usr/local/cuda*) # the toolkit's libraries, from NVIDIA's packages
             case $lib in
                 libcudart.so*) pkg=cuda-cudart-13-0 ;;

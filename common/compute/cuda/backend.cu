@@ -289,7 +289,10 @@ static const backend CUDA_BACKEND = make_backend();
 
 /* ---- opening a GPU --------------------------------------------------------------------------- */
 
-extern "C" int cuda_device_open(device **out, int index, lp_err *err) {
+/* What device.c looks up after loading this module. */
+extern "C" __attribute__((visibility("default"))) int loraps_cuda_device_open(device **out,
+                                                                              int index,
+                                                                              lp_err *err) {
     int count = 0;
     cudaError_t e = cudaGetDeviceCount(&count);
     if (e != cudaSuccess)
@@ -316,6 +319,7 @@ extern "C" int cuda_device_open(device **out, int index, lp_err *err) {
     cudaDriverGetVersion(&driver);
     d->be = &CUDA_BACKEND;
     d->impl = g;
+    d->counted = 1;
     snprintf(d->description, sizeof d->description,
              "cuda:%d (%s, %.1f GiB, compute %d.%d, %d SMs, driver %d.%d)", index, g->prop.name,
              (double)g->prop.totalGlobalMem / (1 << 30), g->prop.major, g->prop.minor,
