@@ -6,7 +6,7 @@
 #include "tokenizer.h"
 
 #include "fsutil.h"
-#include "tokenizer_nfc.h"
+#include "tokenizer_unicode.h"
 #include "tokenizer_util.h"
 
 #define PCRE2_CODE_UNIT_WIDTH 8
@@ -24,7 +24,7 @@
 enum { SPLIT_REMOVED, SPLIT_ISOLATED, SPLIT_PREV, SPLIT_NEXT, SPLIT_CONTIGUOUS };
 enum { PREPEND_ALWAYS, PREPEND_FIRST, PREPEND_NEVER };
 enum { PT_BYTELEVEL, PT_SPLIT, PT_METASPACE, PT_DIGITS };
-enum { NM_PREPEND, NM_REPLACE, NM_STRIP, NM_NFC, NM_PASS };
+enum { NM_PREPEND, NM_REPLACE, NM_STRIP, NM_FORM, NM_LOWERCASE, NM_STRIP_ACCENTS };
 enum { DEC_BYTELEVEL, DEC_METASPACE, DEC_REPLACE, DEC_BYTEFALLBACK, DEC_FUSE, DEC_STRIP };
 
 typedef struct pretok {
@@ -42,7 +42,8 @@ typedef struct normstep {
     char *a, *b; /* Prepend: a; Replace: pattern a (or re) -> b */
     size_t alen, blen;
     pcre2_code *re;
-    int left, right; /* Strip */
+    int left, right;   /* Strip */
+    unicode_form form; /* NFC, NFD, NFKC, NFKD */
 } normstep;
 
 typedef struct decstep {
@@ -205,16 +206,21 @@ static int add_norm(tokenizer *t, json_t *n, lp_err *err) {
         s.type = NM_REPLACE, s.b = strdup(c), s.blen = strlen(c);
     } else if (!strcmp(type, "Strip")) {
         s.type = NM_STRIP, s.left = jbool(n, "strip_left", 1), s.right = jbool(n, "strip_right", 1);
-    } else if (!strcmp(type, "NFC")) {
-        s.type = NM_NFC;
-    } else if (!strcmp(type, "NFKC")) {
-        /* Passed through: exact for text already in NFKC (tokenizer_nfc.c has only the canonical
-         * tables); no BPE family this project targets uses it. */
-        s.type = NM_PASS;
+    } else if (!strcmp(type, "NFC") || !strcmp(type, "NFD") || !strcmp(type, "NFKC") ||
+               !strcmp(type, "NFKD")) {
+        s.type = NM_FORM;
+        s.form = !strcmp(type, "NFC")    ? UNICODE_NFC
+                 : !strcmp(type, "NFD")  ? UNICODE_NFD
+                 : !strcmp(type, "NFKC") ? UNICODE_NFKC
+                                         : UNICODE_NFKD;
+    } else if (!strcmp(type, "Lowercase")) {
+        s.type = NM_LOWERCASE;
+    } else if (!strcmp(type, "StripAccents")) {
+        s.type = NM_STRIP_ACCENTS;
     } else {
         return lp_fail(err,
                        "normalizer '%s' is not supported (supported: Sequence, Prepend, "
-                       "Replace, Strip, NFC, NFKC as pass-through)",
+                       "Replace, Strip, StripAccents, Lowercase, NFC, NFD, NFKC, NFKD)",
                        type);
     }
     normstep *p = realloc(t->norm, (size_t)(t->n_norm + 1) * sizeof *p);
@@ -907,8 +913,12 @@ static int normalize(const tokenizer *t, const char *s, size_t len, pcre2_match_
                 rc = sp.p[i].is_match ? sbuf_put(&tmp, n->b, n->blen)
                                       : sbuf_put(&tmp, out->p + sp.p[i].a, sp.p[i].b - sp.p[i].a);
             rc |= sbuf_put(&tmp, "", 0);
-        } else if (n->type == NM_NFC) {
-            rc = nfc_normalize(out->p, out->n, &tmp);
+        } else if (n->type == NM_FORM) {
+            rc = unicode_normalize(out->p, out->n, n->form, &tmp);
+        } else if (n->type == NM_LOWERCASE) {
+            rc = unicode_lowercase(out->p, out->n, &tmp);
+        } else if (n->type == NM_STRIP_ACCENTS) {
+            rc = unicode_strip_accents(out->p, out->n, &tmp);
         } else if (n->type == NM_STRIP) {
             size_t a = 0, b = out->n;
             uint32_t cp;
@@ -925,8 +935,6 @@ static int normalize(const tokenizer *t, const char *s, size_t len, pcre2_match_
                 b = q;
             }
             rc = sbuf_put(&tmp, out->p + a, b - a);
-        } else {
-            continue;
         }
         sbuf swap = *out;
         *out = tmp;
@@ -1219,6 +1227,27 @@ int tokenizer_encode(const tokenizer *tc, const char *text, size_t len, int allo
     if (!out.p) out.p = malloc(sizeof(int));
     if (!out.p) return lp_fail(err, "out of memory");
     *ids = out.p, *n_ids = out.n;
+    return 0;
+}
+
+int tokenizer_normalize(const tokenizer *t, const char *text, size_t len, char **out,
+                        size_t *out_len, lp_err *err) {
+    *out = NULL;
+    size_t bad = utf8_valid_prefix(text, len);
+    if (bad != len)
+        return lp_fail(err, "invalid UTF-8 at byte %zu (byte 0x%02x)", bad,
+                       (unsigned char)text[bad]);
+    sbuf norm = {0};
+    pcre2_match_data *md = pcre2_match_data_create(4, NULL);
+    int rc = md ? normalize(t, text, len, md, &norm) : -1;
+    if (rc == 0) rc = sbuf_put(&norm, "", 0);
+    pcre2_match_data_free(md);
+    if (rc) {
+        sbuf_free(&norm);
+        return lp_fail(err, "tokenizer: out of memory or regex failure");
+    }
+    *out = norm.p;
+    if (out_len) *out_len = norm.n;
     return 0;
 }
 

@@ -22,6 +22,10 @@ void tokenizer_free(tokenizer *t);
  * Post-processing (e.g. a BOS the tokenizer's template adds) is applied if add_special. */
 int tokenizer_encode(const tokenizer *t, const char *text, size_t len, int allow_special,
                      int add_special, int **ids, size_t *n_ids, lp_err *err);
+/* What the tokenizer's normalizer makes of text (valid UTF-8), as `tokenizers`'
+ * normalizer.normalize_str gives it: a malloc'd NUL-terminated string, its length in *out_len. */
+int tokenizer_normalize(const tokenizer *t, const char *text, size_t len, char **out,
+                        size_t *out_len, lp_err *err);
 /* Decodes ids into a malloc'd NUL-terminated string; skip_special drops special tokens. */
 char *tokenizer_decode(const tokenizer *t, const int *ids, size_t n_ids, int skip_special);
 

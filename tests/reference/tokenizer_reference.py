@@ -20,25 +20,38 @@ of BPE tokenizer.json the way the model families ship them, and loads a fifth, o
                ByteLevel, <|im_start|>/<|im_end|>, added tokens with lstrip / rstrip
   digits       normalizers Strip + Replace(regex \s+ -> " "), pre-tokenizers Digits(individual)
                + Split(punctuation, merged_with_previous) + ByteLevel(add_prefix_space)
+  nfkc         byte-level BPE behind an NFKC normalizer
+  nfd_lower    byte-level BPE behind Sequence(NFD, Lowercase)
+  accents      byte-level BPE behind Sequence(NFKD, StripAccents, Lowercase): BERT-uncased's
+               normalization, on a BPE model
+  sp_nfkc      SentencePiece-style BPE with byte fallback behind Sequence(Strip(right),
+               NFKC, Replace(regex " {2,}" -> " "), Prepend("▁"), Replace(" ", "▁")), as
+               T5/SentencePiece-derived tokenizer.json files normalize
   demo512      golden/tokenizers/demo512/tokenizer.json as written by bpe_write_demo_tokenizer
   demo4096     (C; 4096: every merge learned from the corpus), loaded unchanged
 
-    python3 tests/reference/tokenizer_reference.py --nfc-tables
+For each it encodes the edge-case corpus below (EDGE + UNICODE_EDGE + 3 long slices of the
+corpus) and writes OUTDIR/<name>/tokenizer.json and OUTDIR/<name>.json: per string the ids with
+special tokens recognised, with them encoded as text (encode_special_tokens), with the
+post-processor (add_special_tokens), both decodes, and the normalizer's output. It also writes
+OUTDIR/normalizers.json: for each normalizer in NORMALIZERS (its tokenizer.json form) the
+`normalize_str` output of every string of unicode_texts() (every code point with a
+decomposition or a lowercase mapping alone, Hangul, random starters with marks) and of the
+edge cases.
+
+    python3 tests/reference/tokenizer_reference.py --unicode-cases
 
 needs only Python's own unicodedata (runs anywhere, no `tokenizers`): writes
-common/tokenizer_nfc_data.c (the tables tokenizer_nfc.c normalizes with) and
-golden/tokenizers/nfc_cases.json (strings and their NFC, for tests/unit/test_tokenizer.c).
-
-For each it encodes the edge-case corpus below and writes OUTDIR/<name>/tokenizer.json and
-OUTDIR/<name>.json: per string the ids with special tokens recognised, with them encoded as text
-(encode_special_tokens), with the post-processor (add_special_tokens), and both decodes.
+golden/tokenizers/unicode_cases.json, the same strings with their NFC, NFD, NFKC and NFKD, their
+per-character lowercase (what Rust's char::to_lowercase gives) and the string without its marks
+(General_Category M), for tests/unit/test_tokenizer.c.
 """
 import json
 import os
 import sys
 import unicodedata
 
-if __name__ == "__main__" and "--nfc-tables" in sys.argv:
+if __name__ == "__main__" and "--unicode-cases" in sys.argv:
     tokenizers = None
 else:
     import tokenizers
@@ -83,6 +96,65 @@ EDGE = [
     "\u00bfQu\u00e9? \u00a1S\u00ed!", "a <|tool|>  b", "x  <|mask|> y", "<|im_start|>user\nhi<|im_end|>",
     "  spaced  out\t\n text  ", "Wait... what?! Yes; no: maybe.", "Call 555-0199, ext. 42.", "\u00a9 \u00ae \u2122 \u00b0 \u00b1 \u00d7 \u00f7 \u2264 \u2265 \u2260 \u221e",
 ]
+
+# What the normalizers change: compatibility forms, case, marks, composition.
+UNICODE_EDGE = [
+    "\ufb01\ufb02 \ufb00 ligatures", "x\u00b2 + y\u00b3 = z\u2074", "\u2460\u2461\u2462 \u2474",
+    "\uff26\uff55\uff4c\uff4c\uff57\uff49\uff44\uff54\uff48 \uff11\uff12\uff13\uff01",
+    "\u216b \u2163 \u2170", "\u33cf \u338f \u2103 \u2109", "\u2126 \u212b \u212a", "\u210c\u2102\u211d",
+    "\u017f\u1e9b\u0323", "\u01c4\u01c5\u01c6 \u01f1", "\u3300\u337b\u32ff", "\ufe69\ufe6a",
+    "a\u2002b\u2009c\u200ad\u202fe", "\u2025\u2026", "\u00bd \u2153 \u215e", "\u1d2c\u1d43\u1d47",
+    "\ufdfa \ufdfb", "\u0130stanbul I\u0131", "\u03a3\u0391\u03a3 \u03a3", "\u1e9e STRASSE Stra\u00dfe",
+    "\u1f88\u1f89 \u1fbc", "\u0555\u0561\u0582 \u0587", "\u10a0\u10d0 \u1c90", "\U00010400\U00010428",
+    "\u13a0\u13a1 \uab70", "\u24b6\u24d0", "\uff21\uff41", "I\u0307", "M\u00dcNCHEN \u00c9T\u00c9",
+    "\u01c5a", "\U0001e900\U0001e922", "Me llam\u00f3", "\u1ead\u2026",
+    "C\u1ee5 th\u1ec3, b\u1ea1n s\u1ebd tham gia m\u1ed9t nh\u00f3m",
+    "\u0e33\u0e19\u0e49\u0e333\u0e25\u0e33", "e\u0304\u0304\u0304o", "\u20dd\u20dfx\u0488",
+    "\u0915\u094d\u0937", "\u05e9\u05c1\u05b8\u05dc\u05d5\u05b9\u05dd", "\u0627\u064e\u0644\u0652",
+    "\u1100\u1161\u11a8 \uac01 \u1112\u1161\u11ab\u1100\u116e\u11a8", "\uc5b4\u0301",
+    "a\u0328\u0301\u0323", "A\u030a\u0301", "\U0001d15e\U0001d160", "\u0958\u095f", "\u2adc",
+    "  \u00c9t\u00e9   \u00e0  Paris  ", "\ufb03 \u2026  \u00bd ", "\u3000\u00a0x\u00a0\u3000",
+]
+
+
+def unicode_texts():
+    """Every assigned code point with a decomposition, or whose lowercase differs, alone; Hangul
+    syllables and jamo; random starters followed by marks in random order."""
+    import random
+    rnd = random.Random(5)
+    texts, marks, starters = [], [], []
+    for cp in range(0x110000):
+        if 0xD800 <= cp < 0xE000:
+            continue
+        c = chr(cp)
+        cat = unicodedata.category(c)
+        if cat == "Cn":
+            continue
+        if cat in ("Mn", "Mc", "Me"):
+            marks.append(c)
+        if unicodedata.decomposition(c) or c.lower() != c:
+            texts.append(c)
+            if not unicodedata.combining(c):
+                starters.append(c)
+    texts += ["\uac00", "\ud4db", "\ud7a3", "\u1100\u1161", "\u1100\u1161\u11a8",
+              "\uac00\u11a8", "\u1100\u1161x", "\u0301a", "a\u0301\u0301", "e\u0327\u0301",
+              "e\u0301\u0327", "A\u030a\u0323", "\u212b", "\u0344", "ab\u0308c"]
+    starters += list("aeiouAEIOUnNcCsSzZ") + ["\u1100", "\u1161", "\uac00", "\u3131"]
+    for _ in range(1500):
+        texts.append("".join(rnd.choice(starters) + "".join(rnd.choice(marks)
+                                                            for _ in range(rnd.randrange(0, 4)))
+                             for _ in range(rnd.randrange(1, 4))))
+    return texts
+
+
+def lowercase_chars(text):
+    """Rust's char::to_lowercase on each character: Python's lower() of one character (full
+    mappings, no context, so no final sigma)."""
+    return "".join(c.lower() for c in text)
+
+
+def strip_marks(text):
+    return "".join(c for c in text if unicodedata.category(c) not in ("Mn", "Mc", "Me"))
 
 
 def corpus_lines():
@@ -216,9 +288,65 @@ def build_digits():
     return tok
 
 
+def build_byte_level(normalizer):
+    tok = Tokenizer(models.BPE())
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    train(tok, trainers.BpeTrainer(vocab_size=1100, min_frequency=1, show_progress=False,
+                                   special_tokens=["<|endoftext|>"],
+                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return tok
+
+
+def build_sp_nfkc():
+    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
+    tok.normalizer = normalizers.Sequence([
+        normalizers.Strip(left=False, right=True), normalizers.NFKC(),
+        normalizers.Replace(Regex(" {2,}"), " "), normalizers.Prepend("\u2581"),
+        normalizers.Replace(" ", "\u2581")])
+    train(tok, trainers.BpeTrainer(vocab_size=900, min_frequency=2, show_progress=False,
+                                   special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=110))
+    return with_byte_fallback(tok, decoders.Sequence([
+        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
+        decoders.Strip(" ", 1, 0)]))
+
+
+# Every normalizer tokenizer.c implements, alone and in the sequences real files use.
+def normalizer_list():
+    n = normalizers
+    return [
+        ("NFC", n.NFC()), ("NFD", n.NFD()), ("NFKC", n.NFKC()), ("NFKD", n.NFKD()),
+        ("Lowercase", n.Lowercase()), ("StripAccents", n.StripAccents()),
+        ("Strip", n.Strip()), ("Strip_left", n.Strip(left=True, right=False)),
+        ("NFD_StripAccents", n.Sequence([n.NFD(), n.StripAccents()])),
+        ("NFKD_StripAccents_Lowercase", n.Sequence([n.NFKD(), n.StripAccents(), n.Lowercase()])),
+        ("Lowercase_NFC", n.Sequence([n.Lowercase(), n.NFC()])),
+        ("sp_nfkc", n.Sequence([n.Strip(left=False, right=True), n.NFKC(),
+                                n.Replace(Regex(" {2,}"), " "), n.Prepend("\u2581"),
+                                n.Replace(" ", "\u2581")])),
+    ]
+
+
+def write_normalizers():
+    texts = EDGE + UNICODE_EDGE + unicode_texts()
+    out = []
+    for name, norm in normalizer_list():
+        tok = Tokenizer(models.BPE())
+        tok.normalizer = norm
+        spec = json.loads(tok.to_str())["normalizer"]
+        out.append({"name": name, "normalizer": spec,
+                    "out": [norm.normalize_str(t) for t in texts]})
+    with open(os.path.join(OUT, "normalizers.json"), "w", encoding="utf-8") as f:
+        json.dump({"tokenizers_version": tokenizers.__version__,
+                   "python_unicode": unicodedata.unidata_version, "texts": texts,
+                   "normalizers": out}, f, ensure_ascii=False, indent=0)
+    print(f"normalizers.json: {len(out)} normalizers x {len(texts)} strings")
+
+
 def cases(tok):
     out = []
-    for text in EDGE + long_cases():
+    for text in EDGE + UNICODE_EDGE + long_cases():
         tok.encode_special_tokens = False
         ids = tok.encode(text, add_special_tokens=False).ids
         post = tok.encode(text, add_special_tokens=True).ids
@@ -227,7 +355,8 @@ def cases(tok):
         tok.encode_special_tokens = False
         out.append({"text": text, "nfc": unicodedata.is_normalized("NFC", text), "ids": ids, "ids_nospecial": nospecial, "ids_post": post,
                     "decode": tok.decode(ids, skip_special_tokens=False),
-                    "decode_skip": tok.decode(ids, skip_special_tokens=True)})
+                    "decode_skip": tok.decode(ids, skip_special_tokens=True),
+                    "normalized": tok.normalizer.normalize_str(text) if tok.normalizer else text})
     return out
 
 
@@ -235,6 +364,12 @@ def main():
     os.makedirs(OUT, exist_ok=True)
     builders = [("gpt2", build_gpt2), ("llama3", build_llama3), ("llama2", build_llama2),
                 ("metaspace", build_metaspace), ("qwen2", build_qwen2), ("digits", build_digits),
+                ("nfkc", lambda: build_byte_level(normalizers.NFKC())),
+                ("nfd_lower", lambda: build_byte_level(normalizers.Sequence([
+                    normalizers.NFD(), normalizers.Lowercase()]))),
+                ("accents", lambda: build_byte_level(normalizers.Sequence([
+                    normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]))),
+                ("sp_nfkc", build_sp_nfkc),
                 ("demo512", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo512",
                                                                      "tokenizer.json"))),
                 ("demo4096", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo4096",
@@ -263,6 +398,11 @@ def main():
         except Exception as e:  # one failure must not cost the others
             failed += 1
             print(f"{name}: FAILED: {type(e).__name__}: {e}")
+    try:
+        write_normalizers()
+    except Exception as e:
+        failed += 1
+        print(f"normalizers: FAILED: {type(e).__name__}: {e}")
     try:  # transformers loads the demo folder as a fast tokenizer
         from transformers import AutoTokenizer
         at = AutoTokenizer.from_pretrained(os.path.join(GOLD, "demo512"))
@@ -275,84 +415,22 @@ def main():
     return 1 if failed else 0
 
 
-def nfc_tables():
-    """Canonical decompositions (full NFD of each code point that has one, Hangul syllables
-    left to the algorithm), non-zero combining classes, and the primary composites."""
-    import random
-    root = os.path.dirname(os.path.dirname(HERE))
-    nfd, ccc, comp = [], [], []
-    for cp in range(0x110000):
-        if 0xD800 <= cp < 0xE000:
-            continue
-        c = chr(cp)
-        if unicodedata.combining(c):
-            ccc.append((cp, unicodedata.combining(c)))
-        if 0xAC00 <= cp <= 0xD7A3:
-            continue
-        d = unicodedata.normalize("NFD", c)
-        if d != c:
-            nfd.append((cp, [ord(x) for x in d]))
-        m = unicodedata.decomposition(c)
-        if m and not m.startswith("<"):
-            parts = [int(x, 16) for x in m.split()]
-            if len(parts) == 2 and unicodedata.normalize("NFC", c) == c:
-                comp.append((parts[0], parts[1], cp))
-    comp.sort()
-    flat, index = [], []
-    for cp, seq in nfd:
-        index.append((cp, len(flat), len(seq)))
-        flat.extend(seq)
-    out = ["/* Generated by tests/reference/tokenizer_reference.py --nfc-tables from Python's",
-           " * unicodedata (Unicode %s): do not edit. See tokenizer_nfc.c. */" %
-           unicodedata.unidata_version,
-           '#include "tokenizer_nfc.h"', "", "// clang-format off", "",
-           "const char nfc_unicode_version[] = \"%s\";" % unicodedata.unidata_version, "",
-           "/* code point, start in nfc_decomp_cps, length: its full canonical decomposition */",
-           "const nfc_decomp nfc_decomps[%d] = {" % len(index)]
-    out += ["    {0x%X, %d, %d}," % e for e in index]
-    out += ["};", "", "const uint32_t nfc_decomp_cps[%d] = {" % len(flat)]
-    for i in range(0, len(flat), 8):
-        out.append("    " + " ".join("0x%X," % x for x in flat[i:i + 8]))
-    out += ["};", "", "/* code points with a non-zero canonical combining class */",
-            "const nfc_class nfc_classes[%d] = {" % len(ccc)]
-    out += ["    {0x%X, %d}," % e for e in ccc]
-    out += ["};", "", "/* first, second -> primary composite (sorted by first, then second) */",
-            "const nfc_pair nfc_pairs[%d] = {" % len(comp)]
-    out += ["    {0x%X, 0x%X, 0x%X}," % e for e in comp]
-    out += ["};", "",
-            "const size_t nfc_n_decomps = %d, nfc_n_classes = %d, nfc_n_pairs = %d;" %
-            (len(index), len(ccc), len(comp)), "", "// clang-format on", ""]
-    with open(os.path.join(root, "common", "tokenizer_nfc_data.c"), "w") as f:
-        f.write("\n".join(out))
-    # test strings: every decomposable or combining code point alone and decomposed, and random
-    # starters followed by marks in random order
-    rnd = random.Random(5)
-    marks = [cp for cp, _ in ccc if cp < 0x10000]
-    starters = [cp for cp, _ in nfd if not unicodedata.combining(chr(cp))][:400] + \
-        [ord(x) for x in "aeiouAEIOUnNcCsSzZ"] + [0x1100, 0x1161, 0x11A8, 0xAC00, 0xD4DB]
-    texts = []
-    for cp, _ in nfd[::3]:
-        texts.append(chr(cp))
-        texts.append(unicodedata.normalize("NFD", chr(cp)))
-    for _ in range(1500):
-        t = "".join(chr(rnd.choice(starters)) + "".join(chr(rnd.choice(marks))
-                                                     for _ in range(rnd.randrange(0, 4)))
-                    for _ in range(rnd.randrange(1, 4)))
-        texts.append(t)
-    for h in ["\u1100\u1161", "\u1100\u1161\u11a8", "\uac00\u11a8", "\u1100\u1161x",
-              "\u0301a", "a\u0301\u0301", "e\u0327\u0301", "e\u0301\u0327", "A\u030a\u0323",
-              "\u212b", "\u0344", "\u0958", "\U0001D15E", "ab\u0308c"]:
-        texts.append(h)
-    cases = [[t, unicodedata.normalize("NFC", t)] for t in texts]
-    with open(os.path.join(GOLD, "nfc_cases.json"), "w") as f:
-        json.dump({"unicode": unicodedata.unidata_version, "cases": cases}, f, ensure_ascii=True,
-                  indent=0)
-    print(f"{len(index)} decompositions ({len(flat)} code points), {len(ccc)} classes, "
-          f"{len(comp)} pairs; {len(cases)} test strings")
+def unicode_cases():
+    """unicode_texts() and the edge cases through Python's unicodedata: the reference for
+    tokenizer_unicode.c that needs no `tokenizers`."""
+    texts = EDGE + UNICODE_EDGE + unicode_texts()
+    cases = [[t, unicodedata.normalize("NFC", t), unicodedata.normalize("NFD", t),
+              unicodedata.normalize("NFKC", t), unicodedata.normalize("NFKD", t),
+              lowercase_chars(t), strip_marks(t)] for t in texts]
+    with open(os.path.join(GOLD, "unicode_cases.json"), "w", encoding="utf-8") as f:
+        json.dump({"unicode": unicodedata.unidata_version,
+                   "columns": ["text", "NFC", "NFD", "NFKC", "NFKD", "lowercase", "no marks"],
+                   "cases": cases}, f, ensure_ascii=False, indent=0)
+    print(f"unicode_cases.json: {len(cases)} strings (Unicode {unicodedata.unidata_version})")
 
 
 if __name__ == "__main__":
-    if "--nfc-tables" in sys.argv:
-        nfc_tables()
+    if "--unicode-cases" in sys.argv:
+        unicode_cases()
         sys.exit(0)
     sys.exit(main())

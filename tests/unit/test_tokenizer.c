@@ -1,9 +1,11 @@
 /* The tokenizer beyond the golden ids: the demo tokenizer (exact sizes, deterministic, the
  * committed golden copy still what the trainer writes), round trips, invalid UTF-8, clear load
- * errors, decoding details, and encoding from several threads. */
+ * errors, decoding details, encoding from several threads, and the Unicode normalizers: against
+ * Python's unicodedata on 8,435 strings, and on examples from UAX #15, SpecialCasing and
+ * `tokenizers`' own tests. */
 #include "bpe_train.h"
 #include "tokenizer.h"
-#include "tokenizer_nfc.h"
+#include "tokenizer_unicode.h"
 
 #include <jansson.h>
 #include <pthread.h>
@@ -224,8 +226,8 @@ static void test_load_errors(void **s) {
     expect_load_error(
         MODEL(", \"merges\": []}, \"pre_tokenizer\": {\"type\": \"BertPreTokenizer\"}"),
         "pre_tokenizer 'BertPreTokenizer' is not supported");
-    expect_load_error(MODEL(", \"merges\": []}, \"normalizer\": {\"type\": \"Lowercase\"}"),
-                      "normalizer 'Lowercase' is not supported");
+    expect_load_error(MODEL(", \"merges\": []}, \"normalizer\": {\"type\": \"Precompiled\"}"),
+                      "normalizer 'Precompiled' is not supported");
     expect_load_error(MODEL(", \"merges\": []}, \"decoder\": {\"type\": \"WordPiece\"}"),
                       "decoder 'WordPiece' is not supported");
     expect_load_error(
@@ -317,35 +319,149 @@ static void test_threads(void **s) {
     tokenizer_free(t);
 }
 
-/* NFC against Python's unicodedata: every decomposable code point alone and decomposed, random
- * starters with marks in random order, Hangul, singletons and exclusions. */
-static void test_nfc(void **s) {
+typedef int (*unicode_fn)(const char *s, size_t len, sbuf *out);
+
+static int nfc(const char *s, size_t len, sbuf *o) {
+    return unicode_normalize(s, len, UNICODE_NFC, o);
+}
+static int nfd(const char *s, size_t len, sbuf *o) {
+    return unicode_normalize(s, len, UNICODE_NFD, o);
+}
+static int nfkc(const char *s, size_t len, sbuf *o) {
+    return unicode_normalize(s, len, UNICODE_NFKC, o);
+}
+static int nfkd(const char *s, size_t len, sbuf *o) {
+    return unicode_normalize(s, len, UNICODE_NFKD, o);
+}
+
+/* Each function against its column of unicode_cases.json (Python's unicodedata): every code
+ * point with a decomposition or a lowercase mapping alone, Hangul, random starters with marks in
+ * random order, the edge cases. */
+static void test_unicode_cases(void **s) {
     (void)s;
-    json_t *root = json_load_file(GOLD "nfc_cases.json", 0, NULL);
+    json_t *root = json_load_file(GOLD "unicode_cases.json", 0, NULL);
     assert_non_null(root);
+    static const unicode_fn fns[] = {
+        nfc, nfd, nfkc, nfkd, unicode_lowercase, unicode_strip_accents};
+    static const char *names[] = {"NFC", "NFD", "NFKC", "NFKD", "lowercase", "no marks"};
     json_t *cases = json_object_get(root, "cases"), *c;
-    size_t k;
-    int bad = 0;
-    json_array_foreach(cases, k, c) {
-        json_t *in = json_array_get(c, 0), *want = json_array_get(c, 1);
-        sbuf out = {0};
-        assert_int_equal(nfc_normalize(json_string_value(in), json_string_length(in), &out), 0);
-        if (out.n != json_string_length(want) || memcmp(out.p, json_string_value(want), out.n)) {
-            if (bad++ < 10) fprintf(stderr, "  NFC differs on case %zu\n", k);
+    int bad_total = 0;
+    for (int f = 0; f < 6; f++) {
+        size_t k;
+        int bad = 0;
+        json_array_foreach(cases, k, c) {
+            json_t *in = json_array_get(c, 0), *want = json_array_get(c, (size_t)f + 1);
+            sbuf out = {0};
+            assert_int_equal(fns[f](json_string_value(in), json_string_length(in), &out), 0);
+            if (out.n != json_string_length(want) ||
+                memcmp(out.p, json_string_value(want), out.n)) {
+                if (bad++ < 5) fprintf(stderr, "  %s differs on case %zu\n", names[f], k);
+            }
+            sbuf_free(&out);
         }
-        sbuf_free(&out);
+        printf("%-9s %zu strings, %d differ from Python's unicodedata %s (utf8proc: Unicode %s)\n",
+               names[f], json_array_size(cases), bad,
+               json_string_value(json_object_get(root, "unicode")), unicode_version());
+        bad_total += bad;
     }
-    printf("NFC: %zu strings, %d differ from Python's unicodedata %s (tables: %s)\n",
-           json_array_size(cases), bad, json_string_value(json_object_get(root, "unicode")),
-           nfc_unicode_version);
-    assert_int_equal(bad, 0);
+    assert_int_equal(bad_total, 0);
     json_decref(root);
-    /* ASCII around marks: the letter before a mark composes, ASCII elsewhere is kept */
-    sbuf out = {0};
-    const char *in = "plain ascii, cafe\xcc\x81 and A\xcc\x8a\xcc\xa3!";
-    assert_int_equal(nfc_normalize(in, strlen(in), &out), 0);
-    assert_string_equal(out.p, "plain ascii, caf\xc3\xa9 and \xe1\xba\xa0\xcc\x8a!");
-    sbuf_free(&out);
+}
+
+/* A tokenizer.json of the llama2 golden with its normalizer replaced by `normalizer` (JSON). */
+static tokenizer *with_normalizer(const char *normalizer) {
+    char path[400];
+    json_t *root = json_load_file(GOLD "llama2/tokenizer.json", 0, NULL);
+    assert_non_null(root);
+    json_error_t je;
+    json_t *n = json_loads(normalizer, 0, &je);
+    if (!n) fail_msg("%s: %s", normalizer, je.text);
+    json_object_set_new(root, "normalizer", n);
+    snprintf(path, sizeof path, "%s/normalizer.json", dir);
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", dir);
+    assert_int_equal(system(cmd), 0);
+    assert_int_equal(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    tokenizer *t;
+    lp_err err;
+    if (tokenizer_load(&t, path, &err) < 0) fail_msg("%s", err.msg);
+    return t;
+}
+
+static void expect_normalized(const char *normalizer, const char *in, const char *want) {
+    tokenizer *t = with_normalizer(normalizer);
+    char *out;
+    size_t n;
+    lp_err err;
+    if (tokenizer_normalize(t, in, strlen(in), &out, &n, &err) < 0) fail_msg("%s", err.msg);
+    if (strcmp(out, want))
+        fail_msg("%s on \"%s\": got \"%s\", want \"%s\"", normalizer, in, out, want);
+    assert_int_equal(n, strlen(want));
+    free(out);
+    tokenizer_free(t);
+}
+
+/* By hand: UAX #15's examples, SpecialCasing's unconditional mappings, and the cases of
+ * `tokenizers`' own unit tests (normalizers/strip.rs, unicode.rs). */
+static void test_normalizer_examples(void **s) {
+    (void)s;
+    const char *NFC = "{\"type\":\"NFC\"}", *NFD = "{\"type\":\"NFD\"}",
+               *NFKC = "{\"type\":\"NFKC\"}", *NFKD = "{\"type\":\"NFKD\"}",
+               *LOWER = "{\"type\":\"Lowercase\"}", *MARKS = "{\"type\":\"StripAccents\"}";
+    /* UAX #15, figure 6 and table 5 */
+    expect_normalized(NFD, "\xe1\xb8\x8b\xcc\xa3", "d\xcc\xa3\xcc\x87");        /* ḍ̇ */
+    expect_normalized(NFC, "d\xcc\x87\xcc\xa3", "\xe1\xb8\x8d\xcc\x87");        /* ḍ̇ */
+    expect_normalized(NFC, "\xe2\x84\xab", "\xc3\x85");                         /* Å sign */
+    expect_normalized(NFKC, "\xef\xac\x81", "fi");                              /* ﬁ */
+    expect_normalized(NFKD, "\xe1\xba\x9b\xcc\xa3", "s\xcc\xa3\xcc\x87");       /* ẛ̣ */
+    expect_normalized(NFKC, "\xe1\xba\x9b\xcc\xa3", "\xe1\xb9\xa9");            /* ṩ */
+    expect_normalized(NFKC, "x\xc2\xb2 \xe2\x91\xa0 \xe2\x85\xab", "x2 1 XII"); /* ² ① Ⅻ */
+    expect_normalized(NFKC, "\xef\xbc\xa6\xef\xbd\x95\xef\xbd\x8c\xef\xbd\x8c", "Full");
+    expect_normalized(NFD, "\xed\x95\x9c", "\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab"); /* 한 */
+    expect_normalized(NFC, "\xe1\x84\x92\xe1\x85\xa1\xe1\x86\xab", "\xed\x95\x9c");
+    /* Lowercase: per character, full mappings, no final sigma */
+    expect_normalized(LOWER, "\xc4\xb0stanbul", "i\xcc\x87stanbul");                  /* İ */
+    expect_normalized(LOWER, "\xce\xa3\xce\x91\xce\xa3", "\xcf\x83\xce\xb1\xcf\x83"); /* ΣΑΣ */
+    expect_normalized(LOWER, "\xe1\xba\x9e STRASSE", "\xc3\x9f strasse");             /* ẞ */
+    expect_normalized(LOWER, "\xc7\x85 \xe2\x84\xaa", "\xc7\x86 k");  /* ǅ, K sign */
+    expect_normalized(LOWER, "\xf0\x90\x90\x80", "\xf0\x90\x90\xa8"); /* 𐐀 */
+    /* tokenizers' tests: StripAccents of NFKD text, and the Vietnamese and Thai bugs */
+    expect_normalized(MARKS, "Me llamo\xcc\x81", "Me llamo");
+    expect_normalized(MARKS, "e\xcc\x84\xcc\x84\xcc\x84o", "eo");
+    const char *bert = "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"NFKD\"},"
+                       "{\"type\":\"StripAccents\"},{\"type\":\"Lowercase\"}]}";
+    expect_normalized(bert, "\xe1\xba\xad\xe2\x80\xa6", "a..."); /* ậ… */
+    expect_normalized(bert,
+                      "C\xe1\xbb\xa5 th\xe1\xbb\x83, b\xe1\xba\xa1n s\xe1\xba\xbd tham gia "
+                      "m\xe1\xbb\x99t nh\xc3\xb3m c\xc3\xa1"
+                      "c gi\xc3\xa1m \xc4\x91\xe1\xbb\x91"
+                      "c",
+                      "cu the, ban se tham gia mot nhom cac giam \xc4\x91oc");
+    expect_normalized(bert,
+                      "\xe0\xb8\xb3\xe0\xb8\x99\xe0\xb9\x89\xe0\xb8\xb3"
+                      "3\xe0\xb8\xa5\xe0\xb8\xb3",
+                      "\xe0\xb8\xb2\xe0\xb8\x99\xe0\xb8\xb2"
+                      "3\xe0\xb8\xa5\xe0\xb8\xb2");
+    /* in a sequence with Strip, Replace and Prepend, SentencePiece-style */
+    const char *sp = "{\"type\":\"Sequence\",\"normalizers\":[{\"type\":\"Strip\","
+                     "\"strip_left\":false,\"strip_right\":true},{\"type\":\"NFKC\"},"
+                     "{\"type\":\"Replace\",\"pattern\":{\"Regex\":\" {2,}\"},\"content\":\" \"},"
+                     "{\"type\":\"Prepend\",\"prepend\":\"\xe2\x96\x81\"},{\"type\":\"Replace\","
+                     "\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]}";
+    expect_normalized(sp, " \xef\xac\x81ne   day\xe3\x80\x80 ",
+                      "\xe2\x96\x81\xe2\x96\x81\x66ine\xe2\x96\x81\x64\x61y");
+    /* unsupported normalizers are named */
+    json_t *root = json_load_file(GOLD "llama2/tokenizer.json", 0, NULL);
+    json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "BertNormalizer"));
+    char path[400];
+    snprintf(path, sizeof path, "%s/bert.json", dir);
+    assert_int_equal(json_dump_file(root, path, 0), 0);
+    json_decref(root);
+    tokenizer *t;
+    lp_err err;
+    assert_int_equal(tokenizer_load(&t, path, &err), -1);
+    assert_non_null(strstr(err.msg, "'BertNormalizer' is not supported"));
 }
 
 /* A tokenizer.json with values of the wrong type or out of range anywhere in it is refused
@@ -443,10 +559,15 @@ static void test_mutated_json(void **s) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_demo_sizes),   cmocka_unit_test(test_demo_deterministic),
-        cmocka_unit_test(test_invalid_utf8), cmocka_unit_test(test_decode_details),
-        cmocka_unit_test(test_load_errors),  cmocka_unit_test(test_merge_ranks),
-        cmocka_unit_test(test_threads),      cmocka_unit_test(test_nfc),
+        cmocka_unit_test(test_demo_sizes),
+        cmocka_unit_test(test_demo_deterministic),
+        cmocka_unit_test(test_invalid_utf8),
+        cmocka_unit_test(test_decode_details),
+        cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_merge_ranks),
+        cmocka_unit_test(test_threads),
+        cmocka_unit_test(test_unicode_cases),
+        cmocka_unit_test(test_normalizer_examples),
         cmocka_unit_test(test_mutated_json),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
