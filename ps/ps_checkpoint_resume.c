@@ -103,7 +103,10 @@ static int check_trainer_state(const ps_checkpoints *ck, const char *dir, const 
     const ps_config *c = ck->cfg;
     if (!got->has_state) return 0;
     uint64_t fingerprint = ck->adapters->model.fingerprint;
-    if (got->info.base_fingerprint != fingerprint)
+    if (got->info.legacy)
+        ps_log(c->shard, "note: %s was %s: make sure --model is the model it was trained on", dir,
+               CKPT_LEGACY_NOTE);
+    if (!got->info.legacy && got->info.base_fingerprint != fingerprint)
         return lp_fail(err,
                        "--resume %s: trained on the base model with fingerprint %016" PRIx64
                        ", --model %s has %016" PRIx64,

@@ -38,15 +38,15 @@ static uint64_t compute_job_id(const ps_config *c, uint64_t fingerprint) {
     char *text = NULL;
     size_t len = 0;
     FILE *f = open_memstream(&text, &len);
-    uint64_t h = HASH64_INIT;
+    uint64_t h = 0;
     if (f) {
         job_print(&c->job, f, "");
         fclose(f);
-        h = hash64(h, text, len);
+        h = hash_xxh3(h, text, len);
         free(text);
     }
-    h = hash64(h, &fingerprint, sizeof fingerprint);
-    h = hash64(h, &c->n_shards, sizeof c->n_shards);
+    h = hash_xxh3(h, &fingerprint, sizeof fingerprint);
+    h = hash_xxh3(h, &c->n_shards, sizeof c->n_shards);
     return h ? h : 1; /* 0 means "not known yet" in Hello */
 }
 

@@ -1,4 +1,5 @@
 /* loraps eval: the loss and perplexity of a model (with or without an adapter) on a data file. */
+#include "checkpoint.h"
 #include "commands.h"
 #include "model_load.h"
 #include "dataset.h"
@@ -95,12 +96,16 @@ int cmd_eval(int argc, char **argv) {
     model_trainer *t = NULL;
     int *in = NULL, *tg = NULL;
     /* without an adapter: one that changes nothing, so the model is the base model exactly */
-    int have_adapter = adapter_dir ? peft_load(adapter_dir, mods, n_mods, &a, &err) == 0
-                                   : lora_adapter_build_identity(&a, mods, n_mods, &err) == 0;
+    ckpt_verified how = CKPT_NOTHING_RECORDED;
+    int have_adapter = adapter_dir
+                           ? ckpt_load_adapter(adapter_dir, mods, n_mods, &a, &how, &err) == 0
+                           : lora_adapter_build_identity(&a, mods, n_mods, &err) == 0;
     if (!have_adapter) {
         rc = fail(adapter_dir ? "adapter" : "model", err.msg);
         goto done;
     }
+    if (how == CKPT_LEGACY_VERIFIED)
+        fprintf(stderr, "loraps eval: note: %s was %s\n", adapter_dir, CKPT_LEGACY_NOTE);
     /* pre-tokenized .bin data needs no tokenizer (the model folder may have none) */
     size_t dlen = strlen(data);
     const char *tok_from = dlen > 4 && !strcmp(data + dlen - 4, ".bin") ? NULL : model_dir;

@@ -1,4 +1,5 @@
 /* loraps generate: text from a model, with or without an adapter, through the KV cache. */
+#include "checkpoint.h"
 #include "commands.h"
 #include "model_load.h"
 #include "model.h"
@@ -110,10 +111,13 @@ int cmd_generate(int argc, char **argv) {
     model_session *s = NULL;
     sampler smp = {0};
     if (adapter_dir) {
-        if (peft_load(adapter_dir, mods, n_mods, &a, &err) < 0) {
+        ckpt_verified how;
+        if (ckpt_load_adapter(adapter_dir, mods, n_mods, &a, &how, &err) < 0) {
             rc = fail("adapter", err.msg);
             goto done;
         }
+        if (how == CKPT_LEGACY_VERIFIED)
+            fprintf(stderr, "loraps generate: note: %s was %s\n", adapter_dir, CKPT_LEGACY_NOTE);
         adapter = &a;
     }
     if (tokenizer_encode(tok, prompt, strlen(prompt), 0, 1, &ids, &n_ids, &err) < 0) {

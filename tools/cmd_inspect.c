@@ -138,8 +138,9 @@ static int inspect_checkpoint_state(const char *dir) {
         fprintf(stderr, "loraps inspect: error: %s\n", err.msg);
         return -1;
     }
-    printf("loraps checkpoint (%s/%s): every file's size and hash verified\n", dir,
-           CKPT_STATE_FILE);
+    printf("loraps checkpoint (%s/%s): every file's size and %s verified\n", dir, CKPT_STATE_FILE,
+           info.legacy ? "hash64" : "SHA-256 (also: sha256sum -c SHA256SUMS)");
+    if (info.legacy) printf("  note: %s\n", CKPT_LEGACY_NOTE);
     printf("  step                       %" PRIu64 " of %" PRIu64 "\n", info.step,
            info.total_updates);
     printf("  optimizer updates          %" PRIu64 "\n", info.updates);

@@ -46,11 +46,14 @@ int cmd_merge(int argc, char **argv) {
     }
     lp_err err;
     char dir[PATH_MAX];
+    ckpt_verified how;
     if (ckpt_resolve(adapter, NULL, dir, sizeof dir, &err) < 0 ||
-        peft_merge(model, dir, out, &err) < 0) {
+        ckpt_verify(dir, &how, &err) < 0 || peft_merge(model, dir, out, &err) < 0) {
         fprintf(stderr, "loraps merge: error: %s\n", err.msg);
         return 1;
     }
+    if (how == CKPT_LEGACY_VERIFIED)
+        fprintf(stderr, "loraps merge: note: %s was %s\n", dir, CKPT_LEGACY_NOTE);
     printf("loraps merge: %s + %s -> %s\n", model, dir, out);
     return 0;
 }

@@ -94,7 +94,7 @@ int gpt2_build(model *m, const gpt2_config *cfg, lp_err *err) {
     m->max_seq_len = c->n_positions;
     m->hidden_size = C;
     m->layout = W_IN_OUT; /* Conv1D */
-    m->fingerprint = hash64(m->fingerprint, c, sizeof *c);
+    m->fingerprint = hash_xxh3(m->fingerprint, c, sizeof *c);
     g->layers = calloc((size_t)c->n_layer, sizeof *g->layers);
     if (!g->layers) return lp_fail(err, "out of memory");
     if (weight_of(m, &g->wte, WK_TABLE, "wte.weight", c->vocab_size, C, err) < 0 ||

@@ -119,7 +119,7 @@ int llama_build(model *m, const llama_config *cfg, lp_err *err) {
         m->max_seq_len = c->sliding_window;
     m->hidden_size = C;
     m->layout = W_OUT_IN;
-    m->fingerprint = hash64(m->fingerprint, c, sizeof *c);
+    m->fingerprint = hash_xxh3(m->fingerprint, c, sizeof *c);
     g->layers = calloc((size_t)c->num_hidden_layers, sizeof *g->layers);
     if (!g->layers) return lp_fail(err, "out of memory");
     if (weight_of(m, &g->embed, WK_TABLE, "embed_tokens.weight", c->vocab_size, C, err) < 0)

@@ -30,7 +30,9 @@ static int model_build(model **out, const char *type, weight_source src,
     m->src = src;
     m->dev = device_cpu();
     m->keep_bf16 = keep_bf16_from_env();
-    m->fingerprint = hash64(HASH64_INIT, type, strlen(type));
+    m->fingerprint = hash_xxh3(0, type, strlen(type));
+    if (src.fingerprint)
+        m->fingerprint = hash_xxh3(m->fingerprint, &src.fingerprint, sizeof src.fingerprint);
     if (build(m, cfg, err) < 0) {
         model_free(m);
         return -1;
@@ -95,8 +97,10 @@ static int find_weight(model *m, const char *prefix, const char *name, int64_t r
     if (t->nbytes != numel * dtype_size(t->dtype))
         return lp_fail(err, "model weights: tensor '%s' holds %zu bytes, not %zu of %s", name,
                        t->nbytes, numel * dtype_size(t->dtype), dtype_name(t->dtype));
-    m->fingerprint = hash64(m->fingerprint, name, strlen(name));
-    if (!m->src.unhashed) m->fingerprint = hash64(m->fingerprint, t->data, t->nbytes);
+    if (!m->src.fingerprint) { /* a source without its own: hash what the family reads */
+        m->fingerprint = hash_xxh3(m->fingerprint, name, strlen(name));
+        if (!m->src.unhashed) m->fingerprint = hash_xxh3(m->fingerprint, t->data, t->nbytes);
+    }
     return 0;
 }
 

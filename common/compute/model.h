@@ -31,7 +31,10 @@ typedef struct weight_view {
  * (formats/model_load.c), or synthetic weights in memory (tests, benchmarks). find looks up
  * name, then prefix + name, and returns 0 (found) or 1 (absent); rows and cols are the shape the
  * family expects ([rows] when cols is 0), for sources that make weights on demand. The model
- * calls release(ctx) when it is freed (or fails to build). */
+ * calls release(ctx) when it is freed (or fails to build). fingerprint, when not 0, stands for
+ * every weight the source holds (formats/model_load.c: its tensors' XXH3, cached beside the
+ * files): the model then hashes no tensor itself; with 0 it hashes the names, and unless
+ * unhashed the bytes, of the tensors the family reads. */
 typedef struct weight_source {
     void *ctx;
     int (*find)(void *ctx, const char *prefix, const char *name, int64_t rows, int64_t cols,
@@ -39,6 +42,7 @@ typedef struct weight_source {
     void (*release)(void *ctx);
     int unhashed; /* the weights are not hashed into the fingerprint (synthetic ones: a function of
                      their seed, and an 8B shape would take seconds to hash) */
+    uint64_t fingerprint; /* 0, or it stands for every weight of the source (see above) */
 } weight_source;
 
 /* Builds a model over its weights, on the CPU; takes ownership of src (released on failure too).
@@ -60,8 +64,8 @@ int model_hidden_size(const model *m);
 int model_fan_in_fan_out(const model *m);
 /* The linear layers LoRA may adapt, in forward order. */
 int model_lora_modules(const model *m, const lora_module **modules);
-/* A 64-bit hash of the config and every weight byte: workers with a different base model
- * are refused. */
+/* A 64-bit hash (XXH3) of the family, the config and the weights (the source's fingerprint, or
+ * every weight byte the family reads): workers with a different base model are refused. */
 uint64_t model_fingerprint(const model *m);
 size_t model_weight_bytes(const model *m);
 /* Multiply-adds of the model's matmuls for one training step of B x T tokens (for benchmarks). */

@@ -70,9 +70,9 @@ struct model {
 };
 
 /* For the families' builders: the weight called name (or prefix + name), checked to be
- * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint, and held as its kind asks
- * (used in place when it can be, else converted into a copy the model owns). The slot w must
- * stay where it is: model_place rewrites it. */
+ * [rows, cols] ([rows] when cols is 0), hashed into the fingerprint (unless the source brings
+ * its own), and held as its kind asks (used in place when it can be, else converted into a copy
+ * the model owns). The slot w must stay where it is: model_place rewrites it. */
 int model_weight(model *m, weight *w, weight_kind kind, const char *prefix, const char *name,
                  int64_t rows, int64_t cols, lp_err *err);
 

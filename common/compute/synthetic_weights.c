@@ -76,7 +76,7 @@ static int make(void *ctx, const char *prefix, const char *name, int64_t rows, i
         free(data);
         return 1;
     }
-    uint64_t name_hash = hash64(HASH64_INIT, name, strlen(name));
+    uint64_t name_hash = hash_xxh3(0, name, strlen(name));
     fill_kind kind = kind_of(name);
     if (kind == FILL_RANDOM && n > POOL) {
         if (fill_tiled(s, data, n, name_hash) < 0) return 1;

@@ -1,8 +1,8 @@
 /* Checkpoint folders: writing them atomically, finding them, loading and checking them. */
 #include "checkpoint.h"
 
+#include "checkpoint_sums.h"
 #include "fsutil.h"
-#include "hash.h"
 #include "peft.h"
 #include "safetensors.h"
 
@@ -28,38 +28,6 @@ static void test_sleep(void) {
     if (ms <= 0) return;
     struct timespec d = {ms / 1000, (ms % 1000) * 1000000L};
     nanosleep(&d, NULL);
-}
-
-int ckpt_hash_file(const char *path, uint64_t *hash, uint64_t *size, lp_err *err) {
-    int fd = open(path, O_RDONLY);
-    if (fd < 0) return lp_fail(err, "%s: %s", path, strerror(errno));
-    static unsigned char buf[1 << 20]; /* a multiple of 8: hash64 of chunks == of the whole */
-    uint64_t h = HASH64_INIT, n = 0;
-    for (;;) {
-        ssize_t r = read(fd, buf, sizeof buf);
-        if (r < 0 && errno == EINTR) continue;
-        if (r < 0) {
-            int e = errno;
-            close(fd);
-            return lp_fail(err, "%s: %s", path, strerror(e));
-        }
-        if (r == 0) break;
-        /* Only a full chunk may be followed by more data, so chunks stay 8-byte aligned. */
-        size_t got = (size_t)r;
-        while (got < sizeof buf) {
-            ssize_t r2 = read(fd, buf + got, sizeof buf - got);
-            if (r2 < 0 && errno == EINTR) continue;
-            if (r2 <= 0) break;
-            got += (size_t)r2;
-        }
-        h = hash64(h, buf, got);
-        n += got;
-        if (got < sizeof buf) break;
-    }
-    close(fd);
-    *hash = h;
-    *size = n;
-    return 0;
 }
 
 /* Removes a folder holding plain files only (what a checkpoint folder holds). */
@@ -137,9 +105,32 @@ static json_t *settings_json(const char *text) {
     return o;
 }
 
-static int write_state(const char *dir, const ckpt_info *in, int with_optimizer, lp_err *err) {
-    static const char *files[] = {"adapter_config.json", "adapter_model.safetensors",
+/* The size and SHA-256 of each file written so far, into files (for trainer_state.json) and sums
+ * (for SHA256SUMS). */
+static int record_files(const char *dir, int with_optimizer, json_t *files, ckpt_sums *sums,
+                        lp_err *err) {
+    static const char *names[] = {"adapter_config.json", "adapter_model.safetensors",
                                   CKPT_OPTIMIZER_FILE};
+    char path[PATHBUF + 64], hex[65];
+    for (size_t i = 0; i < sizeof names / sizeof names[0]; i++) {
+        if (i == 2 && !with_optimizer) continue;
+        unsigned char digest[CKPT_SHA256_BYTES];
+        uint64_t n;
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        if (ckpt_sha256_file(path, digest, &n, err) < 0 ||
+            ckpt_sums_add(sums, names[i], digest, err) < 0)
+            return -1;
+        ckpt_sha256_hex(digest, hex);
+        json_t *x = json_object();
+        json_object_set_new(x, "bytes", json_integer((json_int_t)n));
+        json_object_set_new(x, "sha256", json_string(hex));
+        json_object_set_new(files, names[i], x);
+    }
+    return 0;
+}
+
+/* trainer_state.json, then SHA256SUMS: the state file's own hash is known only once it is. */
+static int write_state(const char *dir, const ckpt_info *in, int with_optimizer, lp_err *err) {
     char hx[17], path[PATHBUF + 64];
     json_t *o = json_object();
     json_object_set_new(o, "format", json_string(CKPT_FORMAT));
@@ -178,27 +169,22 @@ static int write_state(const char *dir, const ckpt_info *in, int with_optimizer,
     json_object_set_new(o, "rng", rng);
     json_object_set_new(o, "job", settings_json(in->job_settings));
     json_t *fl = json_object();
-    for (size_t i = 0; i < sizeof files / sizeof files[0]; i++) {
-        if (i == 2 && !with_optimizer) continue;
-        uint64_t h, n;
-        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
-        if (ckpt_hash_file(path, &h, &n, err) < 0) {
-            json_decref(o);
-            json_decref(fl);
-            return -1;
-        }
-        json_t *x = json_object();
-        json_object_set_new(x, "bytes", json_integer((json_int_t)n));
-        json_object_set_new(x, "hash64", json_string(hex64(hx, h)));
-        json_object_set_new(fl, files[i], x);
-    }
     json_object_set_new(o, "files", fl);
-    char *text = json_dumps(o, JSON_INDENT(2));
+    ckpt_sums sums = {0};
+    char *text = NULL;
+    int rc = record_files(dir, with_optimizer, fl, &sums, err);
+    if (rc == 0 && !(text = json_dumps(o, JSON_INDENT(2)))) rc = lp_fail(err, "out of memory");
     json_decref(o);
-    if (!text) return lp_fail(err, "out of memory");
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
-    int rc = fs_write_atomic(path, text, strlen(text), err);
+    if (rc == 0) rc = fs_write_atomic(path, text, strlen(text), err);
+    if (rc == 0) {
+        unsigned char digest[CKPT_SHA256_BYTES];
+        ckpt_sha256(text, strlen(text), digest);
+        rc = ckpt_sums_add(&sums, CKPT_STATE_FILE, digest, err);
+    }
+    if (rc == 0) rc = ckpt_sums_write(dir, &sums, err);
     free(text);
+    ckpt_sums_free(&sums);
     return rc;
 }
 
@@ -382,103 +368,195 @@ static int get_u64(json_t *o, const char *key, uint64_t *out) {
     return -1;
 }
 
-int ckpt_read_state(const char *dir, ckpt_info *info, lp_err *err) {
-    memset(info, 0, sizeof *info);
+/* A file against the size and hash recorded for it by `by`: SHA-256 when want_sha is given,
+ * else (format_version 1) hash64_fnv. */
+static int check_file(const char *dir, const char *name, uint64_t want_n,
+                      const unsigned char *want_sha, uint64_t want_fnv, const char *by,
+                      lp_err *err) {
     char path[PATHBUF];
-    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
-    json_error_t jerr;
-    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
-    if (!o)
-        return lp_fail(err, "%s:%d: %s (the checkpoint's trainer state is corrupt)", path,
-                       jerr.line, jerr.text);
-    int rc = -1;
-    json_t *fmt = json_object_get(o, "format");
+    unsigned char got_sha[CKPT_SHA256_BYTES];
+    uint64_t n, got_fnv = 0;
+    snprintf(path, sizeof path, "%s/%s", dir, name);
+    int rc = want_sha ? ckpt_sha256_file(path, got_sha, &n, err)
+                      : ckpt_fnv_file(path, &got_fnv, &n, err);
+    if (rc < 0) return lp_wrap(err, "the checkpoint is incomplete");
+    if (want_n != UINT64_MAX && n != want_n)
+        return lp_fail(err,
+                       "%s: %" PRIu64 " bytes where %s records %" PRIu64
+                       ": the checkpoint is truncated or corrupt",
+                       path, n, by, want_n);
+    if (want_sha ? memcmp(got_sha, want_sha, CKPT_SHA256_BYTES) != 0 : got_fnv != want_fnv)
+        return lp_fail(err,
+                       "%s: its content does not match the %s %s records: the checkpoint is "
+                       "corrupt",
+                       path, want_sha ? "SHA-256" : "hash64", by);
+    return 0;
+}
+
+/* Every file trainer_state.json lists (and, from SHA256SUMS, any other), as they were written.
+ * Where both record a file they must agree. */
+static int check_files(const char *dir, const char *state_path, json_t *files,
+                       const ckpt_sums *sums, int legacy, lp_err *err) {
+    const char *fname;
+    json_t *fv;
+    json_object_foreach(files, fname, fv) {
+        uint64_t want_n, want_fnv = 0;
+        unsigned char want_sha[CKPT_SHA256_BYTES];
+        json_t *sha = json_object_get(fv, "sha256");
+        if (strchr(fname, '/') || get_u64(fv, "bytes", &want_n) < 0 ||
+            (legacy
+                 ? get_u64(fv, "hash64", &want_fnv) < 0
+                 : !json_is_string(sha) || ckpt_sha256_parse(json_string_value(sha), want_sha) < 0))
+            return lp_fail(err, "%s: files['%s'] is malformed", state_path, fname);
+        const unsigned char *listed = ckpt_sums_find(sums, fname);
+        if (!legacy && !listed)
+            return lp_fail(err, "%s/%s: does not list %s: the checkpoint is corrupt", dir,
+                           CKPT_SUMS_FILE, fname);
+        if (!legacy && listed && memcmp(listed, want_sha, CKPT_SHA256_BYTES) != 0)
+            return lp_fail(err,
+                           "%s/%s: %s and %s record different SHA-256s for it: the checkpoint "
+                           "is corrupt",
+                           dir, fname, CKPT_SUMS_FILE, CKPT_STATE_FILE);
+        if (check_file(dir, fname, want_n, legacy ? NULL : want_sha, want_fnv, CKPT_STATE_FILE,
+                       err) < 0)
+            return -1;
+    }
+    for (int i = 0; i < sums->n; i++) {
+        if (!strcmp(sums->names[i], CKPT_STATE_FILE) || json_object_get(files, sums->names[i]))
+            continue;
+        if (check_file(dir, sums->names[i], UINT64_MAX, sums->digests[i], 0, CKPT_SUMS_FILE, err) <
+            0)
+            return -1;
+    }
+    if (!json_object_get(files, "adapter_model.safetensors"))
+        return lp_fail(err, "%s: lists no adapter_model.safetensors", state_path);
+    return 0;
+}
+
+/* trainer_state.json's fields into info (files aside). */
+static int parse_state(json_t *o, const char *path, ckpt_info *info, lp_err *err) {
     json_t *ranks = json_object_get(o, "data_position");
-    json_t *files = json_object_get(o, "files");
     json_t *rng = json_object_get(o, "rng");
     json_t *mode = json_object_get(o, "mode");
     json_t *base = json_object_get(o, "base_model");
     json_t *n_shards = json_object_get(o, "n_shards");
-    if (!json_is_object(o) || !json_is_string(fmt) || strcmp(json_string_value(fmt), CKPT_FORMAT)) {
-        lp_fail(err, "%s: not a loraps trainer state (format is not \"%s\")", path, CKPT_FORMAT);
-    } else if (json_integer_value(json_object_get(o, "format_version")) != CKPT_FORMAT_VERSION) {
-        lp_fail(err, "%s: format_version is not %d", path, CKPT_FORMAT_VERSION);
-    } else if (get_u64(o, "step", &info->step) < 0 ||
-               get_u64(o, "optimizer_updates", &info->updates) < 0 ||
-               get_u64(o, "total_updates", &info->total_updates) < 0 ||
-               get_u64(o, "base_model_fingerprint", &info->base_fingerprint) < 0 ||
-               get_u64(o, "job_fingerprint", &info->job_id) < 0 ||
-               get_u64(o, "sequences_per_step", &info->sequences_per_step) < 0 ||
-               !json_is_object(rng) || get_u64(rng, "seed", &info->seed) < 0 ||
-               !json_is_string(mode) || !json_is_array(ranks) || !json_is_object(files) ||
-               !json_is_integer(n_shards)) {
-        lp_fail(err, "%s: a field is missing or has the wrong type", path);
-    } else {
-        snprintf(info->mode, sizeof info->mode, "%s", json_string_value(mode));
-        snprintf(info->base_model, sizeof info->base_model, "%s",
-                 json_is_string(base) ? json_string_value(base) : "");
-        info->n_shards = (int)json_integer_value(n_shards);
-        /* optional: older checkpoints and demo-task jobs have none */
-        if (json_object_get(o, "data_id") && get_u64(o, "data_id", &info->data_id) < 0)
-            info->data_id = 0;
-        size_t n = json_array_size(ranks);
-        info->n_ranks = (int)n;
-        info->ranks = calloc(n ? n : 1, sizeof *info->ranks);
-        rc = info->ranks ? 0 : lp_fail(err, "out of memory");
-        for (size_t i = 0; i < n && rc == 0; i++) {
-            json_t *x = json_array_get(ranks, i);
-            if (json_integer_value(json_object_get(x, "rank")) != (json_int_t)i ||
-                get_u64(x, "next_step", &info->ranks[i].next_step) < 0 ||
-                get_u64(x, "next_sequence", &info->ranks[i].next_sequence) < 0)
-                rc = lp_fail(err, "%s: data_position[%zu] is malformed", path, i);
-        }
-        /* job settings back into "key value" lines */
-        json_t *jobj = json_object_get(o, "job");
-        if (rc == 0 && json_is_object(jobj)) {
-            char *text = NULL;
-            size_t len = 0;
-            FILE *f = open_memstream(&text, &len);
-            const char *k;
-            json_t *v;
-            json_object_foreach(jobj, k, v) {
-                if (f && json_is_string(v)) fprintf(f, "%s %s\n", k, json_string_value(v));
-            }
-            if (f) fclose(f);
-            info->job_settings = text;
-        }
-        /* every file as it was written */
-        const char *fname;
-        json_t *fv;
-        json_object_foreach(files, fname, fv) {
-            if (rc) break;
-            uint64_t want_n, want_h, n_got, h_got;
-            char fpath[PATHBUF];
-            if (strchr(fname, '/') || get_u64(fv, "bytes", &want_n) < 0 ||
-                get_u64(fv, "hash64", &want_h) < 0) {
-                rc = lp_fail(err, "%s: files['%s'] is malformed", path, fname);
-                break;
-            }
-            snprintf(fpath, sizeof fpath, "%s/%s", dir, fname);
-            if (ckpt_hash_file(fpath, &h_got, &n_got, err) < 0) {
-                rc = lp_wrap(err, "the checkpoint is incomplete");
-            } else if (n_got != want_n) {
-                rc = lp_fail(err,
-                             "%s: %" PRIu64 " bytes where %s records %" PRIu64
-                             ": the checkpoint is truncated or corrupt",
-                             fpath, n_got, CKPT_STATE_FILE, want_n);
-            } else if (h_got != want_h) {
-                rc = lp_fail(err,
-                             "%s: its content does not match the hash %s records: the "
-                             "checkpoint is corrupt",
-                             fpath, CKPT_STATE_FILE);
-            }
-        }
-        if (rc == 0 && !json_object_get(files, "adapter_model.safetensors"))
-            rc = lp_fail(err, "%s: lists no adapter_model.safetensors", path);
+    if (get_u64(o, "step", &info->step) < 0 ||
+        get_u64(o, "optimizer_updates", &info->updates) < 0 ||
+        get_u64(o, "total_updates", &info->total_updates) < 0 ||
+        get_u64(o, "base_model_fingerprint", &info->base_fingerprint) < 0 ||
+        get_u64(o, "job_fingerprint", &info->job_id) < 0 ||
+        get_u64(o, "sequences_per_step", &info->sequences_per_step) < 0 || !json_is_object(rng) ||
+        get_u64(rng, "seed", &info->seed) < 0 || !json_is_string(mode) || !json_is_array(ranks) ||
+        !json_is_object(json_object_get(o, "files")) || !json_is_integer(n_shards))
+        return lp_fail(err, "%s: a field is missing or has the wrong type", path);
+    snprintf(info->mode, sizeof info->mode, "%s", json_string_value(mode));
+    snprintf(info->base_model, sizeof info->base_model, "%s",
+             json_is_string(base) ? json_string_value(base) : "");
+    info->n_shards = (int)json_integer_value(n_shards);
+    /* optional: older checkpoints and demo-task jobs have none; a legacy one's is of the old
+     * kind and would refuse every worker */
+    if (info->legacy ||
+        (json_object_get(o, "data_id") && get_u64(o, "data_id", &info->data_id) < 0))
+        info->data_id = 0;
+    size_t n = json_array_size(ranks);
+    info->n_ranks = (int)n;
+    info->ranks = calloc(n ? n : 1, sizeof *info->ranks);
+    if (!info->ranks) return lp_fail(err, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *x = json_array_get(ranks, i);
+        if (json_integer_value(json_object_get(x, "rank")) != (json_int_t)i ||
+            get_u64(x, "next_step", &info->ranks[i].next_step) < 0 ||
+            get_u64(x, "next_sequence", &info->ranks[i].next_sequence) < 0)
+            return lp_fail(err, "%s: data_position[%zu] is malformed", path, i);
     }
+    /* job settings back into "key value" lines */
+    json_t *jobj = json_object_get(o, "job");
+    if (json_is_object(jobj)) {
+        char *text = NULL;
+        size_t len = 0;
+        FILE *f = open_memstream(&text, &len);
+        const char *k;
+        json_t *v;
+        json_object_foreach(jobj, k, v) {
+            if (f && json_is_string(v)) fprintf(f, "%s %s\n", k, json_string_value(v));
+        }
+        if (f) fclose(f);
+        info->job_settings = text;
+    }
+    return 0;
+}
+
+/* The state file against its own SHA-256 in SHA256SUMS, before anything in it is believed. */
+static int check_state_file(const char *dir, const ckpt_sums *sums, lp_err *err) {
+    const unsigned char *want = ckpt_sums_find(sums, CKPT_STATE_FILE);
+    if (!want)
+        return lp_fail(err, "%s/%s: does not list %s: the checkpoint is corrupt", dir,
+                       CKPT_SUMS_FILE, CKPT_STATE_FILE);
+    return check_file(dir, CKPT_STATE_FILE, UINT64_MAX, want, 0, CKPT_SUMS_FILE, err);
+}
+
+int ckpt_read_state(const char *dir, ckpt_info *info, lp_err *err) {
+    memset(info, 0, sizeof *info);
+    char path[PATHBUF];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    ckpt_sums sums;
+    int no_sums = ckpt_sums_read(dir, &sums, err);
+    if (no_sums < 0) return lp_wrap(err, "the checkpoint is corrupt");
+    if (!no_sums && check_state_file(dir, &sums, err) < 0) {
+        ckpt_sums_free(&sums);
+        return -1;
+    }
+    json_error_t jerr;
+    json_t *o = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+    if (!o) {
+        ckpt_sums_free(&sums);
+        return lp_fail(err, "%s:%d: %s (the checkpoint's trainer state is corrupt)", path,
+                       jerr.line, jerr.text);
+    }
+    int rc = -1;
+    json_t *fmt = json_object_get(o, "format");
+    json_int_t version = json_integer_value(json_object_get(o, "format_version"));
+    if (!json_is_object(o) || !json_is_string(fmt) || strcmp(json_string_value(fmt), CKPT_FORMAT))
+        lp_fail(err, "%s: not a loraps trainer state (format is not \"%s\")", path, CKPT_FORMAT);
+    else if (version != 1 && version != CKPT_FORMAT_VERSION)
+        lp_fail(err, "%s: format_version %lld is not one this loraps reads (1, %d)", path,
+                (long long)version, CKPT_FORMAT_VERSION);
+    else if (version != 1 && no_sums)
+        lp_fail(err, "%s/%s is missing: the checkpoint is incomplete", dir, CKPT_SUMS_FILE);
+    else if ((info->legacy = version == 1), parse_state(o, path, info, err) == 0)
+        rc = check_files(dir, path, json_object_get(o, "files"), &sums, info->legacy, err);
     json_decref(o);
+    ckpt_sums_free(&sums);
     if (rc) ckpt_info_free(info);
     return rc;
+}
+
+int ckpt_verify(const char *dir, ckpt_verified *how, lp_err *err) {
+    char path[PATHBUF];
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    *how = CKPT_NOTHING_RECORDED;
+    if (fs_exists(path)) {
+        ckpt_info info;
+        if (ckpt_read_state(dir, &info, err) < 0) return -1;
+        *how = info.legacy ? CKPT_LEGACY_VERIFIED : CKPT_SHA256_VERIFIED;
+        ckpt_info_free(&info);
+        return 0;
+    }
+    ckpt_sums sums;
+    int none = ckpt_sums_read(dir, &sums, err);
+    if (none) return none < 0 ? -1 : 0;
+    int rc = 0;
+    for (int i = 0; i < sums.n && rc == 0; i++)
+        rc = check_file(dir, sums.names[i], UINT64_MAX, sums.digests[i], 0, CKPT_SUMS_FILE, err);
+    ckpt_sums_free(&sums);
+    if (rc == 0) *how = CKPT_SHA256_VERIFIED;
+    return rc;
+}
+
+int ckpt_load_adapter(const char *dir, const lora_module *modules, int n_modules, lora_adapter *a,
+                      ckpt_verified *how, lp_err *err) {
+    if (ckpt_verify(dir, how, err) < 0) return -1;
+    return peft_load(dir, modules, n_modules, a, err);
 }
 
 static int load_optimizer(const char *dir, ckpt_loaded *c, lp_err *err) {

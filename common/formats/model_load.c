@@ -2,6 +2,7 @@
 
 #include "hf_config.h"
 #include "hf_weights.h"
+#include "weights_fingerprint.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -43,11 +44,17 @@ static int read_model_type(const char *dir, char *out, size_t size, lp_err *err)
 static int open_weights(weight_source *src, const char *dir, lp_err *err) {
     hf_weights *w = calloc(1, sizeof *w);
     if (!w) return lp_fail(err, "out of memory");
+    uint64_t fp;
     if (hf_weights_open(w, dir, err) < 0) {
         free(w);
         return -1;
     }
-    *src = (weight_source){.ctx = w, .find = find_in_files, .release = close_files};
+    if (weights_fingerprint(w, dir, 1, &fp, NULL, err) < 0) {
+        close_files(w);
+        return -1;
+    }
+    *src =
+        (weight_source){.ctx = w, .find = find_in_files, .release = close_files, .fingerprint = fp};
     return 0;
 }
 

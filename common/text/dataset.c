@@ -147,16 +147,16 @@ static int part_tok(const part *p, uint64_t i) {
 static uint64_t part_hash(const part *p, uint64_t h) {
     uint32_t buf[4096];
     uint64_t n = part_ntok(p);
-    h = hash64(h, &n, sizeof n);
+    h = hash_xxh3(h, &n, sizeof n);
     for (uint64_t i = 0; i < n;) {
         size_t k = 0;
         for (; k < 4096 && i < n; k++, i++) buf[k] = (uint32_t)part_tok(p, i);
-        h = hash64(h, buf, k * sizeof buf[0]);
+        h = hash_xxh3(h, buf, k * sizeof buf[0]);
     }
-    if (p->mask) h = hash64(h, p->mask, (size_t)n);
+    if (p->mask) h = hash_xxh3(h, p->mask, (size_t)n);
     if (p->n_seq) {
-        h = hash64(h, p->off, p->n_seq * sizeof *p->off);
-        h = hash64(h, p->len, p->n_seq * sizeof *p->len);
+        h = hash_xxh3(h, p->off, p->n_seq * sizeof *p->off);
+        h = hash_xxh3(h, p->len, p->n_seq * sizeof *p->len);
     }
     return h;
 }
@@ -490,8 +490,8 @@ int dataset_open(dataset **out, const char *path, const tokenizer *tok, const da
         dataset_free(d);
         return -1;
     }
-    uint64_t h = hash64(HASH64_INIT, &o->seq_len, sizeof o->seq_len);
-    h = hash64(h, &o->pack, sizeof o->pack);
+    uint64_t h = hash_xxh3(0, &o->seq_len, sizeof o->seq_len);
+    h = hash_xxh3(h, &o->pack, sizeof o->pack);
     d->id = part_hash(&d->p[DS_VAL], part_hash(&d->p[DS_TRAIN], h));
     if (!d->id) d->id = 1;
     snprintf(d->summary, sizeof d->summary,

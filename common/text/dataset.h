@@ -62,8 +62,8 @@ int dataset_seq_len(const dataset *d);
 /* One line: file, documents, sequences, tokens, and what was skipped and why (the first). */
 const char *dataset_summary(const dataset *d);
 uint64_t dataset_n_skipped(const dataset *d);
-/* A hash of the sequences both splits are cut from (tokens, loss mask, sequence bounds, seq_len,
- * layout), never 0: equal on every worker that reads the same data with the same options,
+/* An XXH3 hash of the sequences both splits are cut from (tokens, loss mask, sequence bounds,
+ * seq_len, layout), never 0: equal on every worker that reads the same data with the same options,
  * whether from text or the .bin made from it. */
 uint64_t dataset_id(const dataset *d);
 

@@ -16,7 +16,7 @@ COMMON = os.path.join(ROOT, 'common')
 
 # Each library: the libraries it may include, and the outside headers it may include.
 LAYERS = {
-    'base': ([], set()),
+    'base': ([], {'xxhash.h'}),
     'compute': (['base'], set()),  # the families reach BLAS and threads through ops.h only
     'compute/cpu': (['base', 'compute'], {'cblas.h', 'omp.h'}),
     'compute/cuda': (['base', 'compute'], {'cuda_runtime.h', 'cuda_bf16.h', 'cublasLt.h',

@@ -26,13 +26,13 @@ static uint64_t hash_file(const char *dir, const char *name, uint64_t h) {
     size_t len = 0;
     lp_err err = {0};
     check_ok(fs_read_all(path, &data, &len, &err), &err, path);
-    h = hash64(h, data, len);
+    h = hash_xxh3(h, data, len);
     free(data);
     return h;
 }
 
 static uint64_t hash_model_files(const char *dir) {
-    return hash_file(dir, "config.json", hash_file(dir, "model.safetensors", HASH64_INIT));
+    return hash_file(dir, "config.json", hash_file(dir, "model.safetensors", 0));
 }
 
 /* ---------------------------------------------------------------------------------------------

@@ -1,8 +1,12 @@
 /* Checkpoint folders (common/checkpoint.h): write/load round trip bit for bit (adapter, AdamW
  * moments, trainer state), `latest`, keeping the newest K, rewriting a step, resolving what
- * --resume names, and refusing damaged files by name. And peft_merge on a Linear-weight family
- * (Llama: W [out, in], no transpose), in F32 (logits <= 1e-5 relative) and BF16 (dtype kept). */
+ * --resume names, and refusing damaged files by name. SHA-256 for every file, in
+ * trainer_state.json and in a SHA256SUMS that coreutils' sha256sum checks; damage to any file,
+ * the state file included, refused; format_version 1 checkpoints (hash64) still verified and
+ * loaded, flagged legacy. And peft_merge on a Linear-weight family (Llama: W [out, in], no
+ * transpose), in F32 (logits <= 1e-5 relative) and BF16 (dtype kept). */
 #include "checkpoint.h"
+#include "checkpoint_sums.h"
 #include "lora_targets.h"
 #include "model_load.h"
 #include "fsutil.h"
@@ -179,10 +183,192 @@ static void test_write_load_keep_latest(void **state) {
     assert_int_equal(ckpt_load(where, mods, n_mods, &ck, &err), -1);
     printf("flipped byte: %s\n", err.msg);
     assert_non_null(strstr(err.msg, "optimizer.safetensors"));
-    assert_non_null(strstr(err.msg, "hash"));
+    assert_non_null(strstr(err.msg, "does not match the SHA-256"));
     free(m);
     free(v);
     lora_adapter_free(&a);
+}
+
+static void flip_byte(const char *path, long at) {
+    FILE *f = fopen(path, "r+b");
+    assert_non_null(f);
+    fseek(f, at, SEEK_SET);
+    int ch = fgetc(f);
+    fseek(f, at, SEEK_SET);
+    fputc(ch ^ 1, f);
+    fclose(f);
+}
+
+static int sh(const char *fmt, const char *a, const char *b) {
+    char *cmd;
+    if (asprintf(&cmd, fmt, a, b) < 0) return -1;
+    int rc = system(cmd);
+    free(cmd);
+    return rc;
+}
+
+/* Writes checkpoint-3 of a fresh adapter under parent; its folder into dir. */
+static void write_one(const char *parent, char *dir, size_t size) {
+    lora_adapter a;
+    make_adapter(&a, g_gpt2, "c_attn", 3);
+    float *m = calloc(a.n_params, sizeof(float)), *v = calloc(a.n_params, sizeof(float));
+    fill(m, a.n_params, 7, 0);
+    fill(v, a.n_params, 8, 1);
+    ckpt_rank ranks[2];
+    ckpt_info info;
+    info_for(&info, 3, ranks);
+    info.data_id = 0xda7aULL;
+    ckpt_write_opts o = {"some/model", 1, 0};
+    lp_err err;
+    if (ckpt_write(parent, &a, m, v, &info, &o, dir, size, &err) < 0) fail_msg("%s", err.msg);
+    free(m), free(v);
+    lora_adapter_free(&a);
+}
+
+static void expect_refused(const char *dir, const char *what, const char *needle) {
+    ckpt_info info;
+    lp_err err;
+    assert_int_equal(ckpt_read_state(dir, &info, &err), -1);
+    printf("%s: %s\n", what, err.msg);
+    if (!strstr(err.msg, needle)) fail_msg("%s: '%s' does not say '%s'", what, err.msg, needle);
+    ckpt_verified how;
+    assert_int_equal(ckpt_verify(dir, &how, &err), -1);
+}
+
+/* SHA256SUMS lists all four files with the hashes sha256sum computes, and sha256sum -c accepts
+ * it; any damaged file, the state file included, is refused by name. */
+static void test_sha256_sums(void **state) {
+    (void)state;
+    char parent[128], dir[512], path[700], copy[600];
+    snprintf(parent, sizeof parent, "%s/sums", g_dir);
+    write_one(parent, dir, sizeof dir);
+    ckpt_sums sums;
+    lp_err err;
+    assert_int_equal(ckpt_sums_read(dir, &sums, &err), 0);
+    assert_int_equal(sums.n, 4);
+    static const char *files[] = {"adapter_config.json", "adapter_model.safetensors",
+                                  CKPT_OPTIMIZER_FILE, CKPT_STATE_FILE};
+    for (int i = 0; i < 4; i++) {
+        const unsigned char *d = ckpt_sums_find(&sums, files[i]);
+        assert_non_null(d);
+        /* the same digest as coreutils computes for the file */
+        char hex[65], want[80] = "", out[600];
+        ckpt_sha256_hex(d, hex);
+        snprintf(out, sizeof out, "%s/sha.out", g_dir);
+        snprintf(path, sizeof path, "%s/%s", dir, files[i]);
+        assert_int_equal(sh("sha256sum '%s' > '%s'", path, out), 0);
+        FILE *f = fopen(out, "r");
+        assert_non_null(f);
+        assert_int_equal(fscanf(f, "%64s", want), 1);
+        fclose(f);
+        assert_string_equal(hex, want);
+    }
+    ckpt_sums_free(&sums);
+    assert_int_equal(sh("cd '%s' && sha256sum --quiet -c %s", dir, CKPT_SUMS_FILE), 0);
+    ckpt_info info;
+    if (ckpt_read_state(dir, &info, &err) < 0) fail_msg("%s", err.msg);
+    assert_false(info.legacy);
+    assert_int_equal(info.data_id, 0xda7aULL);
+    ckpt_info_free(&info);
+    ckpt_verified how;
+    assert_int_equal(ckpt_verify(dir, &how, &err), 0);
+    assert_int_equal(how, CKPT_SHA256_VERIFIED);
+
+    /* an edit that keeps trainer_state.json valid JSON: a data position moved by one */
+    snprintf(copy, sizeof copy, "%s/edited_state", g_dir);
+    assert_int_equal(sh("cp -r '%s' '%s'", dir, copy), 0);
+    assert_int_equal(sh("sed -i 's/\"next_sequence\": 28/\"next_sequence\": 29/' '%s/%s'", copy,
+                        CKPT_STATE_FILE),
+                     0);
+    expect_refused(copy, "edited trainer_state.json", "trainer_state.json: its content does not");
+    assert_int_equal(sh("cd '%s' && sha256sum --status -c %s", copy, CKPT_SUMS_FILE) != 0, 1);
+    /* a flipped byte in the adapter, named */
+    snprintf(copy, sizeof copy, "%s/flipped_adapter", g_dir);
+    assert_int_equal(sh("cp -r '%s' '%s'", dir, copy), 0);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", copy);
+    flip_byte(path, 100);
+    expect_refused(copy, "flipped adapter byte", "adapter_model.safetensors: its content");
+    /* SHA256SUMS missing, or disagreeing with the state file */
+    snprintf(copy, sizeof copy, "%s/no_sums", g_dir);
+    assert_int_equal(sh("cp -r '%s' '%s'", dir, copy), 0);
+    assert_int_equal(sh("rm '%s/%s'", copy, CKPT_SUMS_FILE), 0);
+    expect_refused(copy, "no SHA256SUMS", "SHA256SUMS is missing");
+    snprintf(copy, sizeof copy, "%s/bad_sums", g_dir);
+    assert_int_equal(sh("cp -r '%s' '%s'", dir, copy), 0);
+    assert_int_equal(sh("sed -i '1s/^./0/;1s/^00/11/' '%s/%s'", copy, CKPT_SUMS_FILE), 0);
+    expect_refused(copy, "edited SHA256SUMS", "record different SHA-256s");
+    assert_int_equal(sh("echo 'not a line' >> '%s/%s'", copy, CKPT_SUMS_FILE), 0);
+    expect_refused(copy, "malformed SHA256SUMS", "not a sha256sum line");
+}
+
+/* A folder without trainer state: nothing recorded, or its own SHA256SUMS checked. */
+static void test_verify_plain_folder(void **state) {
+    (void)state;
+    lora_adapter a;
+    make_adapter(&a, g_gpt2, "c_fc", 9);
+    char dir[128], path[200];
+    snprintf(dir, sizeof dir, "%s/plain", g_dir);
+    lp_err err;
+    assert_int_equal(peft_save(dir, &a, NULL, 1, &err), 0);
+    ckpt_verified how;
+    assert_int_equal(ckpt_verify(dir, &how, &err), 0);
+    assert_int_equal(how, CKPT_NOTHING_RECORDED);
+    assert_int_equal(sh("cd '%s' && sha256sum adapter_*%s > SHA256SUMS", dir, ""), 0);
+    assert_int_equal(ckpt_verify(dir, &how, &err), 0);
+    assert_int_equal(how, CKPT_SHA256_VERIFIED);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(g_gpt2, &mods);
+    lora_adapter back;
+    if (ckpt_load_adapter(dir, mods, n_mods, &back, &how, &err) < 0) fail_msg("%s", err.msg);
+    assert_memory_equal(back.params, a.params, a.n_params * sizeof(float));
+    lora_adapter_free(&back);
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
+    flip_byte(path, 300);
+    assert_int_equal(ckpt_load_adapter(dir, mods, n_mods, &back, &how, &err), -1);
+    printf("plain folder with SHA256SUMS, flipped byte: %s\n", err.msg);
+    assert_non_null(strstr(err.msg, "adapter_model.safetensors: its content does not match"));
+    lora_adapter_free(&a);
+}
+
+/* The checkpoint loraps-ps wrote before SHA-256 (golden/peft_roundtrip/ours_checkpoint,
+ * format_version 1, hash64 per file): verified with hash64, loaded, flagged legacy, its
+ * data id dropped; a flipped byte is still found. */
+static void test_legacy_checkpoint(void **state) {
+    (void)state;
+    char dir[128], path[200];
+    snprintf(dir, sizeof dir, "%s/legacy", g_dir);
+    assert_int_equal(sh("cp -r '%s' '%s'",
+                        LORAPS_TEST_DATA "/reference/golden/peft_roundtrip/ours_checkpoint", dir),
+                     0);
+    model *m;
+    lp_err err;
+    if (model_load(&m, LORAPS_TEST_DATA "/reference/golden/gpt2_tiny", &err) < 0)
+        fail_msg("%s", err.msg);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(m, &mods);
+    ckpt_loaded ck;
+    if (ckpt_load(dir, mods, n_mods, &ck, &err) < 0) fail_msg("%s", err.msg);
+    assert_true(ck.has_state && ck.has_optimizer && ck.info.legacy);
+    assert_int_equal(ck.info.step, 20);
+    assert_int_equal(ck.info.base_fingerprint, 0xeda8707d38170a8dULL);
+    assert_int_equal(ck.info.data_id, 0);
+    ckpt_loaded_free(&ck);
+    ckpt_verified how;
+    assert_int_equal(ckpt_verify(dir, &how, &err), 0);
+    assert_int_equal(how, CKPT_LEGACY_VERIFIED);
+    snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
+    flip_byte(path, 5000);
+    assert_int_equal(ckpt_load(dir, mods, n_mods, &ck, &err), -1);
+    printf("legacy checkpoint, flipped byte: %s\n", err.msg);
+    assert_non_null(
+        strstr(err.msg, "optimizer.safetensors: its content does not match the hash64"));
+    /* a format this loraps does not know */
+    flip_byte(path, 5000);
+    snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
+    assert_int_equal(sh("sed -i 's/\"format_version\": 1/\"format_version\": 9/' '%s'%s", path, ""),
+                     0);
+    expect_refused(dir, "format_version 9", "format_version 9 is not one this loraps reads");
+    model_free(m);
 }
 
 static void test_adapter_only_folder(void **state) {
@@ -293,6 +479,9 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_load_keep_latest),
         cmocka_unit_test(test_adapter_only_folder),
+        cmocka_unit_test(test_sha256_sums),
+        cmocka_unit_test(test_verify_plain_folder),
+        cmocka_unit_test(test_legacy_checkpoint),
         cmocka_unit_test(test_merge_linear_family),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
