@@ -914,11 +914,11 @@ static int normalize(const tokenizer *t, const char *s, size_t len, pcre2_match_
                                       : sbuf_put(&tmp, out->p + sp.p[i].a, sp.p[i].b - sp.p[i].a);
             rc |= sbuf_put(&tmp, "", 0);
         } else if (n->type == NM_FORM) {
-            rc = unicode_normalize(out->p, out->n, n->form, &tmp);
+            rc = unicode_normalize_as_tokenizers(out->p, out->n, n->form, &tmp);
         } else if (n->type == NM_LOWERCASE) {
             rc = unicode_lowercase(out->p, out->n, &tmp);
         } else if (n->type == NM_STRIP_ACCENTS) {
-            rc = unicode_strip_accents(out->p, out->n, &tmp);
+            rc = unicode_strip_accents_as_tokenizers(out->p, out->n, &tmp);
         } else if (n->type == NM_STRIP) {
             size_t a = 0, b = out->n;
             uint32_t cp;

@@ -115,3 +115,57 @@ int unicode_strip_accents(const char *s, size_t len, sbuf *out) {
 const char *unicode_version(void) {
     return utf8proc_unicode_version();
 }
+
+int unicode9_has(uint32_t cp) {
+    size_t lo = 0, hi = unicode9_n_ranges;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if (unicode9_ranges[mid][1] < cp)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo < unicode9_n_ranges && unicode9_ranges[lo][0] <= cp;
+}
+
+/* The length of the character at s, and whether Unicode 9.0 had it. */
+static size_t char_len(const char *s, int *in_9) {
+    *in_9 = 1;
+    if ((unsigned char)s[0] < 0x80) return 1;
+    uint32_t cp;
+    size_t l = (size_t)utf8_decode((const unsigned char *)s, &cp);
+    *in_9 = unicode9_has(cp);
+    return l;
+}
+
+/* A later code point is a starter that composes with nothing and has no decomposition, so
+ * nothing reorders or composes across it: the text between such code points is normalized
+ * apart, and they are copied. */
+int unicode_normalize_as_tokenizers(const char *s, size_t len, unicode_form form, sbuf *out) {
+    int rc = sbuf_put(out, "", 0);
+    for (size_t i = 0; i < len && !rc;) {
+        size_t j = i, l = 0;
+        int in_9 = 1;
+        while (j < len && (l = char_len(s + j, &in_9), in_9)) j += l;
+        if (j > i) rc = unicode_normalize(s + i, j - i, form, out);
+        if (!rc && j < len) rc = sbuf_put(out, s + j, l);
+        i = j < len ? j + l : j;
+    }
+    return rc;
+}
+
+/* U+111C9 SHARADA SANDHI MARK became a mark (Po to Mn) after Unicode 9.0. */
+static int was_mark_in_9(uint32_t cp) {
+    return is_mark(cp) && cp != 0x111C9 && unicode9_has(cp);
+}
+
+int unicode_strip_accents_as_tokenizers(const char *s, size_t len, sbuf *out) {
+    if (sbuf_reserve(out, len + 1) < 0) return -1;
+    for (size_t i = 0; i < len;) {
+        uint32_t cp;
+        int l = (unsigned char)s[i] < 0x80 ? 1 : utf8_decode((const unsigned char *)s + i, &cp);
+        if ((l == 1 || !was_mark_in_9(cp)) && sbuf_put(out, s + i, (size_t)l) < 0) return -1;
+        i += (size_t)l;
+    }
+    return sbuf_put(out, "", 0);
+}

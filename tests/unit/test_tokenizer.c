@@ -451,6 +451,16 @@ static void test_normalizer_examples(void **s) {
                      "\"pattern\":{\"String\":\" \"},\"content\":\"\xe2\x96\x81\"}]}";
     expect_normalized(sp, " \xef\xac\x81ne   day\xe3\x80\x80 ",
                       "\xe2\x96\x81\xe2\x96\x81\x66ine\xe2\x96\x81\x64\x61y");
+    /* tokenizers' tables are Unicode 9.0's: U+32FF SQUARE ERA NAME REIWA (12.1) stays itself
+     * in a tokenizer, where utf8proc alone spells it out */
+    expect_normalized(NFKC, "\xe3\x8b\xbf \xef\xac\x81", "\xe3\x8b\xbf fi");
+    sbuf plain = {0};
+    assert_int_equal(unicode_normalize("\xe3\x8b\xbf", 3, UNICODE_NFKC, &plain), 0);
+    assert_string_equal(plain.p, "\xe4\xbb\xa4\xe5\x92\x8c"); /* 令和 */
+    sbuf_free(&plain);
+    assert_true(unicode9_has(0xE9) && unicode9_has(0x1F600) && !unicode9_has(0x32FF));
+    /* U+1AC1 (a mark of Unicode 14) is not an accent to tokenizers, U+0301 is */
+    expect_normalized(MARKS, "a\xe1\xab\x81\xcc\x81", "a\xe1\xab\x81");
     /* unsupported normalizers are named */
     json_t *root = json_load_file(GOLD "llama2/tokenizer.json", 0, NULL);
     json_object_set_new(root, "normalizer", json_pack("{s:s}", "type", "BertNormalizer"));

@@ -1,7 +1,8 @@
 /* The tokenizer against the `tokenizers` library: golden/tokenizers/<name>.json holds, for an
- * edge-case corpus, the ids and decodes that tokenizers 0.23 produced with
- * golden/tokenizers/<name>/tokenizer.json (tests/reference/tokenizer_reference.py). Every id and
- * every decode must be identical. */
+ * edge-case corpus, the ids, decodes and normalizer output that tokenizers 0.23 produced with
+ * golden/tokenizers/<name>/tokenizer.json, and normalizers.json what each normalizer makes of
+ * 8,497 strings (tests/reference/tokenizer_reference.py). Every id, decode and normalized string
+ * must be identical. */
 #include "tokenizer.h"
 
 #include <jansson.h>
@@ -12,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -85,6 +87,18 @@ static int check_one(const char *name, int *n_checks, int *n_cases) {
             }
             free(ids);
         }
+        char *norm;
+        size_t norm_len;
+        json_t *want_norm = json_object_get(c, "normalized");
+        if (tokenizer_normalize(t, text, len, &norm, &norm_len, &err) < 0)
+            fail_msg("%s: normalize: %s", name, err.msg);
+        (*n_checks)++;
+        if (norm_len != json_string_length(want_norm) ||
+            memcmp(norm, json_string_value(want_norm), norm_len)) {
+            failed++;
+            fprintf(stderr, "  normalized mismatch on \"%.60s\": got \"%.80s\"\n", text, norm);
+        }
+        free(norm);
         (*n_cases)++;
     }
     tokenizer_free(t);
@@ -95,7 +109,8 @@ static int check_one(const char *name, int *n_checks, int *n_cases) {
 static void run_golden(const char *name) {
     int checks = 0, cases = 0;
     int failed = check_one(name, &checks, &cases);
-    printf("%s: %d strings, %d checks (3 encodings + 2 decodes each), %d differ from tokenizers",
+    printf("%s: %d strings, %d checks (3 encodings + 2 decodes + the normalizer each), %d differ "
+           "from tokenizers",
            name, cases, checks, failed);
     printf("\n");
     assert_int_equal(failed, 0);
@@ -137,6 +152,74 @@ static void test_demo512(void **s) {
     (void)s;
     run_golden("demo512");
 }
+static void test_nfkc(void **s) {
+    (void)s;
+    run_golden("nfkc");
+}
+static void test_nfd_lower(void **s) {
+    (void)s;
+    run_golden("nfd_lower");
+}
+static void test_accents(void **s) {
+    (void)s;
+    run_golden("accents");
+}
+static void test_sp_nfkc(void **s) {
+    (void)s;
+    run_golden("sp_nfkc");
+}
+
+/* Each normalizer of normalizers.json, in the gpt2 golden file in place of its (absent) one, on
+ * every string: every code point with a decomposition or a lowercase mapping alone, Hangul,
+ * starters with marks, the edge cases. */
+static void test_normalizers(void **s) {
+    (void)s;
+    json_t *root = json_load_file(GOLD "normalizers.json", 0, NULL);
+    assert_non_null(root);
+    json_t *texts = json_object_get(root, "texts"), *norms = json_object_get(root, "normalizers");
+    json_t *n;
+    size_t k;
+    int failed_total = 0;
+    json_array_foreach(norms, k, n) {
+        json_t *tj = json_load_file(GOLD "gpt2/tokenizer.json", 0, NULL);
+        assert_non_null(tj);
+        json_object_set(tj, "normalizer", json_object_get(n, "normalizer"));
+        char path[128];
+        snprintf(path, sizeof path, "/tmp/loraps_normalizer_%d.json", (int)getpid());
+        assert_int_equal(json_dump_file(tj, path, 0), 0);
+        json_decref(tj);
+        tokenizer *t;
+        lp_err err;
+        if (tokenizer_load(&t, path, &err) < 0) fail_msg("%s", err.msg);
+        unlink(path);
+        json_t *outs = json_object_get(n, "out"), *text;
+        size_t i;
+        int failed = 0;
+        json_array_foreach(texts, i, text) {
+            char *got;
+            size_t got_len;
+            json_t *want = json_array_get(outs, i);
+            if (tokenizer_normalize(t, json_string_value(text), json_string_length(text), &got,
+                                    &got_len, &err) < 0)
+                fail_msg("%s", err.msg);
+            if (got_len != json_string_length(want) ||
+                memcmp(got, json_string_value(want), got_len)) {
+                if (failed++ < 5)
+                    fprintf(stderr, "  %s: string %zu: got \"%s\", want \"%s\"\n",
+                            json_string_value(json_object_get(n, "name")), i, got,
+                            json_string_value(want));
+            }
+            free(got);
+        }
+        printf("normalizer %-28s %zu strings, %d differ from tokenizers %s\n",
+               json_string_value(json_object_get(n, "name")), json_array_size(texts), failed,
+               json_string_value(json_object_get(root, "tokenizers_version")));
+        failed_total += failed;
+        tokenizer_free(t);
+    }
+    json_decref(root);
+    assert_int_equal(failed_total, 0);
+}
 
 int main(void) {
     const struct CMUnitTest tests[] = {
@@ -144,7 +227,9 @@ int main(void) {
         cmocka_unit_test(test_llama3),    cmocka_unit_test(test_llama2),
         cmocka_unit_test(test_metaspace), cmocka_unit_test(test_demo512),
         cmocka_unit_test(test_qwen2),     cmocka_unit_test(test_digits),
-        cmocka_unit_test(test_demo4096),
+        cmocka_unit_test(test_demo4096),  cmocka_unit_test(test_nfkc),
+        cmocka_unit_test(test_nfd_lower), cmocka_unit_test(test_accents),
+        cmocka_unit_test(test_sp_nfkc),   cmocka_unit_test(test_normalizers),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
