@@ -10,6 +10,12 @@ double bench_now(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+double bench_cpu_now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
 double bench_sgemm_peak(const int (*shapes)[3], int n_shapes) {
     double best = 0;
     for (int s = 0; s < n_shapes; s++) {
