@@ -264,6 +264,11 @@ def text_seeds():
         '{"type": "ByteLevel", "add_prefix_space": false, "use_regex": false}]}, "model": '
         '{"type": "BPE", "ignore_merges": true, "vocab": {"1": 0, "a": 1}, "merges": []}}')
 
+    put(t, "tiny_normalizers", '{"normalizer": {"type": "Sequence", "normalizers": [{"type": '
+        '"NFKD"}, {"type": "StripAccents"}, {"type": "Lowercase"}, {"type": "NFKC"}, {"type": '
+        '"NFD"}, {"type": "NFC"}]}, "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": '
+        'false}, "model": {"type": "BPE", "vocab": {"a": 0, "b": 1}, "merges": []}}')
+
     e = "fuzz_tokenizer_encode"
     for i, s in enumerate([b"Hello world, don't stop 12345!", "caf\u00e9 e\u0301 \u4e2d\u6587 \U0001F44D\U0001F3FD".encode(),
                            b"<|endoftext|> <|user|> <s> </s> <|im_start|>", b"  \t\r\n  x  \n\n",

@@ -62,4 +62,40 @@ grep -q "checkpoint-8/adapter_model.safetensors: its content does not match" "$T
 "$B/loraps" inspect "$TMP/ckpts" >"$TMP/p.out" 2>&1 && fail "inspect of a folder with a corrupt checkpoint exited 0"
 grep -q "checkpoint-8 .*CORRUPT" "$TMP/p.out" || fail "$(cat "$TMP/p.out")"
 "$B/loraps" inspect "$TMP/nowhere" 2>/dev/null && fail "inspect of a missing path exited 0"
+
+# SHA-256: sha256sum -c accepts every checkpoint; merge, generate and eval refuse a damaged one
+# by name before reading it
+for d in "$TMP"/full/checkpoint-*; do
+    (cd "$d" && sha256sum --quiet -c SHA256SUMS) || fail "sha256sum -c fails in $d"
+done
+cp -r "$TMP/full/checkpoint-12" "$TMP/damaged"
+printf '\377' | dd of="$TMP/damaged/adapter_model.safetensors" bs=1 seek=600 conv=notrunc 2>/dev/null
+(cd "$TMP/damaged" && sha256sum --status -c SHA256SUMS) && fail "sha256sum -c missed the damage"
+printf 'the quick brown fox jumps over the lazy dog\n' >"$TMP/eval.txt"
+for cmd in "merge --out $TMP/m2" "generate --prompt hi --max-new 2" "eval --data $TMP/eval.txt --seq-len 8"; do
+    read -r -a args <<<"$cmd"
+    "$B/loraps" "${args[0]}" --model "$TMP/tiny" --adapter "$TMP/damaged" "${args[@]:1}" \
+        >/dev/null 2>"$TMP/damaged.err" && fail "loraps ${args[0]} accepted a damaged checkpoint"
+    grep -q "damaged/adapter_model.safetensors: its content does not match the SHA-256" \
+        "$TMP/damaged.err" || fail "loraps ${args[0]}: unclear error: $(cat "$TMP/damaged.err")"
+done
+[ -e "$TMP/m2/model.safetensors" ] && fail "merge wrote a model from a damaged checkpoint"
+echo "damaged checkpoint: refused by merge, generate and eval"
+
+# A checkpoint from before SHA-256 (format_version 1, hash64: the one loraps-ps wrote for
+# golden/peft_roundtrip) resumes with a note, and the next checkpoint records SHA-256
+GOLD=$LORAPS_TEST_DATA/reference/golden
+cp -r "$GOLD/peft_roundtrip/ours_checkpoint" "$TMP/legacy"
+"$B/loraps" run --model "$GOLD/gpt2_tiny" --servers 2 --workers 2 --seq-len 32 --micro-batch 2 \
+    --lr 0.02 --target-modules c_attn,c_proj,c_fc --rank-pattern h.1.mlp.c_fc=4 \
+    --alpha-pattern h.0.attn.c_attn=32 --max-steps 22 --resume "$TMP/legacy" --out "$TMP/relegacy" \
+    >"$TMP/legacy.out" 2>"$TMP/legacy.err" || fail "resume from a format_version 1 checkpoint failed"
+grep -q "^step 21/22" "$TMP/legacy.out" || fail "the legacy resume did not continue at step 21"
+grep -rq "note: .*legacy was written before SHA-256" "$TMP/relegacy/logs" || fail "no legacy note"
+grep -q '"format_version": 2' "$TMP/relegacy/latest/trainer_state.json" || fail "not format_version 2"
+(cd "$TMP/relegacy/latest" && sha256sum --quiet -c SHA256SUMS) || fail "sha256sum -c after resume"
+"$B/loraps" merge --model "$GOLD/gpt2_tiny" --adapter "$TMP/legacy" --out "$TMP/legacy_merged" \
+    >/dev/null 2>"$TMP/legacy_merge.err" || fail "merge of a legacy checkpoint failed"
+grep -q "note: .*written before SHA-256" "$TMP/legacy_merge.err" || fail "merge printed no note"
+echo "format_version 1 checkpoint: resumed and merged with a note"
 echo "PASS"
