@@ -1,7 +1,7 @@
-/* Weight-file fingerprints and their cache. The cache is one text file per model folder, a line
- * per weight file:
+/* Weight fingerprints and their cache. The cache is one text file per model folder, a line per
+ * weight file:
  *
- *   <XXH3-64, 16 hex digits> <size in bytes> <mtime seconds>.<nanoseconds> <file name>
+ *   <sum of its tensors' XXH3, 16 hex digits> <size in bytes> <mtime s>.<ns> <file name>
  *
  * An entry is used only while the file's size and mtime are what it records. A file modified in
  * the last few seconds is not cached at all: on a file system with coarse timestamps a second
@@ -27,7 +27,7 @@ typedef struct fp_entry {
     uint64_t size;
     int64_t mtime_s;
     long mtime_ns;
-    uint64_t xxh3;
+    uint64_t sum; /* of the file's tensor hashes */
 } fp_entry;
 
 typedef struct fp_cache {
@@ -52,7 +52,7 @@ static void cache_read(const char *path, fp_cache *c) {
     for (char *line = strtok_r(text, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
         fp_entry x;
         int used = 0;
-        if (sscanf(line, "%16" SCNx64 " %" SCNu64 " %" SCNd64 ".%9ld %n", &x.xxh3, &x.size,
+        if (sscanf(line, "%16" SCNx64 " %" SCNu64 " %" SCNd64 ".%9ld %n", &x.sum, &x.size,
                    &x.mtime_s, &x.mtime_ns, &used) != 4 ||
             !line[used] || strlen(line + used) >= sizeof x.name)
             continue;
@@ -78,10 +78,20 @@ static const fp_entry *cache_find(const fp_cache *c, const char *name, const str
     return NULL;
 }
 
-/* The whole mapped file, read front to back. */
-static uint64_t hash_mapped(const st_file *f) {
+/* One tensor: its bytes, seeded with its name, dtype and shape. */
+static uint64_t hash_tensor(const st_tensor *t) {
+    uint64_t seed = hash_xxh3(0, t->name, strlen(t->name));
+    seed = hash_xxh3(seed, &t->dtype, sizeof t->dtype);
+    seed = hash_xxh3(seed, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+    return hash_xxh3(seed, t->data, t->nbytes);
+}
+
+/* The sum of the file's tensor hashes, read front to back: a sum, so that how the tensors are
+ * split among files and ordered in them does not matter. */
+static uint64_t hash_file_tensors(const st_file *f) {
     madvise(f->map, f->map_size, MADV_SEQUENTIAL);
-    uint64_t h = hash_xxh3(0, f->map, f->map_size);
+    uint64_t h = 0;
+    for (int i = 0; i < f->n_tensors; i++) h += hash_tensor(&f->tensors[i]);
     madvise(f->map, f->map_size, MADV_NORMAL);
     return h;
 }
@@ -100,7 +110,7 @@ static void cache_write(const char *path, const fp_entry *e, int n) {
     int written = 0;
     for (int i = 0; i < n; i++) {
         if (!e[i].name[0]) continue; /* not cacheable */
-        fprintf(f, "%016" PRIx64 " %" PRIu64 " %" PRId64 ".%09ld %s\n", e[i].xxh3, e[i].size,
+        fprintf(f, "%016" PRIx64 " %" PRIu64 " %" PRId64 ".%09ld %s\n", e[i].sum, e[i].size,
                 e[i].mtime_s, e[i].mtime_ns, e[i].name);
         written++;
     }
@@ -137,7 +147,7 @@ int weights_fingerprint(const hf_weights *w, const char *dir, int use_cache, uin
             *x = *hit;
             s.n_cached++;
         } else {
-            x->xxh3 = hash_mapped(f);
+            x->sum = hash_file_tensors(f);
             s.n_hashed++;
             if (known && !is_racy(&st)) {
                 snprintf(x->name, sizeof x->name, "%s", name);
@@ -147,13 +157,13 @@ int weights_fingerprint(const hf_weights *w, const char *dir, int use_cache, uin
                 dirty = 1;
             }
         }
-        fp = hash_xxh3(fp, name, strlen(name));
-        fp = hash_xxh3(fp, &x->xxh3, sizeof x->xxh3);
+        fp += x->sum;
     }
     if (use_cache && (dirty || cache.n != s.n_cached)) cache_write(cache_path, now, w->n_files);
     free(now);
     free(cache.e);
     if (stats) *stats = s;
+    fp = hash_xxh3(0, &fp, sizeof fp); /* the sum, mixed */
     *out = fp ? fp : 1;
     return 0;
 }

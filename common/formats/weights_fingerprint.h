@@ -1,7 +1,8 @@
-/* The fingerprint of a model folder's weights: the XXH3-64 of each whole file (what
- * `xxhsum -H3 FILE` prints), chained in the folder's file order with the file names. Hashing
- * reads every byte (16 GB for an 8B model: seconds with a warm page cache, far more from disk),
- * so each file's hash is kept in DIR/.loraps-xxh3 under the file's size and modification time and
+/* The fingerprint of a model folder's weights: every tensor's XXH3 (its bytes, seeded with its
+ * name, dtype and shape), summed, so the same tensors give the same fingerprint however they are
+ * split among shards or ordered in them, and whatever the files' __metadata__. Hashing reads
+ * every byte (16 GB for an 8B model: over a second from the page cache, far more from disk), so
+ * each file's sum is kept in DIR/.loraps-xxh3 under the file's size and modification time and
  * computed again only when either changes. A folder that cannot be written goes without it. */
 #ifndef LORAPS_WEIGHTS_FINGERPRINT_H
 #define LORAPS_WEIGHTS_FINGERPRINT_H

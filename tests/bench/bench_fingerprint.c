@@ -6,7 +6,7 @@
  * reads it once so every pass finds it in the page cache, then times, each pass over a fresh
  * mapping as at every process start,
  *   - before: hash64_fnv over every tensor's name and bytes, as model_weight_view did;
- *   - after: weights_fingerprint, the XXH3 of the whole mapped file (no cache);
+ *   - after: weights_fingerprint, the XXH3 of every tensor, summed (no cache);
  *   - after, cached: weights_fingerprint with .loraps-xxh3 in place (stat + one small read);
  * and, for checkpoint files, SHA-256 (libsodium; what trainer_state.json and SHA256SUMS record)
  * against the hash64_fnv it replaced, on a file of 1/4 of that size. Best of 3 passes each, in
@@ -134,7 +134,7 @@ int main(int argc, char **argv) {
     double t_cached = best_of_3_model(dir, 2, &sink);
     printf("fingerprint before (hash64_fnv over every tensor): %8.4f s  %6.2f GB/s\n", t_before,
            bytes / t_before / 1e9);
-    printf("fingerprint after  (XXH3 of the file, no cache):  %8.4f s  %6.2f GB/s  -> %.1fx "
+    printf("fingerprint after  (XXH3 of every tensor):        %8.4f s  %6.2f GB/s  -> %.1fx "
            "faster\n",
            t_after, bytes / t_after / 1e9, t_before / t_after);
     printf("fingerprint after  (cached in .loraps-xxh3):      %8.6f s              -> %.0fx "

@@ -1,14 +1,16 @@
-/* The base-model fingerprint from the weight files (formats/weights_fingerprint.h): the XXH3 of
- * each whole file chained with its name, the same however often it is computed, sensitive to any
- * byte, and its cache beside the weights: used while size and mtime match (a planted wrong entry
- * shows it is), redone when either changes, ignored when damaged or unwritable, never written for
- * a file modified seconds ago. The model's fingerprint follows the files'. */
+/* The base-model fingerprint from the weight files (formats/weights_fingerprint.h): every
+ * tensor's XXH3 summed, the same however often it is computed and whatever the files' metadata,
+ * sensitive to any byte of a tensor, and its cache beside the weights: used while size and mtime
+ * match (a planted wrong entry shows it is), redone when either changes, ignored when damaged or
+ * unwritable, never written for a file modified seconds ago. The model's fingerprint follows the
+ * files'. */
 #include "fsutil.h"
 #include "hash.h"
 #include "hf_weights.h"
 #include "model.h"
 #include "model_init.h"
 #include "model_load.h"
+#include "safetensors.h"
 #include "weights_fingerprint.h"
 
 #include <fcntl.h>
@@ -64,17 +66,23 @@ static uint64_t fingerprint(const char *dir, int use_cache, weights_fp_stats *st
     return fp;
 }
 
-/* What the header promises: XXH3 of the file's bytes (xxhsum -H3), chained with its name. */
+/* What the header promises: every tensor's XXH3 (seeded with name, dtype, shape), summed. */
 static uint64_t expected(const char *dir) {
-    char path[300], *data;
-    size_t len;
+    char path[300];
     lp_err err;
     snprintf(path, sizeof path, "%s/model.safetensors", dir);
-    assert_int_equal(fs_read_all(path, &data, &len, &err), 0);
-    uint64_t file = hash_xxh3(0, data, len);
-    free(data);
-    uint64_t fp = hash_xxh3(0, "model.safetensors", strlen("model.safetensors"));
-    return hash_xxh3(fp, &file, sizeof file);
+    st_file f;
+    if (st_open(&f, path, &err) < 0) fail_msg("%s", err.msg);
+    uint64_t sum = 0;
+    for (int i = 0; i < f.n_tensors; i++) {
+        const st_tensor *t = &f.tensors[i];
+        uint64_t seed = hash_xxh3(0, t->name, strlen(t->name));
+        seed = hash_xxh3(seed, &t->dtype, sizeof t->dtype);
+        seed = hash_xxh3(seed, t->shape, (size_t)t->ndim * sizeof t->shape[0]);
+        sum += hash_xxh3(seed, t->data, t->nbytes);
+    }
+    st_close(&f);
+    return hash_xxh3(0, &sum, sizeof sum);
 }
 
 static uint64_t model_fp(const char *dir) {
@@ -96,7 +104,7 @@ static void flip_byte(const char *path, long at) {
     fclose(f);
 }
 
-static void test_fingerprint_is_xxh3_of_the_files(void **state) {
+static void test_fingerprint_is_xxh3_of_the_tensors(void **state) {
     (void)state;
     char a[200], b[200], path[300];
     make_model("a", 3600, a, sizeof a);
@@ -116,6 +124,39 @@ static void test_fingerprint_is_xxh3_of_the_files(void **state) {
     assert_true(model_fp(b) != ma);
     printf("fingerprint of a: %016llx (weights %016llx)\n", (unsigned long long)ma,
            (unsigned long long)fa);
+}
+
+/* The same tensors written again with other metadata and in reverse order: the same fingerprint;
+ * one tensor renamed: another. */
+static void rewrite(const char *from, const char *to, const char *rename) {
+    char in[300], out[300];
+    lp_err err;
+    snprintf(in, sizeof in, "%s/model.safetensors", from);
+    snprintf(out, sizeof out, "%s/model.safetensors", to);
+    st_file f;
+    if (st_open(&f, in, &err) < 0) fail_msg("%s", err.msg);
+    st_writer *w = st_writer_new();
+    assert_int_equal(st_writer_set_metadata(w, "written_by", "test", &err), 0);
+    for (int i = f.n_tensors - 1; i >= 0; i--) {
+        const st_tensor *t = &f.tensors[i];
+        const char *name = rename && i == 0 ? rename : t->name;
+        assert_int_equal(st_writer_add(w, name, t->dtype, t->ndim, t->shape, t->data, &err), 0);
+    }
+    if (st_writer_write(w, out, &err) < 0) fail_msg("%s", err.msg);
+    st_writer_free(w);
+    st_close(&f);
+}
+
+static void test_layout_and_metadata_do_not_count(void **state) {
+    (void)state;
+    char a[200], b[200];
+    make_model("layout_a", 3600, a, sizeof a);
+    make_model("layout_b", 3600, b, sizeof b);
+    uint64_t fa = fingerprint(a, 0, NULL);
+    rewrite(a, b, NULL);
+    assert_true(fingerprint(b, 0, NULL) == fa);
+    rewrite(a, b, "renamed.weight");
+    assert_true(fingerprint(b, 0, NULL) != fa);
 }
 
 static void write_text(const char *path, const char *text) {
@@ -190,7 +231,8 @@ static void test_fresh_file_is_not_cached(void **state) {
 
 int main(void) {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_fingerprint_is_xxh3_of_the_files),
+        cmocka_unit_test(test_fingerprint_is_xxh3_of_the_tensors),
+        cmocka_unit_test(test_layout_and_metadata_do_not_count),
         cmocka_unit_test(test_cache),
         cmocka_unit_test(test_fresh_file_is_not_cached),
     };
