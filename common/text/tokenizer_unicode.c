@@ -101,15 +101,20 @@ static int is_mark(uint32_t cp) {
     return c == UTF8PROC_CATEGORY_MN || c == UTF8PROC_CATEGORY_MC || c == UTF8PROC_CATEGORY_ME;
 }
 
-int unicode_strip_accents(const char *s, size_t len, sbuf *out) {
+/* s without the non-ASCII characters drop() names. */
+static int drop_chars(const char *s, size_t len, int (*drop)(uint32_t cp), sbuf *out) {
     if (sbuf_reserve(out, len + 1) < 0) return -1;
     for (size_t i = 0; i < len;) {
         uint32_t cp;
         int l = (unsigned char)s[i] < 0x80 ? 1 : utf8_decode((const unsigned char *)s + i, &cp);
-        if ((l == 1 || !is_mark(cp)) && sbuf_put(out, s + i, (size_t)l) < 0) return -1;
+        if ((l == 1 || !drop(cp)) && sbuf_put(out, s + i, (size_t)l) < 0) return -1;
         i += (size_t)l;
     }
     return sbuf_put(out, "", 0);
+}
+
+int unicode_strip_accents(const char *s, size_t len, sbuf *out) {
+    return drop_chars(s, len, is_mark, out);
 }
 
 const char *unicode_version(void) {
@@ -163,12 +168,5 @@ static int was_mark_in_9(uint32_t cp) {
 }
 
 int unicode_strip_accents_as_tokenizers(const char *s, size_t len, sbuf *out) {
-    if (sbuf_reserve(out, len + 1) < 0) return -1;
-    for (size_t i = 0; i < len;) {
-        uint32_t cp;
-        int l = (unsigned char)s[i] < 0x80 ? 1 : utf8_decode((const unsigned char *)s + i, &cp);
-        if ((l == 1 || !was_mark_in_9(cp)) && sbuf_put(out, s + i, (size_t)l) < 0) return -1;
-        i += (size_t)l;
-    }
-    return sbuf_put(out, "", 0);
+    return drop_chars(s, len, was_mark_in_9, out);
 }

@@ -250,15 +250,20 @@ def with_byte_fallback(tok, decoder):
     return reload(d)
 
 
-def build_llama2():
+def build_sentencepiece(normalizer):
+    """SentencePiece-style BPE behind the given normalizer, decoded as Llama 2 decodes."""
     tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"),
-                                           normalizers.Replace(" ", "\u2581")])
+    tok.normalizer = normalizer
     train(tok, trainers.BpeTrainer(vocab_size=900, min_frequency=2, show_progress=False,
                                    special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=110))
     return with_byte_fallback(tok, decoders.Sequence([
         decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
         decoders.Strip(" ", 1, 0)]))
+
+
+def build_llama2():
+    return build_sentencepiece(normalizers.Sequence([normalizers.Prepend("\u2581"),
+                                                     normalizers.Replace(" ", "\u2581")]))
 
 
 def build_metaspace():
@@ -315,17 +320,10 @@ def build_byte_level(normalizer):
     return tok
 
 
-def build_sp_nfkc():
-    tok = Tokenizer(models.BPE(unk_token="<unk>", byte_fallback=True, fuse_unk=True))
-    tok.normalizer = normalizers.Sequence([
-        normalizers.Strip(left=False, right=True), normalizers.NFKC(),
-        normalizers.Replace(Regex(" {2,}"), " "), normalizers.Prepend("\u2581"),
-        normalizers.Replace(" ", "\u2581")])
-    train(tok, trainers.BpeTrainer(vocab_size=900, min_frequency=2, show_progress=False,
-                                   special_tokens=["<unk>", "<s>", "</s>"], limit_alphabet=110))
-    return with_byte_fallback(tok, decoders.Sequence([
-        decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
-        decoders.Strip(" ", 1, 0)]))
+def sp_nfkc_normalizer():
+    n = normalizers
+    return n.Sequence([n.Strip(left=False, right=True), n.NFKC(), n.Replace(Regex(" {2,}"), " "),
+                       n.Prepend("\u2581"), n.Replace(" ", "\u2581")])
 
 
 # Every normalizer tokenizer.c implements, alone and in the sequences real files use.
@@ -338,9 +336,7 @@ def normalizer_list():
         ("NFD_StripAccents", n.Sequence([n.NFD(), n.StripAccents()])),
         ("NFKD_StripAccents_Lowercase", n.Sequence([n.NFKD(), n.StripAccents(), n.Lowercase()])),
         ("Lowercase_NFC", n.Sequence([n.Lowercase(), n.NFC()])),
-        ("sp_nfkc", n.Sequence([n.Strip(left=False, right=True), n.NFKC(),
-                                n.Replace(Regex(" {2,}"), " "), n.Prepend("\u2581"),
-                                n.Replace(" ", "\u2581")])),
+        ("sp_nfkc", sp_nfkc_normalizer()),
     ]
 
 
@@ -385,7 +381,7 @@ def main():
                     normalizers.NFD(), normalizers.Lowercase()]))),
                 ("accents", lambda: build_byte_level(normalizers.Sequence([
                     normalizers.NFKD(), normalizers.StripAccents(), normalizers.Lowercase()]))),
-                ("sp_nfkc", build_sp_nfkc),
+                ("sp_nfkc", lambda: build_sentencepiece(sp_nfkc_normalizer())),
                 ("demo512", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo512",
                                                                      "tokenizer.json"))),
                 ("demo4096", lambda: Tokenizer.from_file(os.path.join(GOLD, "demo4096",

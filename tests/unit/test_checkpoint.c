@@ -28,6 +28,8 @@
 
 #include <cmocka.h>
 
+#include "file_damage.h"
+
 static char g_dir[64];
 static model *g_gpt2;
 
@@ -173,13 +175,7 @@ static void test_write_load_keep_latest(void **state) {
 
     /* damage: a flipped byte in the moments is found by the hash, and named */
     snprintf(path, sizeof path, "%s/optimizer.safetensors", where);
-    FILE *f = fopen(path, "r+b");
-    assert_non_null(f);
-    fseek(f, 200, SEEK_SET);
-    int ch = fgetc(f);
-    fseek(f, 200, SEEK_SET);
-    fputc(ch ^ 1, f);
-    fclose(f);
+    damage_byte(path, 200, 1);
     assert_int_equal(ckpt_load(where, mods, n_mods, &ck, &err), -1);
     printf("flipped byte: %s\n", err.msg);
     assert_non_null(strstr(err.msg, "optimizer.safetensors"));
@@ -187,16 +183,6 @@ static void test_write_load_keep_latest(void **state) {
     free(m);
     free(v);
     lora_adapter_free(&a);
-}
-
-static void flip_byte(const char *path, long at) {
-    FILE *f = fopen(path, "r+b");
-    assert_non_null(f);
-    fseek(f, at, SEEK_SET);
-    int ch = fgetc(f);
-    fseek(f, at, SEEK_SET);
-    fputc(ch ^ 1, f);
-    fclose(f);
 }
 
 static int sh(const char *fmt, const char *a, const char *b) {
@@ -286,7 +272,7 @@ static void test_sha256_sums(void **state) {
     snprintf(copy, sizeof copy, "%s/flipped_adapter", g_dir);
     assert_int_equal(sh("cp -r '%s' '%s'", dir, copy), 0);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", copy);
-    flip_byte(path, 100);
+    damage_byte(path, 100, 1);
     expect_refused(copy, "flipped adapter byte", "adapter_model.safetensors: its content");
     /* SHA256SUMS missing, or disagreeing with the state file */
     snprintf(copy, sizeof copy, "%s/no_sums", g_dir);
@@ -323,7 +309,7 @@ static void test_verify_plain_folder(void **state) {
     assert_memory_equal(back.params, a.params, a.n_params * sizeof(float));
     lora_adapter_free(&back);
     snprintf(path, sizeof path, "%s/adapter_model.safetensors", dir);
-    flip_byte(path, 300);
+    damage_byte(path, 300, 1);
     assert_int_equal(ckpt_load_adapter(dir, mods, n_mods, &back, &how, &err), -1);
     printf("plain folder with SHA256SUMS, flipped byte: %s\n", err.msg);
     assert_non_null(strstr(err.msg, "adapter_model.safetensors: its content does not match"));
@@ -357,13 +343,13 @@ static void test_legacy_checkpoint(void **state) {
     assert_int_equal(ckpt_verify(dir, &how, &err), 0);
     assert_int_equal(how, CKPT_LEGACY_VERIFIED);
     snprintf(path, sizeof path, "%s/optimizer.safetensors", dir);
-    flip_byte(path, 5000);
+    damage_byte(path, 5000, 1);
     assert_int_equal(ckpt_load(dir, mods, n_mods, &ck, &err), -1);
     printf("legacy checkpoint, flipped byte: %s\n", err.msg);
     assert_non_null(
         strstr(err.msg, "optimizer.safetensors: its content does not match the hash64"));
     /* a format this loraps does not know */
-    flip_byte(path, 5000);
+    damage_byte(path, 5000, 1);
     snprintf(path, sizeof path, "%s/%s", dir, CKPT_STATE_FILE);
     assert_int_equal(sh("sed -i 's/\"format_version\": 1/\"format_version\": 9/' '%s'%s", path, ""),
                      0);

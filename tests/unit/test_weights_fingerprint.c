@@ -27,6 +27,8 @@
 
 #include <cmocka.h>
 
+#include "file_damage.h"
+
 static char g_dir[64];
 
 static int setup(void **state) {
@@ -94,16 +96,6 @@ static uint64_t model_fp(const char *dir) {
     return fp;
 }
 
-static void flip_byte(const char *path, long at) {
-    FILE *f = fopen(path, "r+b");
-    assert_non_null(f);
-    fseek(f, at, SEEK_SET);
-    int ch = fgetc(f);
-    fseek(f, at, SEEK_SET);
-    fputc(ch ^ 0x40, f);
-    fclose(f);
-}
-
 static void test_fingerprint_is_xxh3_of_the_tensors(void **state) {
     (void)state;
     char a[200], b[200], path[300];
@@ -119,7 +111,7 @@ static void test_fingerprint_is_xxh3_of_the_tensors(void **state) {
     snprintf(path, sizeof path, "%s/model.safetensors", b);
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
-    flip_byte(path, (long)st.st_size - 1);
+    damage_byte(path, (long)st.st_size - 1, 0x40);
     assert_true(fingerprint(b, 0, NULL) != fa);
     assert_true(model_fp(b) != ma);
     printf("fingerprint of a: %016llx (weights %016llx)\n", (unsigned long long)ma,
