@@ -151,7 +151,11 @@ int unicode_normalize_as_tokenizers(const char *s, size_t len, unicode_form form
     for (size_t i = 0; i < len && !rc;) {
         size_t j = i, l = 0;
         int in_9 = 1;
-        while (j < len && (l = char_len(s + j, &in_9), in_9)) j += l;
+        for (;;) {
+            while (j < len && (unsigned char)s[j] < 0x80) j++; /* ASCII: Unicode 1.1 */
+            if (j >= len || (l = char_len(s + j, &in_9), !in_9)) break;
+            j += l;
+        }
         if (j > i) rc = unicode_normalize(s + i, j - i, form, out);
         if (!rc && j < len) rc = sbuf_put(out, s + j, l);
         i = j < len ? j + l : j;
