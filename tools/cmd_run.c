@@ -99,11 +99,15 @@ typedef struct proc {
     int status; /* -1 while running */
 } proc;
 
-static proc g_procs[MAX_PROCS];
-static int g_n_procs;
+/* The processes a run started: servers first (shard k is procs[k]), then workers. */
+typedef struct procs {
+    proc p[MAX_PROCS];
+    int n;
+} procs;
 
-/* Starts argv with stdout to out_fd (-1: inherit) and stderr to the log file. */
-static int spawn(const char *name, char *const argv[], const char *log_path, int stdout_to_log) {
+/* Starts argv with stderr (and stdout if stdout_to_log, else inherited) to the log file. */
+static int spawn(procs *ps, const char *name, char *const argv[], const char *log_path,
+                 int stdout_to_log) {
     int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log < 0) {
         fail(log_path, strerror(errno));
@@ -128,25 +132,31 @@ static int spawn(const char *name, char *const argv[], const char *log_path, int
         _exit(127);
     }
     close(log);
-    proc *p = &g_procs[g_n_procs++];
+    proc *p = &ps->p[ps->n++];
     p->pid = pid;
     p->status = -1;
     snprintf(p->name, sizeof p->name, "%s", name);
     return 0;
 }
 
-static int reap(void) {
+static int reap(procs *ps) {
     int changed = 0;
-    for (int i = 0; i < g_n_procs; i++) {
-        if (g_procs[i].status != -1) continue;
+    for (int i = 0; i < ps->n; i++) {
+        if (ps->p[i].status != -1) continue;
         int st;
-        pid_t r = waitpid(g_procs[i].pid, &st, WNOHANG);
-        if (r == g_procs[i].pid) {
-            g_procs[i].status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
+        pid_t r = waitpid(ps->p[i].pid, &st, WNOHANG);
+        if (r == ps->p[i].pid) {
+            ps->p[i].status = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
             changed = 1;
         }
     }
     return changed;
+}
+
+static int n_running(const procs *ps) {
+    int running = 0;
+    for (int i = 0; i < ps->n; i++) running += ps->p[i].status == -1;
+    return running;
 }
 
 static void sleep_ms(int ms) {
@@ -155,22 +165,20 @@ static void sleep_ms(int ms) {
 }
 
 /* SIGTERM to every process still running (by pid), then SIGKILL after the grace period. */
-static void stop_all(int grace_ms) {
-    for (int i = 0; i < g_n_procs; i++)
-        if (g_procs[i].status == -1) kill(g_procs[i].pid, SIGTERM);
+static void stop_all(procs *ps, int grace_ms) {
+    for (int i = 0; i < ps->n; i++)
+        if (ps->p[i].status == -1) kill(ps->p[i].pid, SIGTERM);
     for (int t = 0; t < grace_ms; t += 50) {
-        reap();
-        int running = 0;
-        for (int i = 0; i < g_n_procs; i++) running += g_procs[i].status == -1;
-        if (!running) return;
+        reap(ps);
+        if (!n_running(ps)) return;
         sleep_ms(50);
     }
-    for (int i = 0; i < g_n_procs; i++)
-        if (g_procs[i].status == -1) {
-            fprintf(stderr, "loraps run: %s did not stop; killing it\n", g_procs[i].name);
-            kill(g_procs[i].pid, SIGKILL);
-            waitpid(g_procs[i].pid, NULL, 0);
-            g_procs[i].status = 137;
+    for (int i = 0; i < ps->n; i++)
+        if (ps->p[i].status == -1) {
+            fprintf(stderr, "loraps run: %s did not stop; killing it\n", ps->p[i].name);
+            kill(ps->p[i].pid, SIGKILL);
+            waitpid(ps->p[i].pid, NULL, 0);
+            ps->p[i].status = 137;
         }
 }
 
@@ -317,276 +325,369 @@ done:
     return rc;
 }
 
-int cmd_run(int argc, char **argv) {
-    const char *model_dir = NULL, *out = "loraps-out", *preset = "small", *job_file = NULL;
-    const char *resume = NULL, *data = NULL, *val_file = NULL, *tok_path = NULL, *task = NULL;
-    int n_workers = 2, n_servers = 1, threads_given = 0, metrics_port = -1;
+/* ---- the run: options, preparation, the processes ------------------------------------------ */
+
+/* Everything one `loraps run` holds. */
+typedef struct run {
+    int argc;
+    char **argv;
+    /* options */
+    const char *model_dir, *out, *preset, *job_file, *resume, *data, *val_file, *tok_path, *task;
+    int n_workers, n_servers, threads_given, metrics_port, text_task;
     job j;
-    job_defaults(&j);
+    char **pass; /* the job flags, checked here and passed on to the servers, which own the job */
+    int n_pass;
+    /* what the preparation made */
+    char ps_bin[PATH_MAX + 16], worker_bin[PATH_MAX + 16];
+    char logs[PATH_MAX + 8], demo[PATH_MAX + 64], data_buf[PATH_MAX + 32], job_buf[PATH_MAX + 32];
+    char peers[64 * 32], workers_s[16], threads_s[16], metrics[PATH_MAX + 32];
+    procs procs;
+} run;
+
+/* A step's result: GO_ON, or the exit status the command ends with. */
+enum { GO_ON = -1 };
+
+static int is_flag(const char *a, const char *const *names) {
+    for (; *names; names++)
+        if (!strcmp(a, *names)) return 1;
+    return 0;
+}
+
+/* One of run's own flags (not a job setting), with its value v. */
+static int take_run_flag(run *r, const char *a, const char *v) {
+    if (!v) return fail(a, "needs a value");
+    if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &r->n_servers) < 0)
+        return fail(a, "expected 1..64");
+    if (!strcmp(a, "--model")) r->model_dir = v;
+    if (!strcmp(a, "--out")) r->out = v;
+    if (!strcmp(a, "--preset")) r->preset = v;
+    if (!strcmp(a, "--resume")) r->resume = v;
+    if (!strcmp(a, "--data")) r->data = v;
+    if (!strcmp(a, "--val-file")) r->val_file = v;
+    if (!strcmp(a, "--tokenizer")) r->tok_path = v;
+    if (!strcmp(a, "--task")) {
+        if (strcmp(v, "text") && strcmp(v, "tokens")) return fail(a, "expected text or tokens");
+        r->task = v;
+    }
+    if (!strcmp(a, "--metrics-port") && parse_count(v, 1, 65000, &r->metrics_port) < 0)
+        return fail(a, "expected a port in 1..65000");
+    return GO_ON;
+}
+
+static int parse_options(run *r) {
+    static const char *const RUN_FLAGS[] = {"--servers",  "--model",        "--out",    "--preset",
+                                            "--job",      "--metrics-port", "--resume", "--data",
+                                            "--val-file", "--tokenizer",    "--task",   NULL};
+    int argc = r->argc;
+    char **argv = r->argv;
     lp_err err;
-    /* Job flags are checked here so a typo fails before anything starts; they are then passed
-     * on to the servers, which own the job. */
-    char **pass = calloc((size_t)argc + 1, sizeof *pass);
-    int n_pass = 0;
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--job") && i + 1 < argc) job_file = argv[i + 1];
-    if (job_file && job_load_file(&j, job_file, &err) < 0)
-        return free(pass), fail("--job", err.msg);
+        if (!strcmp(argv[i], "--job") && i + 1 < argc) r->job_file = argv[i + 1];
+    if (r->job_file && job_load_file(&r->j, r->job_file, &err) < 0) return fail("--job", err.msg);
     for (int i = 1; i < argc;) {
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
-            free(pass);
             return 0;
         }
-        if (!strcmp(a, "--servers") || !strcmp(a, "--model") || !strcmp(a, "--out") ||
-            !strcmp(a, "--preset") || !strcmp(a, "--job") || !strcmp(a, "--metrics-port") ||
-            !strcmp(a, "--resume") || !strcmp(a, "--data") || !strcmp(a, "--val-file") ||
-            !strcmp(a, "--tokenizer") || !strcmp(a, "--task")) {
-            if (!v) return free(pass), fail(a, "needs a value");
-            if (!strcmp(a, "--servers") && parse_count(v, 1, 64, &n_servers) < 0)
-                return free(pass), fail(a, "expected 1..64");
-            if (!strcmp(a, "--model")) model_dir = v;
-            if (!strcmp(a, "--out")) out = v;
-            if (!strcmp(a, "--preset")) preset = v;
-            if (!strcmp(a, "--resume")) resume = v;
-            if (!strcmp(a, "--data")) data = v;
-            if (!strcmp(a, "--val-file")) val_file = v;
-            if (!strcmp(a, "--tokenizer")) tok_path = v;
-            if (!strcmp(a, "--task")) {
-                if (strcmp(v, "text") && strcmp(v, "tokens"))
-                    return free(pass), fail(a, "expected text or tokens");
-                task = v;
-            }
-            if (!strcmp(a, "--metrics-port") && parse_count(v, 1, 65000, &metrics_port) < 0)
-                return free(pass), fail(a, "expected a port in 1..65000");
+        if (is_flag(a, RUN_FLAGS)) {
+            int status = take_run_flag(r, a, v);
+            if (status != GO_ON) return status;
             i += 2;
             continue;
         }
-        int start = i;
-        int r = job_parse_flag(&j, argc, argv, &i, &err);
-        if (r < 0) return free(pass), fail(a, err.msg);
-        if (r == 0) return free(pass), fail(a, "unknown option (see loraps run --help)");
-        if (!strncmp(a, "--threads", 9)) threads_given = 1;
-        for (int k = start; k < i; k++) pass[n_pass++] = argv[k];
+        int start = i, rc = job_parse_flag(&r->j, argc, argv, &i, &err);
+        if (rc < 0) return fail(a, err.msg);
+        if (rc == 0) return fail(a, "unknown option (see loraps run --help)");
+        if (!strncmp(a, "--threads", 9)) r->threads_given = 1;
+        for (int k = start; k < i; k++) r->pass[r->n_pass++] = argv[k];
     }
-    if (job_apply_env(&j, &err) < 0 || job_validate(&j, &err) < 0)
-        return free(pass), fail("job", err.msg);
-    if (val_file && !data) return free(pass), fail("--val-file", "needs --data");
-    if (data && task) return free(pass), fail("--task", "is for runs without --data");
-    if (data && j.eval_every > 0 && !val_file && j.val_fraction <= 0)
-        return free(pass),
-               fail("eval_every", "needs validation data: set val_fraction or --val-file");
+    return GO_ON;
+}
+
+static int check_options(run *r) {
+    lp_err err;
+    if (job_apply_env(&r->j, &err) < 0 || job_validate(&r->j, &err) < 0)
+        return fail("job", err.msg);
+    if (r->val_file && !r->data) return fail("--val-file", "needs --data");
+    if (r->data && r->task) return fail("--task", "is for runs without --data");
+    if (r->data && r->j.eval_every > 0 && !r->val_file && r->j.val_fraction <= 0)
+        return fail("eval_every", "needs validation data: set val_fraction or --val-file");
     /* The text task needs a real tokenizer: not the test models of --model, nor tiny's. */
-    int text_task = !data && (task ? !strcmp(task, "text") : !model_dir && strcmp(preset, "tiny"));
-    n_workers = j.workers;
+    r->text_task = !r->data && (r->task ? !strcmp(r->task, "text")
+                                        : !r->model_dir && strcmp(r->preset, "tiny"));
+    r->n_workers = r->j.workers;
     /* --workers is both ours and the job's; the default here is 2, not the job's 1. */
     int workers_given = 0;
-    for (int i = 1; i < argc; i++)
-        if (!strncmp(argv[i], "--workers", 9)) workers_given = 1;
-    if (!workers_given && !getenv("LORAPS_WORKERS")) n_workers = 2;
-    if (n_workers + n_servers > MAX_PROCS) return free(pass), fail("--workers", "too many");
+    for (int i = 1; i < r->argc; i++)
+        if (!strncmp(r->argv[i], "--workers", 9)) workers_given = 1;
+    if (!workers_given && !getenv("LORAPS_WORKERS")) r->n_workers = 2;
+    if (r->n_workers + r->n_servers > MAX_PROCS) return fail("--workers", "too many");
+    return GO_ON;
+}
 
-    char self[PATH_MAX], bin[PATH_MAX], ps_bin[PATH_MAX + 16], worker_bin[PATH_MAX + 16];
+/* loraps-ps and loraps-worker, next to this binary. */
+static int find_daemons(run *r) {
+    char self[PATH_MAX], bin[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (n < 0) return free(pass), fail("/proc/self/exe", strerror(errno));
+    if (n < 0) return fail("/proc/self/exe", strerror(errno));
     self[n] = 0;
     snprintf(bin, sizeof bin, "%s", self);
     char *slash = strrchr(bin, '/');
     if (slash) *slash = 0;
-    snprintf(ps_bin, sizeof ps_bin, "%s/loraps-ps", bin);
-    snprintf(worker_bin, sizeof worker_bin, "%s/loraps-worker", bin);
-    if (access(ps_bin, X_OK) || access(worker_bin, X_OK))
-        return free(pass), fail(bin, "loraps-ps and loraps-worker are not next to loraps");
+    snprintf(r->ps_bin, sizeof r->ps_bin, "%s/loraps-ps", bin);
+    snprintf(r->worker_bin, sizeof r->worker_bin, "%s/loraps-worker", bin);
+    if (access(r->ps_bin, X_OK) || access(r->worker_bin, X_OK))
+        return fail(bin, "loraps-ps and loraps-worker are not next to loraps");
+    return GO_ON;
+}
 
-    char logs[PATH_MAX + 8], demo[PATH_MAX + 64], path[PATH_MAX + 160];
-    snprintf(logs, sizeof logs, "%s/logs", out);
-    if (fs_mkdirs(logs, &err) < 0) return free(pass), fail("--out", err.msg);
-    if (!model_dir) {
-        /* The same cached demo model as loraps train uses, made once. */
-        if (demo_model_ensure(preset, demo, sizeof demo, &err) < 0)
-            return free(pass), fail("demo model", err.msg);
-        model_dir = demo;
-    }
-    char data_buf[PATH_MAX + 32], job_buf[PATH_MAX + 32];
-    if (text_task) {
-        snprintf(data_buf, sizeof data_buf, "%s/demo-text.txt", out);
-        snprintf(job_buf, sizeof job_buf, "%s/demo-job.json", out);
-        if (demo_text_write(data_buf, 4000, j.seed, &err) < 0 ||
-            write_demo_job(job_file, job_buf, &err) < 0)
-            return free(pass), fail("the text task", err.msg);
-        data = data_buf;
-        job_file = job_buf;
-        /* the effective job again: the task's settings, then the user's flags and variables */
-        job_defaults(&j);
-        if (job_load_file(&j, job_file, &err) < 0) return free(pass), fail(job_file, err.msg);
-        for (int i = 0; i < n_pass;) {
-            int r = job_parse_flag(&j, n_pass, pass, &i, &err);
-            if (r <= 0) return free(pass), fail("job", r < 0 ? err.msg : "bad flag");
-        }
-        if (job_apply_env(&j, &err) < 0 || job_validate(&j, &err) < 0)
-            return free(pass), fail("job", err.msg);
-        printf("loraps run: the text task: lines that walk a cycle of words (days, months, "
-               "numbers, colours),\n  written to %s; a validation pass every %d steps\n",
-               data, j.eval_every);
-        if (run_report(model_dir, tok_path ? tok_path : model_dir, NULL, data, NULL, &j, 1, &err) <
-            0)
-            return free(pass), fail("the text task", err.msg);
-    }
+/* The output and log folders, and the demo model unless --model gives one. */
+static int prepare_out(run *r) {
+    lp_err err;
+    snprintf(r->logs, sizeof r->logs, "%s/logs", r->out);
+    if (fs_mkdirs(r->logs, &err) < 0) return fail("--out", err.msg);
+    if (r->model_dir) return GO_ON;
+    /* The same cached demo model as loraps train uses, made once. */
+    if (demo_model_ensure(r->preset, r->demo, sizeof r->demo, &err) < 0)
+        return fail("demo model", err.msg);
+    r->model_dir = r->demo;
+    return GO_ON;
+}
 
-    char peers[64 * 32] = "";
-    for (int k = 0; k < n_servers; k++) {
+/* The effective job again, from the text task's job file: then the user's flags and variables. */
+static int reload_job(run *r) {
+    lp_err err;
+    job_defaults(&r->j);
+    if (job_load_file(&r->j, r->job_file, &err) < 0) return fail(r->job_file, err.msg);
+    for (int i = 0; i < r->n_pass;) {
+        int rc = job_parse_flag(&r->j, r->n_pass, r->pass, &i, &err);
+        if (rc <= 0) return fail("job", rc < 0 ? err.msg : "bad flag");
+    }
+    if (job_apply_env(&r->j, &err) < 0 || job_validate(&r->j, &err) < 0)
+        return fail("job", err.msg);
+    return GO_ON;
+}
+
+/* The text task: its data and job file in OUT, and the base model's report before training. */
+static int prepare_text_task(run *r) {
+    if (!r->text_task) return GO_ON;
+    lp_err err;
+    snprintf(r->data_buf, sizeof r->data_buf, "%s/demo-text.txt", r->out);
+    snprintf(r->job_buf, sizeof r->job_buf, "%s/demo-job.json", r->out);
+    if (demo_text_write(r->data_buf, 4000, r->j.seed, &err) < 0 ||
+        write_demo_job(r->job_file, r->job_buf, &err) < 0)
+        return fail("the text task", err.msg);
+    r->data = r->data_buf;
+    r->job_file = r->job_buf;
+    int status = reload_job(r);
+    if (status != GO_ON) return status;
+    printf("loraps run: the text task: lines that walk a cycle of words (days, months, "
+           "numbers, colours),\n  written to %s; a validation pass every %d steps\n",
+           r->data, r->j.eval_every);
+    const char *tok = r->tok_path ? r->tok_path : r->model_dir;
+    if (run_report(r->model_dir, tok, NULL, r->data, NULL, &r->j, 1, &err) < 0)
+        return fail("the text task", err.msg);
+    return GO_ON;
+}
+
+/* The servers' ports, the threads per process, and what the run will be. */
+static int plan_processes(run *r) {
+    r->peers[0] = 0;
+    for (int k = 0; k < r->n_servers; k++) {
         int port = free_port();
-        if (port < 0) return free(pass), fail("ports", "no free port on 127.0.0.1");
-        size_t used = strlen(peers);
-        snprintf(peers + used, sizeof peers - used, "%stcp://127.0.0.1:%d", k ? "," : "", port);
+        if (port < 0) return fail("ports", "no free port on 127.0.0.1");
+        size_t used = strlen(r->peers);
+        snprintf(r->peers + used, sizeof r->peers - used, "%stcp://127.0.0.1:%d", k ? "," : "",
+                 port);
     }
-    char workers_s[16], threads_s[16];
-    snprintf(workers_s, sizeof workers_s, "%d", n_workers);
+    snprintf(r->workers_s, sizeof r->workers_s, "%d", r->n_workers);
     long cores = sysconf(_SC_NPROCESSORS_ONLN);
-    int threads = (int)(cores / n_workers) > 0 ? (int)(cores / n_workers) : 1;
-    snprintf(threads_s, sizeof threads_s, "%d", threads);
+    int threads = (int)(cores / r->n_workers) > 0 ? (int)(cores / r->n_workers) : 1;
+    snprintf(r->threads_s, sizeof r->threads_s, "%d", threads);
     /* Servers and workers share these cores: OpenMP threads that busy-wait between parallel
      * regions would steal them from each other (measured: steps 1.8x slower). The children
      * read this at start-up; a user's own setting wins. */
     setenv("OMP_WAIT_POLICY", "PASSIVE", 0);
-    printf("loraps run: %d server shard(s) at %s, %d worker(s), model %s\n", n_servers, peers,
-           n_workers, model_dir);
-    printf("loraps run: adapter and statistics in %s, logs in %s\n", out, logs);
-    if (metrics_port > 0)
-        printf("loraps run: metrics on http://127.0.0.1:%d-%d/metrics\n", metrics_port,
-               metrics_port + n_servers + n_workers - 1);
+    printf("loraps run: %d server shard(s) at %s, %d worker(s), model %s\n", r->n_servers, r->peers,
+           r->n_workers, r->model_dir);
+    printf("loraps run: adapter and statistics in %s, logs in %s\n", r->out, r->logs);
+    if (r->metrics_port > 0)
+        printf("loraps run: metrics on http://127.0.0.1:%d-%d/metrics\n", r->metrics_port,
+               r->metrics_port + r->n_servers + r->n_workers - 1);
     fflush(stdout);
+    return GO_ON;
+}
 
+static int start_server(run *r, int k) {
+    char shard_s[16], name[32], mport_s[16], path[PATH_MAX + 160];
+    snprintf(shard_s, sizeof shard_s, "%d", k);
+    snprintf(mport_s, sizeof mport_s, "%d", r->metrics_port + k);
+    char *av[32 + r->n_pass];
+    int c = 0;
+    av[c++] = r->ps_bin;
+    av[c++] = "--model", av[c++] = (char *)r->model_dir;
+    av[c++] = "--shard", av[c++] = shard_s;
+    av[c++] = "--peers", av[c++] = r->peers;
+    av[c++] = "--out", av[c++] = (char *)r->out;
+    av[c++] = "--workers", av[c++] = r->workers_s;
+    av[c++] = "--metrics", av[c++] = r->metrics;
+    if (!r->threads_given) av[c++] = "--threads", av[c++] = r->threads_s;
+    if (r->metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
+    if (r->resume) av[c++] = "--resume", av[c++] = (char *)r->resume;
+    if (r->job_file) av[c++] = "--job", av[c++] = (char *)r->job_file;
+    for (int i = 0; i < r->n_pass; i++) av[c++] = r->pass[i];
+    av[c] = NULL;
+    snprintf(name, sizeof name, "ps-%d", k);
+    snprintf(path, sizeof path, "%s/%s.log", r->logs, name);
+    return spawn(&r->procs, name, av, path, k != 0);
+}
+
+static int start_worker(run *r, int k) {
+    char rank_s[16], stats[PATH_MAX + 32], name[32], mport_s[16], path[PATH_MAX + 160];
+    snprintf(rank_s, sizeof rank_s, "%d", k);
+    snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", r->out, k);
+    snprintf(mport_s, sizeof mport_s, "%d", r->metrics_port + r->n_servers + k);
+    char *av[24];
+    int c = 0;
+    av[c++] = r->worker_bin;
+    av[c++] = "--servers", av[c++] = r->peers;
+    av[c++] = "--model", av[c++] = (char *)r->model_dir;
+    av[c++] = "--rank", av[c++] = rank_s;
+    av[c++] = "--stats", av[c++] = stats;
+    if (r->metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
+    if (r->data) av[c++] = "--data", av[c++] = (char *)r->data;
+    if (r->val_file) av[c++] = "--val-file", av[c++] = (char *)r->val_file;
+    if (r->tok_path) av[c++] = "--tokenizer", av[c++] = (char *)r->tok_path;
+    av[c] = NULL;
+    snprintf(name, sizeof name, "worker-%d", k);
+    snprintf(path, sizeof path, "%s/%s.log", r->logs, name);
+    return spawn(&r->procs, name, av, path, 1);
+}
+
+/* Ctrl-C and SIGTERM stop the run, then every process, cleanly. */
+static void install_signals(void) {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_signal;
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
+}
 
-    char metrics[PATH_MAX + 32];
-    snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
-    unlink(metrics);
+/* The servers, then the workers; if one cannot start, the others are stopped. */
+static int start_processes(run *r) {
+    install_signals();
+    snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->out);
+    unlink(r->metrics);
     int rc = 0;
-    for (int k = 0; k < n_servers && rc == 0; k++) {
-        char shard_s[16], name[32];
-        snprintf(shard_s, sizeof shard_s, "%d", k);
-        char *av[64 + 2 * argc];
-        int c = 0;
-        av[c++] = ps_bin;
-        av[c++] = "--model";
-        av[c++] = (char *)model_dir;
-        av[c++] = "--shard";
-        av[c++] = shard_s;
-        av[c++] = "--peers";
-        av[c++] = peers;
-        av[c++] = "--out";
-        av[c++] = (char *)out;
-        av[c++] = "--workers";
-        av[c++] = workers_s;
-        av[c++] = "--metrics";
-        av[c++] = metrics;
-        if (!threads_given) av[c++] = "--threads", av[c++] = threads_s;
-        char mport_s[16];
-        snprintf(mport_s, sizeof mport_s, "%d", metrics_port + k);
-        if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
-        if (resume) av[c++] = "--resume", av[c++] = (char *)resume;
-        if (job_file) av[c++] = "--job", av[c++] = (char *)job_file;
-        for (int i = 0; i < n_pass; i++) av[c++] = pass[i];
-        av[c] = NULL;
-        snprintf(name, sizeof name, "ps-%d", k);
-        snprintf(path, sizeof path, "%s/%s.log", logs, name);
-        rc = spawn(name, av, path, k != 0);
-    }
-    for (int k = 0; k < n_workers && rc == 0; k++) {
-        char rank_s[16], stats[PATH_MAX + 32], name[32];
-        snprintf(rank_s, sizeof rank_s, "%d", k);
-        snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", out, k);
-        char mport_s[16];
-        snprintf(mport_s, sizeof mport_s, "%d", metrics_port + n_servers + k);
-        char *av[24];
-        int c = 0;
-        av[c++] = worker_bin;
-        av[c++] = "--servers", av[c++] = peers;
-        av[c++] = "--model", av[c++] = (char *)model_dir;
-        av[c++] = "--rank", av[c++] = rank_s;
-        av[c++] = "--stats", av[c++] = stats;
-        if (metrics_port > 0) av[c++] = "--metrics-port", av[c++] = mport_s;
-        if (data) av[c++] = "--data", av[c++] = (char *)data;
-        if (val_file) av[c++] = "--val-file", av[c++] = (char *)val_file;
-        if (tok_path) av[c++] = "--tokenizer", av[c++] = (char *)tok_path;
-        av[c] = NULL;
-        snprintf(name, sizeof name, "worker-%d", k);
-        snprintf(path, sizeof path, "%s/%s.log", logs, name);
-        rc = spawn(name, av, path, 1);
-    }
-    free(pass);
-    if (rc) {
-        stop_all(3000);
-        return 1;
-    }
+    for (int k = 0; k < r->n_servers && rc == 0; k++) rc = start_server(r, k);
+    for (int k = 0; k < r->n_workers && rc == 0; k++) rc = start_worker(r, k);
+    if (rc == 0) return GO_ON;
+    stop_all(&r->procs, 3000);
+    return 1;
+}
 
-    /* Shard 0 ends the job; a server that fails ends it too. If every worker has gone, the
-     * servers would wait for members forever: stop them. */
+/* Reports each process that has failed since the last call; 1 if a server did. */
+static int report_failures(run *r) {
+    int server_failed = 0;
+    for (int i = 0; i < r->procs.n; i++) {
+        proc *p = &r->procs.p[i];
+        if (p->status <= 0 || p->status == 255) continue;
+        report_exit(p, r->logs);
+        p->status = 255; /* reported */
+        if (i < r->n_servers) server_failed = 1;
+    }
+    return server_failed;
+}
+
+static int64_t now_ms(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Until the job ends: shard 0 ends it; a server that fails ends it too. If every worker has
+ * gone, the servers would wait for members forever: stop them. The exit status so far. */
+static int supervise(run *r) {
     int64_t workers_gone_at = 0;
-    int exit_code = 0;
     while (!g_stop) {
         sleep_ms(50);
-        if (reap()) {
-            for (int i = 0; i < g_n_procs; i++)
-                if (g_procs[i].status > 0 && g_procs[i].status != 255) {
-                    report_exit(&g_procs[i], logs);
-                    g_procs[i].status = 255; /* reported */
-                    if (i < n_servers) exit_code = 1;
-                }
-        }
-        if (exit_code) break;
+        if (reap(&r->procs) && report_failures(r)) return 1;
         int servers_running = 0, workers_running = 0;
-        for (int i = 0; i < g_n_procs; i++) {
-            if (g_procs[i].status != -1) continue;
-            if (i < n_servers)
+        for (int i = 0; i < r->procs.n; i++) {
+            if (r->procs.p[i].status != -1) continue;
+            if (i < r->n_servers)
                 servers_running++;
             else
                 workers_running++;
         }
-        if (!servers_running) break;
-        if (!workers_running) {
-            struct timespec ts;
-            clock_gettime(CLOCK_MONOTONIC, &ts);
-            int64_t now = (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-            if (!workers_gone_at) workers_gone_at = now;
-            if (now - workers_gone_at > 5000) {
-                fprintf(stderr, "loraps run: every worker has exited; stopping the servers\n");
-                exit_code = 1;
-                break;
-            }
+        if (!servers_running) return 0;
+        if (workers_running) continue;
+        int64_t now = now_ms();
+        if (!workers_gone_at) workers_gone_at = now;
+        if (now - workers_gone_at > 5000) {
+            fprintf(stderr, "loraps run: every worker has exited; stopping the servers\n");
+            return 1;
         }
     }
+    return 0;
+}
+
+/* Every process stopped; those that failed reported. The exit status. */
+static int wind_down(run *r, int exit_code) {
     if (g_stop) fprintf(stderr, "\nloraps run: stopping (signal %d)\n", (int)g_stop);
     /* Workers finish by themselves once the servers say "done"; give them a moment. */
     for (int t = 0; t < 5000 && !g_stop; t += 50) {
-        reap();
-        int running = 0;
-        for (int i = 0; i < g_n_procs; i++) running += g_procs[i].status == -1;
-        if (!running) break;
+        reap(&r->procs);
+        if (!n_running(&r->procs)) break;
         sleep_ms(50);
     }
-    stop_all(5000);
-    for (int i = 0; i < g_n_procs; i++)
-        if (g_procs[i].status > 0 && g_procs[i].status != 255 && !g_stop) {
-            report_exit(&g_procs[i], logs);
+    stop_all(&r->procs, 5000);
+    for (int i = 0; i < r->procs.n; i++)
+        if (r->procs.p[i].status > 0 && r->procs.p[i].status != 255 && !g_stop) {
+            report_exit(&r->procs.p[i], r->logs);
             exit_code = 1;
         }
-    snprintf(path, sizeof path, "%s/adapter_model.safetensors", out);
-    if (!exit_code && fs_exists(path)) {
-        printf("loraps run: adapter written to %s\n", path);
-        /* the validation loss of the final adapter (and the text task's samples) */
-        size_t dn = data ? strlen(data) : 0;
-        int is_bin = dn >= 4 && !strcmp(data + dn - 4, ".bin");
-        const char *tp = tok_path ? tok_path : is_bin ? NULL : model_dir;
-        if (data && (text_task || j.eval_every > 0) && !g_stop &&
-            run_report(model_dir, tp, out, data, val_file, &j, text_task, &err) < 0)
-            fprintf(stderr, "loraps run: the after-training report: %s\n", err.msg);
-    }
+    return exit_code;
+}
+
+/* The adapter, and the validation loss of the final adapter (and the text task's samples). */
+static void report_after(const run *r) {
+    char path[PATH_MAX + 160];
+    lp_err err;
+    snprintf(path, sizeof path, "%s/adapter_model.safetensors", r->out);
+    if (!fs_exists(path)) return;
+    printf("loraps run: adapter written to %s\n", path);
+    size_t dn = r->data ? strlen(r->data) : 0;
+    int is_bin = dn >= 4 && !strcmp(r->data + dn - 4, ".bin");
+    const char *tp = r->tok_path ? r->tok_path : is_bin ? NULL : r->model_dir;
+    if (r->data && (r->text_task || r->j.eval_every > 0) && !g_stop &&
+        run_report(r->model_dir, tp, r->out, r->data, r->val_file, &r->j, r->text_task, &err) < 0)
+        fprintf(stderr, "loraps run: the after-training report: %s\n", err.msg);
+}
+
+static int run_job(run *r) {
+    int exit_code = wind_down(r, supervise(r));
+    if (!exit_code) report_after(r);
     return g_stop ? 0 : exit_code;
+}
+
+int cmd_run(int argc, char **argv) {
+    static int (*const STEPS[])(run *) = {
+        parse_options,     check_options,  find_daemons,    prepare_out,
+        prepare_text_task, plan_processes, start_processes, run_job};
+    run *r = calloc(1, sizeof *r);
+    char **pass = calloc((size_t)argc + 1, sizeof *pass);
+    int status = r && pass ? GO_ON : fail("loraps run", "out of memory");
+    if (r && pass) {
+        r->argc = argc, r->argv = argv, r->pass = pass;
+        r->out = "loraps-out", r->preset = "small";
+        r->n_workers = 2, r->n_servers = 1, r->metrics_port = -1;
+        job_defaults(&r->j);
+    }
+    for (size_t i = 0; status == GO_ON && i < sizeof STEPS / sizeof STEPS[0]; i++)
+        status = STEPS[i](r);
+    free(pass);
+    free(r);
+    return status;
 }
