@@ -51,119 +51,156 @@ static int fail(const char *what, const lp_err *err) {
     return 1;
 }
 
-int cmd_train(int argc, char **argv) {
-    const char *model_dir = NULL, *preset = "small", *out = NULL, *job_file = NULL;
-    const char *data = NULL, *val_file = NULL, *tok_path = NULL;
+/* A step's result: GO_ON, or the exit status the command ends with. */
+enum { GO_ON = -1 };
+
+/* What one `loraps train` holds, freed in one place. */
+typedef struct train_run {
+    const char *model_dir, *preset, *out, *job_file, *data, *val_file, *tok_path;
     job j;
-    job_defaults(&j);
+    char demo_dir[4096];
+    model *m;
+    lora_adapter a;
+    int have_adapter;
+    data_source src;
+    int have_src;
+} train_run;
+
+/* One of train's own options (not a job setting), with its value v. */
+static int take_option(train_run *t, const char *a, const char *v) {
+    if (!strcmp(a, "--model"))
+        t->model_dir = v;
+    else if (!strcmp(a, "--preset"))
+        t->preset = v;
+    else if (!strcmp(a, "--out"))
+        t->out = v;
+    else if (!strcmp(a, "--data"))
+        t->data = v;
+    else if (!strcmp(a, "--val-file"))
+        t->val_file = v;
+    else if (!strcmp(a, "--tokenizer"))
+        t->tok_path = v;
+    else if (strcmp(a, "--job")) {
+        fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
+        usage(stderr);
+        return 2;
+    }
+    return GO_ON;
+}
+
+static int parse_options(train_run *t, int argc, char **argv) {
     lp_err err;
     /* The job file comes first, whatever its place on the command line; flags override it. */
     for (int i = 1; i + 1 < argc; i++)
-        if (!strcmp(argv[i], "--job")) job_file = argv[i + 1];
-    if (job_file && job_load_file(&j, job_file, &err) < 0) return fail("--job", &err);
+        if (!strcmp(argv[i], "--job")) t->job_file = argv[i + 1];
+    if (t->job_file && job_load_file(&t->j, t->job_file, &err) < 0) return fail("--job", &err);
     for (int i = 1; i < argc;) {
         const char *a = argv[i];
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) {
             usage(stdout);
             return 0;
         }
-        int rc = job_parse_flag(&j, argc, argv, &i, &err);
+        int rc = job_parse_flag(&t->j, argc, argv, &i, &err);
         if (rc < 0) return fail("bad option", &err);
         if (rc > 0) continue;
         if (i + 1 >= argc) {
             fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
             return 2;
         }
-        if (!strcmp(a, "--model"))
-            model_dir = argv[i + 1];
-        else if (!strcmp(a, "--preset"))
-            preset = argv[i + 1];
-        else if (!strcmp(a, "--out"))
-            out = argv[i + 1];
-        else if (!strcmp(a, "--data"))
-            data = argv[i + 1];
-        else if (!strcmp(a, "--val-file"))
-            val_file = argv[i + 1];
-        else if (!strcmp(a, "--tokenizer"))
-            tok_path = argv[i + 1];
-        else if (strcmp(a, "--job")) {
-            fprintf(stderr, "loraps train: error: unknown option '%s'\n", a);
-            usage(stderr);
-            return 2;
-        }
+        if ((rc = take_option(t, a, argv[i + 1])) != GO_ON) return rc;
         i += 2;
     }
-    if (job_apply_env(&j, &err) < 0) return fail("environment", &err);
-    if (job_validate(&j, &err) < 0) return fail("job", &err);
+    if (job_apply_env(&t->j, &err) < 0) return fail("environment", &err);
+    if (job_validate(&t->j, &err) < 0) return fail("job", &err);
+    return GO_ON;
+}
 
-    char demo_dir[4096];
-    if (!model_dir) {
-        if (demo_model_ensure(preset, demo_dir, sizeof demo_dir, &err) < 0)
+/* The model (the demo model of --preset without --model) and the job's fresh adapter. */
+static int load_model(train_run *t) {
+    lp_err err;
+    if (!t->model_dir) {
+        if (demo_model_ensure(t->preset, t->demo_dir, sizeof t->demo_dir, &err) < 0)
             return fail("demo model", &err);
-        model_dir = demo_dir;
+        t->model_dir = t->demo_dir;
     }
-    model *m;
-    if (model_load(&m, model_dir, &err) < 0) return fail("model", &err);
+    if (model_load(&t->m, t->model_dir, &err) < 0) return fail("model", &err);
     lora_config lc;
-    lora_adapter a;
     const lora_module *mods;
-    int n_mods = model_lora_modules(m, &mods);
-    if (job_lora_config(&j, &lc, &err) < 0) {
-        model_free(m);
-        return fail("adapter", &err);
-    }
-    int built = lora_adapter_build(&a, &lc, mods, n_mods, &err);
+    int n_mods = model_lora_modules(t->m, &mods);
+    if (job_lora_config(&t->j, &lc, &err) < 0) return fail("adapter", &err);
+    int built = lora_adapter_build(&t->a, &lc, mods, n_mods, &err);
     lora_config_free(&lc);
-    if (built < 0) {
-        model_free(m);
-        return fail("adapter", &err);
-    }
-    lora_adapter_init(&a, j.seed); /* as the parameter server does */
-    int rc = 0;
+    if (built < 0) return fail("adapter", &err);
+    t->have_adapter = 1;
+    lora_adapter_init(&t->a, t->j.seed); /* as the parameter server does */
+    return GO_ON;
+}
 
+static void print_config(const train_run *t) {
+    const model *m = t->m;
     printf("loraps train: model %s (%s, %.1f MB of frozen weights, fingerprint %016llx)\n",
-           model_dir, model_arch(m), model_weight_bytes(m) / 1e6,
+           t->model_dir, model_arch(m), model_weight_bytes(m) / 1e6,
            (unsigned long long)model_fingerprint(m));
-    printf("loraps train: adapter %d modules, %zu parameters (%.3f%% of the model)\n", a.n_sites,
-           a.n_params, 100.0 * a.n_params * sizeof(float) / model_weight_bytes(m));
+    printf("loraps train: adapter %d modules, %zu parameters (%.3f%% of the model)\n", t->a.n_sites,
+           t->a.n_params, 100.0 * t->a.n_params * sizeof(float) / model_weight_bytes(m));
     printf("loraps train: effective configuration\n");
-    job_print(&j, stdout, "  ");
+    job_print(&t->j, stdout, "  ");
     fflush(stdout);
+}
 
-    data_source src;
+/* --data (cut into sequences by the job), or the embedded demo task. */
+static int open_data(train_run *t) {
+    lp_err err;
     dataset_options o;
-    int is_bin = data && strlen(data) >= 4 && !strcmp(data + strlen(data) - 4, ".bin");
-    if (!data && val_file) {
+    const char *data = t->data;
+    if (!data && t->val_file) {
         snprintf(err.msg, sizeof err.msg, "needs --data");
-        rc = -1;
-    } else if (!data) {
-        data_source_open_demo(&src, j.seed, model_vocab_size(m));
-    } else if (job_data_options(&j, &o, &err) < 0) {
-        rc = -1;
+        return fail("--val-file", &err);
+    }
+    if (!data) {
+        data_source_open_demo(&t->src, t->j.seed, model_vocab_size(t->m));
     } else {
-        o.val_path = val_file;
-        o.vocab_size = model_vocab_size(m); /* ids must fit the model */
+        if (job_data_options(&t->j, &o, &err) < 0) return fail("--data", &err);
+        o.val_path = t->val_file;
+        o.vocab_size = model_vocab_size(t->m); /* ids must fit the model */
         /* text takes the model's tokenizer unless told otherwise; a .bin needs none */
-        const char *tp = tok_path ? tok_path : is_bin ? NULL : model_dir;
-        rc = data_source_open_file(&src, data, tp, &o, &err);
+        int is_bin = strlen(data) >= 4 && !strcmp(data + strlen(data) - 4, ".bin");
+        const char *tp = t->tok_path ? t->tok_path : is_bin ? NULL : t->model_dir;
+        if (data_source_open_file(&t->src, data, tp, &o, &err) < 0) return fail("--data", &err);
     }
-    if (rc < 0) {
-        lora_adapter_free(&a);
-        model_free(m);
-        return fail(val_file && !data ? "--val-file" : "--data", &err);
-    }
-    printf("loraps train: data %s\n", data_source_name(&src));
+    t->have_src = 1;
+    printf("loraps train: data %s\n", data_source_name(&t->src));
     fflush(stdout);
-    rc = local_train_source(&j, m, &a, &src, print_step, NULL, &err);
-    data_source_close(&src);
-    if (rc < 0) fail("training", &err);
-    if (rc == 0 && out) {
-        if (peft_save(out, &a, model_dir, model_fan_in_fan_out(m), &err) < 0)
-            rc = fail("--out", &err);
-        else
-            printf("loraps train: adapter written to %s (PEFT format)\n", out);
+    return GO_ON;
+}
+
+/* The training, then the adapter in PEFT format (--out). */
+static int train_and_save(train_run *t) {
+    lp_err err;
+    if (local_train_source(&t->j, t->m, &t->a, &t->src, print_step, NULL, &err) < 0)
+        return fail("training", &err);
+    if (!t->out) return 0;
+    if (peft_save(t->out, &t->a, t->model_dir, model_fan_in_fan_out(t->m), &err) < 0)
+        return fail("--out", &err);
+    printf("loraps train: adapter written to %s (PEFT format)\n", t->out);
+    return 0;
+}
+
+int cmd_train(int argc, char **argv) {
+    train_run *t = calloc(1, sizeof *t);
+    if (!t) return fprintf(stderr, "loraps train: error: out of memory\n"), 1;
+    t->preset = "small";
+    job_defaults(&t->j);
+    int rc = parse_options(t, argc, argv);
+    if (rc == GO_ON) rc = load_model(t);
+    if (rc == GO_ON) {
+        print_config(t);
+        rc = open_data(t);
     }
-    lora_adapter_free(&a);
-    model_free(m);
-    return rc ? 1 : 0;
+    if (rc == GO_ON) rc = train_and_save(t);
+    if (t->have_src) data_source_close(&t->src);
+    if (t->have_adapter) lora_adapter_free(&t->a);
+    model_free(t->m);
+    free(t);
+    return rc;
 }
