@@ -29,6 +29,13 @@
 #include <stdatomic.h>
 #include <stdint.h>
 
+/* Why a shard must be joined again (worker_shard.rejoin). */
+enum {
+    WORKER_REJOIN_NOT_MEMBER = 1,   /* it answered "unknown worker" or a step error */
+    WORKER_REJOIN_DISCONNECTED = 2, /* the heartbeat connection dropped (a restart, a crash) */
+    WORKER_REJOIN_SOCKET_CLOSED = 3 /* closed to drop the frames of a push it never took */
+};
+
 typedef struct worker_shard {
     char endpoint[256];
     void *sock; /* DEALER: requests and replies; NULL once closed to drop unsent frames */
@@ -36,7 +43,7 @@ typedef struct worker_shard {
     _Atomic uint64_t worker_id;
     uint64_t instance;
     _Atomic int64_t last_ok_ms; /* last reply of any kind (heartbeats included) */
-    atomic_int rejoin;          /* join again: told we are not a member, or the socket closed */
+    atomic_int rejoin;          /* join again: why (WORKER_REJOIN_*), or 0 */
     atomic_int frames_held;     /* zero-copy gradient frames libzmq still holds (worker_grads.c) */
     int n;                      /* tensors on this shard */
     uint32_t *index;

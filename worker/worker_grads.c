@@ -35,7 +35,7 @@ static void drop_unsent(worker *w, worker_shard *s) {
     zmq_setsockopt(s->sock, ZMQ_LINGER, &linger, sizeof linger);
     zmq_close(s->sock);
     s->sock = NULL;
-    atomic_store(&s->rejoin, 1);
+    atomic_store(&s->rejoin, WORKER_REJOIN_SOCKET_CLOSED);
 }
 
 /* The first shard that still holds frames (closing the sockets of lost servers), or NULL. */

@@ -207,6 +207,18 @@ int worker_join(worker *w, int k, uint64_t *start_step, lp_err *err) {
     return WN_STOP;
 }
 
+static const char *rejoin_reason(const worker_shard *s, int lost) {
+    switch (atomic_load(&s->rejoin)) {
+    case WORKER_REJOIN_DISCONNECTED:
+        return "the connection dropped (the server restarted or went away)";
+    case WORKER_REJOIN_SOCKET_CLOSED:
+        return "its socket was closed";
+    case WORKER_REJOIN_NOT_MEMBER:
+        return "not a member any more";
+    }
+    return lost ? "no answer within the heartbeat timeout" : "not a member any more";
+}
+
 int worker_rejoin_lost(worker *w, uint64_t *start_step, lp_err *err) {
     int64_t now = wire_now_ms();
     uint64_t start = 0;
@@ -215,10 +227,7 @@ int worker_rejoin_lost(worker *w, uint64_t *start_step, lp_err *err) {
         worker_shard *s = &w->shards[k];
         int lost = now - atomic_load(&s->last_ok_ms) > w->job.heartbeat_timeout_ms;
         if (!atomic_load(&s->rejoin) && !lost && atomic_load(&s->worker_id) && s->sock) continue;
-        worker_log(w, "%s: %s; joining again", s->endpoint,
-                   lost      ? "no answer within the heartbeat timeout"
-                   : s->sock ? "not a member any more"
-                             : "its socket was closed");
+        worker_log(w, "%s: %s; joining again", s->endpoint, rejoin_reason(s, lost));
         uint64_t st;
         int rc = worker_join(w, k, &st, err);
         if (rc != WN_OK) return rc;
@@ -236,7 +245,7 @@ static int take_error(worker *w, worker_shard *s, const Loraps__Error *e, lp_err
     if (e->code == LORAPS__ERROR_CODE__ERR_UNKNOWN_WORKER ||
         e->code == LORAPS__ERROR_CODE__ERR_STEP) {
         worker_log(w, "%s: %s: %s", s->endpoint, wire_error_name(e->code), e->message);
-        atomic_store(&s->rejoin, 1);
+        atomic_store(&s->rejoin, WORKER_REJOIN_NOT_MEMBER);
         return WN_REJOIN;
     }
     lp_fail(err, "%s: %s: %s", s->endpoint, wire_error_name(e->code), e->message);
@@ -328,15 +337,17 @@ static int wait_all(worker *w, int want, lp_err *err) {
     }
 }
 
-/* Every exchange needs every shard's socket: one closed (worker_grads.c) means joining again. */
-static int all_sockets_open(const worker *w) {
+/* An exchange starts only when every shard's membership is good: none flagged for joining again
+ * (a request carrying an old instance's worker id could pass for another rank's), and every
+ * socket open (worker_grads.c may have closed one). */
+static int ready_for_exchange(const worker *w) {
     for (int k = 0; k < w->cfg.n_servers; k++)
-        if (!w->shards[k].sock) return 0;
+        if (!w->shards[k].sock || atomic_load(&w->shards[k].rejoin)) return 0;
     return 1;
 }
 
 int worker_pull_all(worker *w, uint64_t version, uint64_t step, lp_err *err) {
-    if (!all_sockets_open(w)) return WN_REJOIN;
+    if (!ready_for_exchange(w)) return WN_REJOIN;
     for (int k = 0; k < w->cfg.n_servers; k++) {
         worker_shard *s = &w->shards[k];
         Loraps__Header hdr = LORAPS__HEADER__INIT;
@@ -371,7 +382,7 @@ static int send_push(worker *w, worker_shard *s, Loraps__Push *p, lp_err *err) {
 }
 
 int worker_push_all(worker *w, const worker_push *push, lp_err *err) {
-    if (!all_sockets_open(w)) return WN_REJOIN;
+    if (!ready_for_exchange(w)) return WN_REJOIN;
     Loraps__EvalResult ev = LORAPS__EVAL_RESULT__INIT;
     Loraps__Push p = LORAPS__PUSH__INIT;
     p.step = push->step;

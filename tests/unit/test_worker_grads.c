@@ -165,7 +165,7 @@ static void test_lost_server_frames_dropped(void **state) {
     assert_int_equal(worker_grads_release(&f->w, &err), WN_REJOIN);
     assert_int_equal(atomic_load(&f->shard.frames_held), 0);
     assert_null(f->shard.sock);
-    assert_int_equal(atomic_load(&f->shard.rejoin), 1);
+    assert_int_equal(atomic_load(&f->shard.rejoin), WORKER_REJOIN_SOCKET_CLOSED);
     destroy(f);
 }
 
