@@ -33,8 +33,6 @@ static void usage(FILE *out) {
             "  --all   list every tensor (default: the first 40 of each file)\n");
 }
 
-static int g_all;
-
 static void human(char *buf, size_t n, double b) {
     if (b >= 1e9)
         snprintf(buf, n, "%.2f GB", b / 1e9);
@@ -68,11 +66,12 @@ static int64_t non_finite(const st_tensor *t) {
     return bad;
 }
 
-static void list_tensors(const st_file *f, const char *indent) {
+/* The tensors, the first 40 only unless all. */
+static void list_tensors(const st_file *f, const char *indent, int all) {
     int shown = 0;
     for (int i = 0; i < f->n_tensors; i++) {
         const st_tensor *t = &f->tensors[i];
-        if (!g_all && shown == 40) {
+        if (!all && shown == 40) {
             printf("%s... %d more (--all lists them)\n", indent, f->n_tensors - 40);
             break;
         }
@@ -86,7 +85,7 @@ static void list_tensors(const st_file *f, const char *indent) {
     }
 }
 
-static int file_summary(const char *path, const char *indent, int list) {
+static int file_summary(const char *path, const char *indent, int list, int all) {
     lp_err err;
     st_file f;
     if (st_open(&f, path, &err) < 0) {
@@ -106,7 +105,7 @@ static int file_summary(const char *path, const char *indent, int list) {
     if (list) {
         char in2[32];
         snprintf(in2, sizeof in2, "%s  ", indent);
-        list_tensors(&f, in2);
+        list_tensors(&f, in2, all);
     }
     st_close(&f);
     return 0;
@@ -157,7 +156,7 @@ static int inspect_checkpoint_state(const char *dir) {
     return 0;
 }
 
-static int inspect_adapter(const char *dir) {
+static int inspect_adapter(const char *dir, int all) {
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
     if (print_json_file(path, "PEFT adapter config") < 0) return -1;
@@ -197,13 +196,13 @@ static int inspect_adapter(const char *dir) {
     }
     if (rc == 0) {
         printf("adapter weights: %d adapted modules, %" PRId64 " parameters\n", pairs, params);
-        file_summary(path, "  ", 1);
+        file_summary(path, "  ", 1, all);
     }
     st_close(&f);
     return rc;
 }
 
-static int inspect_model(const char *dir) {
+static int inspect_model(const char *dir, int all) {
     char path[PATH_MAX + 64];
     snprintf(path, sizeof path, "%s/config.json", dir);
     if (print_json_file(path, "model config") < 0) return -1;
@@ -223,13 +222,11 @@ static int inspect_model(const char *dir) {
            hb);
     for (int k = 0; k < w.n_files; k++) {
         printf("  %s\n", w.files[k].path);
-        list_tensors(&w.files[k], "    ");
+        list_tensors(&w.files[k], "    ", all);
     }
     hf_weights_close(&w);
     return 0;
 }
-
-static int inspect_dir(const char *dir);
 
 static int inspect_checkpoints_parent(const char *dir) {
     DIR *d = opendir(dir);
@@ -264,24 +261,25 @@ static int inspect_checkpoints_parent(const char *dir) {
     return rc;
 }
 
-static int inspect_dir(const char *dir) {
+/* --all: every tensor listed, the optimizer state's too. */
+static int inspect_dir(const char *dir, int all) {
     char p1[PATH_MAX + 64], p2[PATH_MAX + 64], p3[PATH_MAX + 64];
     snprintf(p1, sizeof p1, "%s/adapter_config.json", dir);
     snprintf(p2, sizeof p2, "%s/%s", dir, CKPT_STATE_FILE);
     snprintf(p3, sizeof p3, "%s/config.json", dir);
     if (fs_exists(p2)) {
         if (inspect_checkpoint_state(dir) < 0) return -1;
-        if (inspect_adapter(dir) < 0) return -1;
+        if (inspect_adapter(dir, all) < 0) return -1;
         snprintf(p2, sizeof p2, "%s/%s", dir, CKPT_OPTIMIZER_FILE);
         if (fs_exists(p2)) {
             printf("optimizer state (AdamW moments):\n");
-            return file_summary(p2, "  ", g_all);
+            return file_summary(p2, "  ", all, all);
         }
         printf("no optimizer state\n");
         return 0;
     }
-    if (fs_exists(p1)) return inspect_adapter(dir);
-    if (fs_exists(p3)) return inspect_model(dir);
+    if (fs_exists(p1)) return inspect_adapter(dir, all);
+    if (fs_exists(p3)) return inspect_model(dir, all);
     int rc = inspect_checkpoints_parent(dir);
     if (rc <= 0) return rc;
     fprintf(stderr,
@@ -293,13 +291,14 @@ static int inspect_dir(const char *dir) {
 
 int cmd_inspect(int argc, char **argv) {
     const char *path = NULL;
+    int all = 0;
     for (int i = 1; i < argc; i++) {
         if (!strcmp(argv[i], "--help") || !strcmp(argv[i], "-h")) {
             usage(stdout);
             return 0;
         }
         if (!strcmp(argv[i], "--all"))
-            g_all = 1;
+            all = 1;
         else if (!path && argv[i][0] != '-')
             path = argv[i];
         else {
@@ -323,7 +322,7 @@ int cmd_inspect(int argc, char **argv) {
             struct stat lst;
             if (lstat(path, &lst) == 0 && S_ISLNK(lst.st_mode)) printf("%s -> %s\n", path, real);
         }
-        return inspect_dir(path) < 0 ? 1 : 0;
+        return inspect_dir(path, all) < 0 ? 1 : 0;
     }
-    return file_summary(path, "", 1) < 0 ? 1 : 0;
+    return file_summary(path, "", 1, all) < 0 ? 1 : 0;
 }
