@@ -5,6 +5,7 @@
  *
  *   bench_llama_step [--preset smollm-135m-shape] [--targets q_proj,v_proj] [--r 8] [--B 4]
  *                    [--T 256] [--steps 3] [--dtype f32|bf16] [--gemm f32|bf16] [--share I/N]
+ *                    [--threads N]
  *
  * The model folder is written once under $LORAPS_CACHE (else ~/.cache/loraps) by a child
  * process, so its build does not count in this process's peak RSS. --dtype bf16 stores the
@@ -94,7 +95,7 @@ static int ensure_model(const char *preset, const char *dtype_name, char *dir, s
 int main(int argc, char **argv) {
     bench_start("bench_llama_step", argv);
     const char *preset = "smollm-135m-shape", *targets = "q_proj,v_proj", *dt = "f32";
-    int r = 8, B = 4, T = 256, steps = 3;
+    int r = 8, B = 4, T = 256, steps = 3, threads = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
             preset = argv[i + 1];
@@ -108,6 +109,8 @@ int main(int argc, char **argv) {
             T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps"))
             steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--share"))
             bench_share("bench_llama_step", argv[i + 1]);
         else if (!strcmp(argv[i], "--gemm"))
@@ -132,7 +135,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_llama_step: error: %s\n", err.msg);
         return 1;
     }
-    ops_set_threads(0);
+    ops_set_threads(threads);
     lora_config lc;
     lora_config_defaults(&lc);
     lc.r = r;

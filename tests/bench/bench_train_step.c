@@ -3,12 +3,13 @@
  * and peak RSS over (frozen weights + activation arena).
  *
  *   bench_train_step [--preset 124m] [--targets c_attn] [--r 8] [--B 4] [--T 256] [--steps 3]
- *                    [--gemm f32|bf16] [--share I/N]
+ *                    [--gemm f32|bf16] [--share I/N] [--threads N]
  *
  * Also prints OpenBLAS' core, the CPU's theoretical FMA peak (cores x clock measured now x FMA
  * lanes x 2) and the step's ratio to it. --gemm bf16 runs the frozen-weight GEMMs in bf16
  * (LORAPS_CPU_GEMM, cpu_gemm.h); --share I/N runs on share I of N of the cores, as one of N
- * processes side by side (cpu_share.h). */
+ * processes side by side (cpu_share.h); --threads N sets the compute threads (0: every CPU the
+ * process may use). */
 #include "adamw.h"
 #include "lora_targets.h"
 #include "model_load.h"
@@ -34,7 +35,7 @@ static double sgemm_peak_gflops(int N, int C) {
 int main(int argc, char **argv) {
     bench_start("bench_train_step", argv);
     const char *preset = "124m", *targets = "c_attn";
-    int r = 8, B = 4, T = 256, steps = 3;
+    int r = 8, B = 4, T = 256, steps = 3, threads = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
             preset = argv[i + 1];
@@ -48,6 +49,8 @@ int main(int argc, char **argv) {
             T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps"))
             steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--share"))
             bench_share("bench_train_step", argv[i + 1]);
         else if (!strcmp(argv[i], "--gemm"))
@@ -64,7 +67,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_train_step: error: %s\n", err.msg);
         return 1;
     }
-    ops_set_threads(0);
+    ops_set_threads(threads);
     lora_config lc;
     lora_config_defaults(&lc);
     lc.r = r;

@@ -7,8 +7,9 @@
 #   4. the PyTorch peer, bench_gpt2_torch.py (LoRA on qkv, the same shapes)
 # One table: tokens/s, the ratio to the peer and to the CPU's theoretical FMA peak (cores x clock
 # measured in the run x FMA lanes x 2; the peer's ratio counts the same FLOPs per step). Then two
-# bench_train_step processes side by side, each on all cores and each on its half (--share), to
-# measure what splitting the cores between workers does. Run it on a Release build:
+# bench_train_step processes side by side: each on all cores, with half the threads each, and
+# each on its half of the cores (--share), to measure what splitting the cores does. Run it on a
+# Release build:
 #   tests/bench/cpu_compare.sh [--bin build/bin] [--threads N] [--repeat R] [--peer FILE]
 #                              [--no-pair]
 # The peer is looked for at --peer, $LORAPS_PEER, .device/bench_gpt2_torch.py and
@@ -25,7 +26,7 @@ while [ $# -gt 0 ]; do
     --peer) peer=$2 && shift ;;
     --no-pair) pair=0 ;;
     -h | --help)
-        sed -n '2,16p' "$0"
+        sed -n '2,17p' "$0"
         exit 0
         ;;
     *)
@@ -133,12 +134,14 @@ else
 fi
 
 [ $pair = 1 ] || exit 0
-# Two processes side by side: each on all cores (2x oversubscribed), then each on its half.
-pair_run() { # name share-args-0 share-args-1: the two processes' summed tokens/s
-    local name=$1 a b
-    env $pin "$bench" --steps 5 $2 >"$logs/$name.0.log" 2>&1 &
+# Two processes side by side: each on all cores (2x oversubscribed); half the threads each,
+# unpinned and waiting passively (what loraps run does without shares); each on its half.
+pair_run() { # name args-0 args-1 [env...]: the two processes' summed tokens/s
+    local name=$1 args0=$2 args1=$3 a b
+    shift 3
+    env "$@" $pin "$bench" --steps 5 $args0 >"$logs/$name.0.log" 2>&1 &
     a=$!
-    env $pin "$bench" --steps 5 $3 >"$logs/$name.1.log" 2>&1 &
+    env "$@" $pin "$bench" --steps 5 $args1 >"$logs/$name.1.log" 2>&1 &
     b=$!
     wait $a && wait $b || {
         echo "cpu_compare: $name failed" >&2
@@ -148,11 +151,15 @@ pair_run() { # name share-args-0 share-args-1: the two processes' summed tokens/
         'BEGIN {printf "%.0f", x + y}'
 }
 both=$(pair_run pair-all "" "")
+halved=$(pair_run pair-halved "--threads $((threads / 2))" "--threads $((threads / 2))" \
+    OMP_WAIT_POLICY=PASSIVE)
 half=$(pair_run pair-half "--share 0/2" "--share 1/2")
 echo
 echo "Two bench_train_step processes side by side (summed tokens/s; one alone: $(tok auto)):"
 printf "| %-44s | %8s |\n" "placement" "tokens/s"
 printf "|%s|%s|\n" "----------------------------------------------" "----------"
 printf "| %-44s | %8s |\n" "each on all $threads CPUs ($((2 * threads)) threads)" "$both"
+printf "| %-44s | %8s |\n" "$((threads / 2)) threads each, unpinned, passive wait" "$halved"
 printf "| %-44s | %8s |\n" "each on its half (--share I/2)" "$half"
-awk -v h="$half" -v b="$both" 'BEGIN {printf "split / unsplit: %.2f\n", h / b}'
+awk -v h="$half" -v b="$both" -v m="$halved" \
+    'BEGIN {printf "split / all cores: %.2f; split / half the threads unpinned: %.2f\n", h / b, h / m}'
