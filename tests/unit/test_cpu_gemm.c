@@ -254,15 +254,27 @@ static void check_training(const char *dir) {
     remove_tree(dir);
 }
 
+/* A tiny random model in a new folder dir (a mkdtemp template): GPT-2 stored in f32 (rounded to
+ * bf16 at load), or Llama stored in bf16 (used as stored). */
+static void write_tiny(char *dir, const char *arch) {
+    lp_err err;
+    assert_non_null(mkdtemp(dir));
+    if (!strcmp(arch, "gpt2")) {
+        gpt2_config c;
+        assert_int_equal(model_preset("tiny", &c, &err), 0);
+        assert_int_equal(model_init_write(dir, &c, 7, &err), 0);
+    } else {
+        llama_config c;
+        assert_int_equal(llama_preset("tiny", &c, &err), 0);
+        assert_int_equal(llama_init_write_as(dir, &c, 7, DT_BF16, 0, &err), 0);
+    }
+}
+
 static void test_gpt2_trains_as_in_f32(void **state) {
     (void)state;
     if (!bf16_here()) skip();
     char dir[] = "/tmp/loraps-gemm-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    gpt2_config c;
-    lp_err err;
-    assert_int_equal(model_preset("tiny", &c, &err), 0);
-    assert_int_equal(model_init_write(dir, &c, 7, &err), 0);
+    write_tiny(dir, "gpt2");
     check_training(dir);
 }
 
@@ -270,11 +282,7 @@ static void test_llama_trains_as_in_f32(void **state) {
     (void)state;
     if (!bf16_here()) skip();
     char dir[] = "/tmp/loraps-gemm-XXXXXX";
-    assert_non_null(mkdtemp(dir));
-    llama_config c;
-    lp_err err;
-    assert_int_equal(llama_preset("tiny", &c, &err), 0);
-    assert_int_equal(llama_init_write_as(dir, &c, 7, DT_BF16, 0, &err), 0); /* stored in bf16 */
+    write_tiny(dir, "llama");
     check_training(dir);
 }
 
@@ -302,10 +310,7 @@ static void test_refusals(void **state) {
         assert_true(strstr(why.msg, "AVX512-BF16") || strstr(why.msg, "oneDNN"));
         /* and a model does not load in a mode it cannot run */
         char dir[] = "/tmp/loraps-gemm-XXXXXX";
-        assert_non_null(mkdtemp(dir));
-        gpt2_config c;
-        assert_int_equal(model_preset("tiny", &c, &err), 0);
-        assert_int_equal(model_init_write(dir, &c, 7, &err), 0);
+        write_tiny(dir, "gpt2");
         model *m;
         assert_int_equal(model_load(&m, dir, &err), -1);
         assert_non_null(strstr(err.msg, "LORAPS_CPU_GEMM=bf16: "));
