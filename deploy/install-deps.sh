@@ -6,7 +6,7 @@ set -euo pipefail
 
 packages=(build-essential cmake pkg-config git
   libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
-  libopenblas-openmp-dev libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev
+  libopenblas-openmp-dev libdnnl-dev libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev
   libutf8proc-dev libxxhash-dev
   python3 curl iproute2 nodejs
   clang libclang-rt-14-dev libomp-14-dev)

@@ -186,7 +186,8 @@ static ops_limits limits_of(const model *m, const gpt2_config *c, int rows, int 
                         .head_dim = c->n_embd / c->n_head,
                         .max_kv = kv,
                         .vocab = c->vocab_size,
-                        .max_matrix = m->max_bf16};
+                        .max_matrix = m->max_bf16,
+                      .bf16_gemm = m->gemm_bf16};
 }
 
 /* model.c has checked B, T and that every adapter's sites fit the modules. */

@@ -237,7 +237,8 @@ static int trainer_new(void **out, const model *m, lora_adapter *const *adapters
                       .max_heads = c->num_attention_heads,
                       .head_dim = c->head_dim,
                       .vocab = c->vocab_size,
-                      .max_matrix = m->max_bf16};
+                      .max_matrix = m->max_bf16,
+                      .bf16_gemm = m->gemm_bf16};
     if (!t->acts || trainer_core_init(&t->core, m, adapters, n_adapters, B, T, &lim, err) < 0 ||
         trainer_core_alloc_arena(&t->core, carve_all, t, err) < 0 || upload_rope(t, err) < 0) {
         if (!t->acts) lp_fail(err, "out of memory");

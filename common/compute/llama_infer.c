@@ -71,7 +71,8 @@ int llama_session_new(void **impl, const model *m, const lora_adapter *a, int ma
                       .head_dim = c->head_dim,
                       .max_kv = max_len,
                       .vocab = c->vocab_size,
-                      .max_matrix = m->max_bf16};
+                      .max_matrix = m->max_bf16,
+                      .bf16_gemm = m->gemm_bf16};
     lora_adapter *adapters[1] = {(lora_adapter *)a}; /* forward only: never written */
     if (trainer_core_init(&s->core, m, adapters, a ? 1 : 0, 1, SESSION_CHUNK, &lim, err) < 0 ||
         trainer_core_alloc_arena(&s->core, session_carve, s, err) < 0 ||

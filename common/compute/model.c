@@ -3,6 +3,7 @@
  * module list, fingerprint) is kept here. */
 #include "model_family.h"
 
+#include "cpu_gemm.h"
 #include "hash.h"
 #include "trainer_core.h"
 
@@ -30,6 +31,12 @@ static int model_build(model **out, const char *type, weight_source src,
     m->src = src;
     m->dev = device_cpu();
     m->keep_bf16 = keep_bf16_from_env();
+    cpu_gemm_mode gemm;
+    if (cpu_gemm_mode_from_env(&gemm, err) < 0) {
+        model_free(m);
+        return -1;
+    }
+    m->gemm_bf16 = gemm == CPU_GEMM_BF16;
     m->fingerprint = hash_xxh3(0, type, strlen(type));
     if (src.fingerprint)
         m->fingerprint = hash_xxh3(m->fingerprint, &src.fingerprint, sizeof src.fingerprint);
@@ -146,12 +153,40 @@ static int as_f32(model *m, weight *w, const weight_view *t, const char *name, l
     return 0;
 }
 
+/* The tensor as bf16: in place when stored as aligned BF16, else a copy rounded to nearest even. */
+static int as_bf16(model *m, weight *w, const weight_view *t, const char *name, lp_err *err) {
+    w->dtype = DT_BF16;
+    m->weight_bytes += w->numel * sizeof(uint16_t);
+    if (t->dtype == DT_BF16 && ((uintptr_t)t->data & 1) == 0) {
+        w->data = t->data;
+        return 0;
+    }
+    float *f32 = malloc(w->numel * sizeof(float));
+    uint16_t *copy = malloc(w->numel * sizeof(uint16_t));
+    int rc = f32 && copy ? 0 : lp_fail(err, "out of memory converting '%s'", name);
+    if (!rc && (dtype_to_f32(t->data, t->dtype, f32, w->numel) != 0 ||
+                dtype_from_f32(f32, DT_BF16, copy, w->numel) != 0))
+        rc = lp_fail(err, "model weights: tensor '%s' is %s, not a float type", name,
+                     dtype_name(t->dtype));
+    if (!rc && remember((void ***)&m->owned, &m->n_owned, copy) < 0)
+        rc = lp_fail(err, "out of memory");
+    free(f32);
+    if (rc < 0) {
+        free(copy);
+        return -1;
+    }
+    w->data = copy;
+    return 0;
+}
+
 int model_weight(model *m, weight *w, weight_kind kind, const char *prefix, const char *name,
                  int64_t rows, int64_t cols, lp_err *err) {
     weight_view t;
     if (find_weight(m, prefix, name, rows, cols, &t, err) < 0) return -1;
     w->numel = (size_t)rows * (size_t)(cols ? cols : 1);
     if (add_slot(m, w, kind, rows, cols) < 0) return lp_fail(err, "out of memory");
+    if ((kind == WK_MATRIX || kind == WK_TABLE) && m->gemm_bf16)
+        return as_bf16(m, w, &t, name, err);
     if (kind == WK_MATRIX && m->keep_bf16 && t.dtype == DT_BF16 && ((uintptr_t)t.data & 1) == 0) {
         w->data = t.data;
         w->dtype = DT_BF16;
@@ -214,6 +249,7 @@ int model_place(model *m, device *d, lp_err *err) {
         if (place_weight(m, d, &m->slots[i], err) < 0)
             return lp_wrap(err, "placing the model on %s", device_describe(d));
     m->max_bf16 = 0; /* nothing is widened on a GPU */
+    m->gemm_bf16 = 0;
     return 0;
 }
 

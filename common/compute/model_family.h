@@ -60,6 +60,7 @@ struct model {
     device *dev;     /* where the weights live (the CPU until model_place) */
     int keep_bf16;   /* matrices stored as BF16 stay bf16 on the CPU (LORAPS_BF16_WEIGHTS) */
     size_t max_bf16; /* elements of the largest matrix kept in bf16 on the CPU (0: none) */
+    int gemm_bf16;   /* LORAPS_CPU_GEMM=bf16: matrices and tables held in bf16, GEMMs in bf16 */
     weight_slot *slots;
     int n_slots, cap_slots;
     float **owned; /* converted copies of weights that could not be used in place */

@@ -53,6 +53,7 @@ typedef struct ops_limits {
     int vocab;         /* V: the head's logits are computed in chunks of rows */
     size_t max_matrix; /* elements of the largest frozen matrix stored in bf16 (CPU: widened) */
     int max_events;    /* markers the context's queue may hold at once (ops_record_event) */
+    int bf16_gemm;     /* the CPU runs bf16 weights' GEMMs in bf16 (cpu_gemm.h), not widened */
 } ops_limits;
 
 typedef struct ops_ctx ops_ctx;

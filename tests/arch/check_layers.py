@@ -3,7 +3,7 @@
 
 1. The common/ libraries depend one way: a library includes headers of itself and of the
    libraries below it only, and outside libraries only where its layer allows them (compute
-   includes no network, JSON or regex header; only its backends include BLAS, OpenMP or CUDA).
+   includes no network, JSON or regex header; only its backends include BLAS, OpenMP, oneDNN or CUDA).
 2. No circles between the files of ps/, worker/ and tools/: a file "uses" another when it calls a
    function or names a type defined there; those uses form no loop.
 
@@ -18,7 +18,7 @@ COMMON = os.path.join(ROOT, 'common')
 LAYERS = {
     'base': ([], {'xxhash.h'}),
     'compute': (['base'], set()),  # the families reach BLAS and threads through ops.h only
-    'compute/cpu': (['base', 'compute'], {'cblas.h', 'omp.h'}),
+    'compute/cpu': (['base', 'compute'], {'cblas.h', 'omp.h', 'oneapi/dnnl/dnnl.h'}),
     'compute/cuda': (['base', 'compute'], {'cuda_runtime.h', 'cuda_bf16.h', 'cublasLt.h',
                                            'cublas_v2.h', 'cudnn.h', 'cuda.h', 'mma.h'}),
     'text': (['base'], {'jansson.h', 'pcre2.h', 'utf8proc.h'}),
@@ -28,9 +28,9 @@ LAYERS = {
             {'zmq.h', 'microhttpd.h', 'sodium.h', 'jansson.h', 'loraps.pb-c.h'}),
 }
 # Headers of outside libraries (anything else in <...> is the C library or POSIX).
-OUTSIDE = {'cblas.h', 'omp.h', 'jansson.h', 'pcre2.h', 'zmq.h', 'microhttpd.h', 'sodium.h',
+OUTSIDE = {'cblas.h', 'omp.h', 'oneapi/dnnl/dnnl.h', 'jansson.h', 'pcre2.h', 'zmq.h', 'microhttpd.h', 'sodium.h',
            'utf8proc.h', 'xxhash.h', 'loraps.pb-c.h', 'protobuf-c/protobuf-c.h', 'cmocka.h'}
-OUTSIDE_PREFIXES = ('cuda', 'cublas', 'cudnn', 'nccl', 'protobuf-c/', 'sodium/')
+OUTSIDE_PREFIXES = ('cuda', 'cublas', 'cudnn', 'nccl', 'protobuf-c/', 'sodium/', 'oneapi/', 'dnnl')
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)
 

@@ -4,7 +4,8 @@
  * RSS over (frozen weights + activation arena).
  *
  *   bench_llama_step [--preset smollm-135m-shape] [--targets q_proj,v_proj] [--r 8] [--B 4]
- *                    [--T 256] [--steps 3] [--dtype f32|bf16]
+ *                    [--T 256] [--steps 3] [--dtype f32|bf16] [--gemm f32|bf16] [--share I/N]
+ *                    [--threads N]
  *
  * The model folder is written once under $LORAPS_CACHE (else ~/.cache/loraps) by a child
  * process, so its build does not count in this process's peak RSS. --dtype bf16 stores the
@@ -92,8 +93,9 @@ static int ensure_model(const char *preset, const char *dtype_name, char *dir, s
 }
 
 int main(int argc, char **argv) {
+    bench_start("bench_llama_step", argv);
     const char *preset = "smollm-135m-shape", *targets = "q_proj,v_proj", *dt = "f32";
-    int r = 8, B = 4, T = 256, steps = 3;
+    int r = 8, B = 4, T = 256, steps = 3, threads = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (!strcmp(argv[i], "--preset"))
             preset = argv[i + 1];
@@ -107,6 +109,12 @@ int main(int argc, char **argv) {
             T = atoi(argv[i + 1]);
         else if (!strcmp(argv[i], "--steps"))
             steps = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--threads"))
+            threads = atoi(argv[i + 1]);
+        else if (!strcmp(argv[i], "--share"))
+            bench_share("bench_llama_step", argv[i + 1]);
+        else if (!strcmp(argv[i], "--gemm"))
+            bench_gemm("bench_llama_step", argv[i + 1]);
         else if (!strcmp(argv[i], "--dtype"))
             dt = argv[i + 1];
         else {
@@ -127,7 +135,7 @@ int main(int argc, char **argv) {
         fprintf(stderr, "bench_llama_step: error: %s\n", err.msg);
         return 1;
     }
-    ops_set_threads(0);
+    ops_set_threads(threads);
     lora_config lc;
     lora_config_defaults(&lc);
     lc.r = r;
@@ -177,6 +185,8 @@ int main(int argc, char **argv) {
     double rss = (double)ru.ru_maxrss * 1024;
     double base = (double)model_weight_bytes(m) + (double)model_trainer_arena_bytes(t);
     double achieved = flops / best / 1e9;
+    bench_cpu cpu;
+    bench_cpu_peak(&cpu, openblas_get_num_threads());
     const char *mode = getenv("LORAPS_BF16_WEIGHTS");
     printf("bench_llama_step: preset %s, weights %s%s, targets %s, r %d, B %d, T %d, %d threads\n",
            preset, dt,
@@ -196,6 +206,7 @@ int main(int argc, char **argv) {
     printf("  ratio per step   %.2f (median over %d steps; each against an MLP-shaped sgemm timed "
            "just before it)\n",
            step_ratio[steps / 2], steps);
+    bench_print_cpu(&cpu, achieved);
     printf("  peak RSS         %.0f MB\n", rss / 1e6);
     printf("  weights + arena  %.0f MB (%.0f + %.0f)\n", base / 1e6, model_weight_bytes(m) / 1e6,
            model_trainer_arena_bytes(t) / 1e6);

@@ -46,6 +46,10 @@ static int cpu_ctx_init(ops_ctx *c, const ops_limits *lim, lp_err *err) {
     cpu_workspace *ws = calloc(1, sizeof *ws);
     if (!ws) return lp_fail(err, "out of memory");
     ws->slots = omp_get_max_threads();
+    if (lim->bf16_gemm && cpu_bf16_new(&ws->bf16, err) < 0) {
+        free(ws);
+        return -1;
+    }
     size_t T = (size_t)lim->max_T, rows = (size_t)lim->max_rows, kv = (size_t)lim->max_kv;
     size_t used = 0;
     size_t at_att = carve(&used, (size_t)ws->slots * T * T);
@@ -54,6 +58,7 @@ static int cpu_ctx_init(ops_ctx *c, const ops_limits *lim, lp_err *err) {
     size_t at_logits = carve(&used, (size_t)CPU_HEAD_CHUNK * (size_t)lim->vocab);
     char *base = cpu_alloc(c->dev, used, err);
     if (!base) {
+        cpu_bf16_free(ws->bf16);
         free(ws);
         return -1;
     }
@@ -68,6 +73,7 @@ static int cpu_ctx_init(ops_ctx *c, const ops_limits *lim, lp_err *err) {
 }
 
 static void cpu_ctx_free(ops_ctx *c) {
+    cpu_bf16_free(cpu_ws(c)->bf16);
     cpu_free(c->dev, c->workspace);
     free(c->impl);
 }

@@ -6,6 +6,9 @@
 
 #include "backend.h"
 
+/* A context's bf16 GEMMs (gemm_bf16.c): oneDNN's engine, stream and primitives. */
+typedef struct cpu_bf16 cpu_bf16;
+
 /* What a context's workspace holds (carved from one allocation by ctx_init). */
 typedef struct cpu_workspace {
     float *att_scratch; /* attention backward: slots * T * T */
@@ -13,6 +16,7 @@ typedef struct cpu_workspace {
     float *widen;       /* one bf16 matrix widened to f32 */
     float *logits;      /* one chunk of the head's logits: CPU_HEAD_CHUNK * V */
     int slots;          /* threads attention may use */
+    cpu_bf16 *bf16;     /* bf16 weights' GEMMs run in bf16 (LORAPS_CPU_GEMM=bf16), else NULL */
 } cpu_workspace;
 
 #define CPU_HEAD_CHUNK 128 /* rows of logits at a time */
@@ -23,6 +27,19 @@ static inline cpu_workspace *cpu_ws(const ops_ctx *c) {
 
 /* A weight as f32: itself, or widened from bf16 into the workspace. */
 const float *cpu_weight_f32(ops_ctx *c, const weight *w);
+
+/* Whether w's GEMMs run in bf16: a bf16 weight in a context with bf16 GEMMs. */
+static inline int cpu_uses_bf16(const ops_ctx *c, const weight *w) {
+    return w->dtype == DT_BF16 && cpu_ws(c)->bf16;
+}
+
+/* The state of bf16 GEMMs, checked by running one. */
+int cpu_bf16_new(cpu_bf16 **out, lp_err *err);
+void cpu_bf16_free(cpu_bf16 *b);
+/* C[M,N] = A[M,K] . B[K,N] (+= with accumulate): A f32 with leading dimension lda, B bf16 stored
+ * [K,N] (or [N,K] with b_trans) with leading dimension ldb, C f32. */
+void cpu_gemm_bf16(ops_ctx *c, int M, int N, int K, const float *A, int lda, const void *B,
+                   int b_trans, int ldb, float *C, int ldc, int accumulate);
 
 #define F(p)  ((float *)(p))
 #define CF(p) ((const float *)(p))

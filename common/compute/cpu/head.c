@@ -48,19 +48,27 @@ static void crossentropy_backward(float *probs_to_dlogits, const int *targets, f
 
 void cpu_head_loss(ops_ctx *c, const act *x, const weight *head, const int *targets, int rows,
                    int C, int V, float grad_scale, act *dx, float *dhead, float *losses) {
-    const float *H = head->data; /* the head is kept in f32 on the CPU */
+    /* the head is kept in f32 on the CPU, or in bf16 with bf16 GEMMs */
+    const float *H = head->data;
+    int bf16 = cpu_uses_bf16(c, head);
     float *logits = cpu_ws(c)->logits;
     for (int start = 0; start < rows; start += CPU_HEAD_CHUNK) {
         int n = rows - start < CPU_HEAD_CHUNK ? rows - start : CPU_HEAD_CHUNK;
         const float *xs = CF(x) + (size_t)start * C;
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xs, C, H, C, 0.0f,
-                    logits, V);
+        if (bf16)
+            cpu_gemm_bf16(c, n, V, C, xs, C, head->data, 1, C, logits, V, 0);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, n, V, C, 1.0f, xs, C, H, C, 0.0f,
+                        logits, V);
         crossentropy_forward(logits, losses + start, targets + start, n, V);
         if (grad_scale == 0) continue;
         crossentropy_backward(logits, targets + start, grad_scale, n, V);
         /* dx = dlogits . head */
-        cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, H, C, 0.0f,
-                    F(dx) + (size_t)start * C, C);
+        if (bf16)
+            cpu_gemm_bf16(c, n, C, V, logits, V, head->data, 0, C, F(dx) + (size_t)start * C, C, 0);
+        else
+            cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, n, C, V, 1.0f, logits, V, H, C,
+                        0.0f, F(dx) + (size_t)start * C, C);
         /* dhead += dlogits^T . x */
         if (dhead)
             cblas_sgemm(CblasRowMajor, CblasTrans, CblasNoTrans, V, C, n, 1.0f, logits, V, xs, C,
@@ -70,7 +78,10 @@ void cpu_head_loss(ops_ctx *c, const act *x, const weight *head, const int *targ
 
 void cpu_head_logits(ops_ctx *c, float *logits, const act *x, const weight *head, int rows, int C,
                      int V) {
-    (void)c;
+    if (cpu_uses_bf16(c, head)) {
+        cpu_gemm_bf16(c, rows, V, C, CF(x), C, head->data, 1, C, logits, V, 0);
+        return;
+    }
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, rows, V, C, 1.0f, CF(x), C, head->data, C,
                 0.0f, logits, V);
 }

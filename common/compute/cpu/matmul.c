@@ -6,7 +6,6 @@
 
 void cpu_matmul_forward(ops_ctx *c, act *out, const act *inp, const weight *w, weight_layout layout,
                         const weight *bias, int N, int IC, int OC) {
-    const float *W = cpu_weight_f32(c, w);
     float beta = 0.0f;
     if (bias) {
         const float *b = bias->data;
@@ -14,6 +13,12 @@ void cpu_matmul_forward(ops_ctx *c, act *out, const act *inp, const weight *w, w
         for (int i = 0; i < N; i++) memcpy(F(out) + (size_t)i * OC, b, (size_t)OC * sizeof(float));
         beta = 1.0f;
     }
+    if (cpu_uses_bf16(c, w)) { /* W is [IC,OC], or [OC,IC] read transposed */
+        cpu_gemm_bf16(c, N, OC, IC, CF(inp), IC, w->data, layout == W_OUT_IN,
+                      layout == W_IN_OUT ? OC : IC, F(out), OC, bias != NULL);
+        return;
+    }
+    const float *W = cpu_weight_f32(c, w);
     if (layout == W_IN_OUT)
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, N, OC, IC, 1.0f, CF(inp), IC, W, OC,
                     beta, F(out), OC);
@@ -24,6 +29,11 @@ void cpu_matmul_forward(ops_ctx *c, act *out, const act *inp, const weight *w, w
 
 void cpu_matmul_backward(ops_ctx *c, act *dinp, const act *dout, const weight *w,
                          weight_layout layout, int N, int IC, int OC, int accumulate) {
+    if (cpu_uses_bf16(c, w)) { /* W^T is [OC,IC]: W_OUT_IN as stored, W_IN_OUT read transposed */
+        cpu_gemm_bf16(c, N, IC, OC, CF(dout), OC, w->data, layout == W_IN_OUT,
+                      layout == W_IN_OUT ? OC : IC, F(dinp), IC, accumulate);
+        return;
+    }
     const float *W = cpu_weight_f32(c, w);
     float beta = accumulate ? 1.0f : 0.0f;
     if (layout == W_IN_OUT) /* dinp = dout [N,OC] . W^T [OC,IC] */
