@@ -50,9 +50,9 @@ static void answer_ready_pulls(ps *s) {
 
 void ps_publish_update(ps *s, ps_adapter *a, double global_ss) {
     uint64_t V = a->version;
-    ps_adapter_update(a, clip_factor(global_ss, s->cfg.job.max_grad_norm), V);
     lp_err err;
-    if (ps_adapter_publish(a, V + 1, &err) < 0) ps_log(s->cfg.shard, "publishing: %s", err.msg);
+    if (ps_adapter_update(a, clip_factor(global_ss, s->cfg.job.max_grad_norm), V, V + 1, &err) < 0)
+        ps_log(s->cfg.shard, "update of version %llu: %s", (unsigned long long)V, err.msg);
 }
 
 static void begin_finish(ps *s) {

@@ -234,6 +234,8 @@ int ps_step_sync_close(ps_step *st, ps_adapter *a, const ps_members *mb, ps_net 
                        double *global_ss) {
     if (!st->closing && st->n_contrib > 0) {
         if (!all_in(st, mb, a->version)) return 0;
+        /* a partial push left now is a worker's that left: the step closes without it */
+        st->pushes_incomplete += (uint64_t)ps_adapter_discard_partial(a);
         st->local_ss = ps_adapter_mean_grad(a, st->tokens);
         if (st->n_shards == 1 || st->max_grad_norm <= 0) {
             *global_ss = st->local_ss;

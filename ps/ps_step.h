@@ -50,6 +50,8 @@ typedef struct ps_step {
     double *peer_ss;
     /* counters */
     uint64_t pushes_accepted, pushes_duplicate, pushes_stale;
+    uint64_t pieces;            /* sync: pieces of pushes accepted before their last */
+    uint64_t pushes_incomplete; /* sync: partial pushes dropped (last piece short, worker gone) */
     uint64_t pulls_served;
     uint64_t pulls_held_staleness; /* pulls that waited for the slowest worker */
     uint64_t max_spread;           /* async: most steps a push ran ahead of the slowest */

@@ -465,11 +465,41 @@ int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n, const
 
 /* ---- checking and decoding ---------------------------------------------------------------- */
 
-int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
-                      lp_err *err) {
+/* Frame i continues the open tensor t (covered of it so far), or starts the next expected tensor
+ * at or after position *next. Returns the tensor's position, or -1 (code, err). */
+static int frame_tensor(const Loraps__TensorFrame *f, int i, const wire_expect *e, int t,
+                        size_t covered, int *next, Loraps__ErrorCode *code, lp_err *err) {
+    *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+    if (t >= 0 && covered < e->numel[t]) {
+        if (f->index != e->index[t] || f->offset != covered || f->numel == 0 ||
+            f->numel > e->numel[t] - covered)
+            return lp_fail(err,
+                           "frame %d: elements [%llu, +%llu) of tensor %u where [%zu, %zu) of "
+                           "tensor %u were expected",
+                           i, (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
+                           covered, e->numel[t], e->index[t]);
+        return t;
+    }
+    int q = *next;
+    while (q < e->n && e->index[q] < f->index) q++;
+    if (q >= e->n || e->index[q] != f->index)
+        return lp_fail(err,
+                       "frame %d: tensor %u is not expected here (not this shard's, repeated, or "
+                       "out of order)",
+                       i, f->index);
+    if (f->offset != 0 || f->numel > e->numel[q] || (f->numel == 0 && e->numel[q] != 0))
+        return lp_fail(err, "frame %d: elements [%llu, +%llu) do not start tensor %u of %zu", i,
+                       (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
+                       e->numel[q]);
+    *next = q + 1;
+    return q;
+}
+
+int wire_check_piece(const wire_msg *m, const wire_expect *e, int *frame_pos, int *n_tensors,
+                     Loraps__ErrorCode *code, lp_err *err) {
     size_t wsz = wire_dtype_size(e->dtype);
-    int t = 0;          /* the expected tensor being covered */
-    size_t covered = 0; /* elements of it covered so far */
+    int t = -1, next = 0, n = 0;
+    size_t covered = 0; /* elements of tensor t covered so far */
     for (int i = 0; i < m->n_frames; i++) {
         const Loraps__TensorFrame *f = m->hdr->frames[i];
         if (f->dtype != e->dtype) {
@@ -477,41 +507,34 @@ int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode
             return lp_fail(err, "frame %d: dtype %s, the job's wire dtype is %s", i,
                            wire_dtype_name(f->dtype), wire_dtype_name(e->dtype));
         }
-        if (t < e->n && covered == e->numel[t] && f->offset == 0 && e->numel[t] != 0) {
-            t++;
-            covered = 0;
-        }
-        if (t >= e->n) {
+        int q = frame_tensor(f, i, e, t, covered, &next, code, err);
+        if (q < 0) return -1;
+        if (q != t) covered = 0, n++;
+        t = q;
+        if (m->size[i] != f->numel * wsz) {
             *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: more tensors than the %d expected", i, e->n);
-        }
-        if (f->index != e->index[t]) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: tensor %u where tensor %u was expected", i, f->index,
-                           e->index[t]);
-        }
-        if (f->offset != covered || f->numel > e->numel[t] - covered ||
-            (f->numel == 0 && e->numel[t] != 0)) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err,
-                           "frame %d: elements [%llu, +%llu) of tensor %u do not continue "
-                           "[0, %zu) of its %zu",
-                           i, (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
-                           covered, e->numel[t]);
-        }
-        size_t bytes = m->size[i];
-        if (bytes != f->numel * wsz) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: %zu bytes for %llu %s elements", i, bytes,
+            return lp_fail(err, "frame %d: %zu bytes for %llu %s elements", i, m->size[i],
                            (unsigned long long)f->numel, wire_dtype_name(f->dtype));
         }
         covered += f->numel;
-        if (e->numel[t] == 0) covered = 0, t++;
+        if (frame_pos) frame_pos[i] = t;
     }
-    if (t < e->n && covered == e->numel[t] && e->numel[t] != 0) t++, covered = 0;
-    if (t != e->n) {
+    if (t >= 0 && covered < e->numel[t]) {
         *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-        return lp_fail(err, "%d of %d tensors came whole", t, e->n);
+        return lp_fail(err, "tensor %u: %zu of its %zu elements came", e->index[t], covered,
+                       e->numel[t]);
+    }
+    *n_tensors = n;
+    return 0;
+}
+
+int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
+                      lp_err *err) {
+    int n;
+    if (wire_check_piece(m, e, NULL, &n, code, err) < 0) return -1;
+    if (n != e->n) {
+        *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+        return lp_fail(err, "%d of %d tensors came whole", n, e->n);
     }
     return 0;
 }

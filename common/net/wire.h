@@ -109,7 +109,12 @@ typedef struct wire_expect {
     Loraps__WireDtype dtype;
 } wire_expect;
 
-/* Checks the frame list against the expectation and each raw frame's size. */
+/* A piece: frames covering some of the expected tensors, each whole, in the expectation's order
+ * (each at most once). frame_pos (if not NULL, [n_frames]) gets each frame's tensor position in
+ * the expectation; n_tensors how many tensors came. */
+int wire_check_piece(const wire_msg *m, const wire_expect *e, int *frame_pos, int *n_tensors,
+                     Loraps__ErrorCode *code, lp_err *err);
+/* Checks the frame list against the expectation (every tensor, whole) and each frame's size. */
 int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
                       lp_err *err);
 /* 1 if every element of every frame is finite (checked in the wire dtype, no conversion). */
