@@ -28,9 +28,15 @@
 
 typedef enum ps_phase { PS_WAITING, PS_RUNNING, PS_FINISHING, PS_DONE } ps_phase;
 
+/* What makes a waiting Pull ready: waiting pulls are looked at again only when it changed. */
+typedef struct ps_pulls_key {
+    uint64_t phase, durable_hold, min_clock, versions;
+} ps_pulls_key;
+
 typedef struct ps {
     ps_config cfg;
     ps_phase phase;
+    ps_pulls_key pulls_key; /* as the waiting pulls were last looked at */
     ps_net net;
     ps_security security;
     ps_validate checks;
@@ -45,6 +51,8 @@ typedef struct ps {
 void ps_handle(ps *s, wire_msg *m);
 
 /* ps_server.c */
+/* ps_members' leave listener: the step stops waiting for the member. */
+void ps_on_member_left(void *ctx, const ps_member *mem);
 /* 1 if a Pull can be answered now. */
 int ps_pull_ready(ps *s, const ps_pull *p);
 void ps_answer_pull(ps *s, const ps_pull *p);

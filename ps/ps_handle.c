@@ -98,6 +98,7 @@ static void handle_hello(ps *s, wire_msg *m) {
     /* a restarted worker sends its push again, whole or in pieces */
     ps_adapter_discard_push(ps_adapters_default(&s->adapters), mem->rank);
     uint64_t V = ps_adapters_default(&s->adapters)->version;
+    ps_step_member_joined(&s->step, mem, V);
     uint64_t start = ps_step_first_step(&s->step, mem->rank, V);
     if (send_welcome(s, m, mem, start) < 0) {
         ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for Welcome");
@@ -136,15 +137,14 @@ static void handle_pull(ps *s, wire_msg *m, ps_member *mem) {
                   (unsigned long long)a->version);
         return;
     }
-    mem->pull_version = p->version;
+    ps_step_member_pulled(&s->step, mem, p->version, a->version);
     ps_pull pl = pull_of(m, mem->id);
     if (ps_pull_ready(s, &pl)) {
         ps_answer_pull(s, &pl);
         return;
     }
     if (s->phase == PS_RUNNING && !s->cfg.sync) s->step.pulls_held_staleness++;
-    if (ps_members_hold_pull(&s->members, &pl) < 0)
-        ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for pulls");
+    ps_members_hold_pull(&s->members, &pl); /* a member's: always held */
 }
 
 /* ---- Push ----------------------------------------------------------------------------------- */
@@ -260,7 +260,8 @@ static void add_to_step(ps *s, wire_msg *m, ps_adapter *a, const push_piece *pc)
     }
     send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
     /* last: the step's overhead is measured from here */
-    ps_step_add_sync(&s->step, pc->rank, a->version, p->n_tokens, p->loss_sum, p->compute_seconds);
+    ps_step_add_sync(&s->step, &s->members, pc->rank, a->version, p->n_tokens, p->loss_sum,
+                     p->compute_seconds);
 }
 
 /* async: the push is one update and one new version; a progress line every `workers`. */

@@ -66,6 +66,8 @@ static int setup(ps *s, lp_err *err) {
     if (ps_members_init(&s->members, c->job.workers, c->job.heartbeat_timeout_ms, c->shard, err) <
         0)
         return -1;
+    s->members.on_leave = ps_on_member_left;
+    s->members.on_leave_ctx = s;
     if (ps_step_init(&s->step, c, err) < 0) return -1;
     if (ps_checkpoint_resume(&s->ckpt, err) < 0) return -1;
     return ps_net_open(&s->net, c, &s->security, err);

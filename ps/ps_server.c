@@ -46,6 +46,29 @@ static void answer_ready_pulls(ps *s) {
     ps_members_answer_pulls(&s->members, pull_ready_cb, answer_pull_cb, s);
 }
 
+static ps_pulls_key pulls_key(ps *s) {
+    ps_pulls_key k = {(uint64_t)s->phase, (uint64_t)ps_checkpoint_durable_hold(&s->ckpt),
+                      ps_step_min_clock(&s->step, &s->members), 0};
+    for (int i = 0; i < s->adapters.n; i++) k.versions += s->adapters.entries[i].version;
+    return k;
+}
+
+/* A waiting Pull becomes ready only when what it waits on changes: a look at them then, not
+ * on every message. */
+static void answer_pulls_if_changed(ps *s) {
+    ps_pulls_key k = pulls_key(s);
+    if (!memcmp(&k, &s->pulls_key, sizeof k)) return;
+    s->pulls_key = k;
+    answer_ready_pulls(s);
+}
+
+/* ---- membership ----------------------------------------------------------------------------- */
+
+void ps_on_member_left(void *ctx, const ps_member *mem) {
+    ps *s = ctx;
+    ps_step_member_left(&s->step, mem, ps_adapters_default(&s->adapters)->version);
+}
+
 /* ---- updates -------------------------------------------------------------------------------- */
 
 void ps_publish_update(ps *s, ps_adapter *a, double global_ss) {
@@ -76,7 +99,7 @@ static void complete_step(ps *s, ps_adapter *a, double global_ss) {
     double loss = st->tokens ? st->loss / (double)st->tokens : 0;
     ps_progress_step(&s->progress, &s->members, V, a->version, lr_at(&a->sched, (int)V), st->tokens,
                      loss, st->n_contrib ? st->compute_s / st->n_contrib : -1);
-    ps_step_next(st);
+    ps_step_next(st, &s->members, a->version);
     ps_adapter_zero_grad(a);
     if (a->version >= s->cfg.total_updates) begin_finish(s);
 }
@@ -107,7 +130,7 @@ void ps_tick(ps *s) {
     start_when_all_joined(s);
     if (s->phase == PS_RUNNING && s->cfg.sync) sync_tick(s);
     if (s->phase == PS_RUNNING && !s->cfg.sync && async_over(s)) begin_finish(s);
-    answer_ready_pulls(s);
+    answer_pulls_if_changed(s);
     ps_step_measure_overhead(&s->step);
     if (s->phase == PS_FINISHING && s->cfg.shard == 0 && ps_checkpoint_final_done(&s->ckpt))
         s->phase = PS_DONE;

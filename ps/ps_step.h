@@ -39,6 +39,10 @@ typedef struct ps_step {
     uint64_t *data_step, *data_seq;
     uint64_t data_id; /* the workers' data (Push.data_id), from the first accepted push; 0: none */
     int data_id_rank; /* whose it is; -1: the checkpoint's */
+    /* live ranks by their next step, smallest first (an indexed heap): the slowest in O(1) */
+    int *heap, *heap_pos, n_heap; /* heap_pos[r]: r's place, -1 if not live */
+    /* sync: live members that owe the open step a push: it closes at none */
+    int owing;
     /* sync: the open step; async: the updates since the last progress line */
     unsigned char *contributed; /* [workers] */
     int n_contrib;
@@ -77,6 +81,13 @@ void ps_step_restore_data(ps_step *st, uint64_t data_id);
 /* The first step a joining rank pushes, at published version V. */
 uint64_t ps_step_first_step(const ps_step *st, int rank, uint64_t version);
 
+/* Membership as the step sees it, told as it changes (the server keeps it told): a member
+ * joined, is about to leave, or asked for another version in a Pull. `version`: the published
+ * one. */
+void ps_step_member_joined(ps_step *st, const ps_member *mem, uint64_t version);
+void ps_step_member_left(ps_step *st, const ps_member *mem, uint64_t version);
+void ps_step_member_pulled(ps_step *st, ps_member *mem, uint64_t pull_version, uint64_t version);
+
 /* The slowest live worker's next step (UINT64_MAX: none live). */
 uint64_t ps_step_min_clock(const ps_step *st, const ps_members *mb);
 /* Bounded staleness: 1 if a Pull for `step` may be answered now. */
@@ -95,8 +106,8 @@ int ps_step_check_data(const ps_step *st, int rank, uint64_t data_id, Loraps__Er
 /* An accepted push: counted, and its data id learned if it is the first. */
 void ps_step_accepted(ps_step *st, int rank, uint64_t data_id);
 /* sync: rank r's push for the open step V is in. */
-void ps_step_add_sync(ps_step *st, int rank, uint64_t version, uint64_t tokens, double loss,
-                      double compute_s);
+void ps_step_add_sync(ps_step *st, const ps_members *mb, int rank, uint64_t version,
+                      uint64_t tokens, double loss, double compute_s);
 /* async: rank r's push of `step` was one update. */
 void ps_step_add_async(ps_step *st, const ps_members *mb, int rank, uint64_t step, uint64_t tokens,
                        double loss, double compute_s);
@@ -112,7 +123,7 @@ int ps_step_on_norm_share(ps_step *st, const Loraps__NormShare *ns, uint64_t ver
                           Loraps__ErrorCode *code, lp_err *why);
 /* sync: the open step is applied; the next one opens, and the overhead of this one is
  * measured once its pulls are answered. */
-void ps_step_next(ps_step *st);
+void ps_step_next(ps_step *st, const ps_members *mb, uint64_t version);
 void ps_step_measure_overhead(ps_step *st);
 
 #endif
