@@ -23,13 +23,15 @@ static dtype wire_to_dtype(Loraps__WireDtype d) {
 static int load_base_model(ps_adapters *t, lora_adapter *full, lp_err *err) {
     const ps_config *c = t->cfg;
     model *mdl;
-    if (model_load(&mdl, c->model_dir, err) < 0) return lp_wrap(err, "%s", c->model_dir);
+    int rc = c->shapes_only ? model_load_shapes(&mdl, c->model_dir, err)
+                            : model_load(&mdl, c->model_dir, err);
+    if (rc < 0) return lp_wrap(err, "%s", c->model_dir);
     ps_base_model *bm = &t->model;
     bm->fingerprint = model_fingerprint(mdl);
     const lora_module *mods;
     int n_mods = model_lora_modules(mdl, &mods);
     lora_config lc;
-    int rc = job_lora_config(&c->job, &lc, err);
+    rc = job_lora_config(&c->job, &lc, err);
     if (rc == 0) {
         rc = lora_adapter_build(full, &lc, mods, n_mods, err);
         lora_config_free(&lc);
@@ -253,9 +255,12 @@ void ps_adapter_set_grad(ps_adapter *a, const wire_msg *m) {
 }
 
 double ps_adapter_mean_grad(ps_adapter *a, uint64_t tokens) {
+    double t0 = wire_cpu_s();
     ps_agg_close(&a->agg);
     a->grad_scale = 1.0f / (float)tokens;
-    return sum_of_squares_scaled(a->grad_sum, a->grad_scale, a->n_params);
+    double ss = sum_of_squares_scaled(a->grad_sum, a->grad_scale, a->n_params);
+    a->close_s += wire_cpu_s() - t0;
+    return ss;
 }
 
 double ps_adapter_grad_sum_sq(const ps_adapter *a) {
@@ -270,12 +275,14 @@ int ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index, uint64_t
                       lp_err *err) {
     ps_snapshot *sn = writable_snapshot(a, err);
     if (!sn) return -1; /* nothing changed */
+    double t0 = wire_cpu_s();
     float lr = lr_at(&a->sched, (int)update_index);
     a->updates++;
     adamw_update_from_sum(a->params, a->grad_sum, a->grad_scale, clip, a->m, a->v, a->n_params, lr,
                           &a->adamw, (int)a->updates, sn->data, wire_to_dtype(a->wire_dtype));
     a->version = version;
     sn->version = version;
+    a->update_s += wire_cpu_s() - t0;
     return 0;
 }
 

@@ -59,9 +59,10 @@ typedef struct ps_adapter {
     float *grad_sum;  /* sync: sum of n_i * g_i of the open step; async: one push */
     float grad_scale; /* the gradient is grad_sum * grad_scale (sync: 1 / tokens) */
     float **grad_ptr, **param_ptr;
-    ps_agg agg;       /* sync: the open step's sum, into grad_sum */
-    uint64_t version; /* published version */
-    uint64_t updates; /* AdamW's t */
+    ps_agg agg;               /* sync: the open step's sum, into grad_sum */
+    double close_s, update_s; /* time in closing steps' sums (mean, norm) and in updates */
+    uint64_t version;         /* published version */
+    uint64_t updates;         /* AdamW's t */
     ps_snapshot *snap;
 } ps_adapter;
 

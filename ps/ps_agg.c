@@ -3,19 +3,12 @@
 
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 enum { AGG_PENDING, AGG_EMPTY, AGG_VALUE, AGG_CONSUMED };
 enum { LEAF_NONE = -1, LEAF_ALIAS = -2 };
 
 /* Below this many elements a message is summed on one thread. */
 #define PARALLEL_ELEMS ((size_t)1 << 17)
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 static int grow(void **p, int *cap, int need, size_t elem) {
     if (need <= *cap) return 0;
@@ -285,7 +278,7 @@ int ps_agg_add(ps_agg *g, int rank, uint64_t tokens, wire_msg *m, const int *fra
     int keep = g->n_partial > 0 || was_partial;
     size_t elems = 0;
     for (int i = 0; i < m->n_frames; i++) elems += m->hdr->frames[i]->numel;
-    double t0 = now_seconds();
+    double t0 = wire_cpu_s();
 #pragma omp parallel for schedule(dynamic, 1) if (elems >= PARALLEL_ELEMS && n_t > 1)
     for (int i = 0; i < n_t; i++) {
         ps_agg_tensor *T = &g->t[tensors[i]];
@@ -293,7 +286,7 @@ int ps_agg_add(ps_agg *g, int rank, uint64_t tokens, wire_msg *m, const int *fra
         set_node(g, T, k, AGG_VALUE, rank, NULL);
         propagate(g, T, k, keep);
     }
-    g->seconds += now_seconds() - t0;
+    g->seconds += wire_cpu_s() - t0;
     g->bytes += elems * dtype_size(g->type);
     g->messages++;
     held_unref(g, h);
@@ -331,7 +324,7 @@ void ps_agg_discard(ps_agg *g, int rank) {
 }
 
 void ps_agg_close(ps_agg *g) {
-    double t0 = now_seconds();
+    double t0 = wire_cpu_s();
     for (int i = 0; i < g->n; i++) {
         ps_agg_tensor *T = &g->t[i];
         for (int r = 0; r < g->workers && kind(g, T, 1) != AGG_VALUE; r++) {
@@ -341,7 +334,7 @@ void ps_agg_close(ps_agg *g) {
             propagate(g, T, k, 0);
         }
     }
-    g->seconds += now_seconds() - t0;
+    g->seconds += wire_cpu_s() - t0;
 }
 
 void ps_agg_reset(ps_agg *g) {

@@ -200,11 +200,14 @@ static int push_content_valid(ps *s, const wire_msg *m, const ps_adapter *a, pus
     lp_err why;
     if (ps_check_push_numbers(j, p, &code, &why) < 0 ||
         ps_step_check_data(&s->step, pc->rank, p->data_id, &code, &why) < 0 ||
-        ps_check_push_eval(j, p, &code, &why) < 0 ||
-        ps_check_tensors(a, m, s->cfg.wire_dtype, p->more_pieces, pc->frame_pos, &pc->n_tensors,
-                         &code, &why) < 0)
+        ps_check_push_eval(j, p, &code, &why) < 0)
         return ps_reject(&s->checks, m, code, "%s", why.msg);
-    return 1;
+    double t0 = wire_cpu_s();
+    /* sync: any tensors (piece_fits checks a last piece completes the push); async: all */
+    int rc = ps_check_tensors(a, m, s->cfg.wire_dtype, s->cfg.sync, pc->frame_pos, &pc->n_tensors,
+                              &code, &why);
+    s->costs.check_s += wire_cpu_s() - t0;
+    return rc < 0 ? ps_reject(&s->checks, m, code, "%s", why.msg) : 1;
 }
 
 /* sync: the piece continues its rank's push: the same token count, tensors not in yet, and a

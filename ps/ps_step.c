@@ -6,13 +6,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int ps_step_init(ps_step *st, const ps_config *c, lp_err *err) {
     const job *j = &c->job;
@@ -260,7 +253,8 @@ void ps_step_add_sync(ps_step *st, const ps_members *mb, int rank, uint64_t vers
     st->contributed[rank] = 1;
     add_totals(st, tokens, loss, compute_s);
     set_rank_next(st, rank, version + 1);
-    st->last_push_s = now_seconds();
+    st->last_push_s = wire_now_s();
+    st->last_push_cpu_s = wire_cpu_s();
 }
 
 void ps_step_add_async(ps_step *st, const ps_members *mb, int rank, uint64_t step, uint64_t tokens,
@@ -363,7 +357,8 @@ void ps_step_next(ps_step *st, const ps_members *mb, uint64_t version) {
 
 void ps_step_measure_overhead(ps_step *st) {
     if (!st->overhead_pending) return;
-    double ms = (now_seconds() - st->last_push_s) * 1e3;
+    double ms = (wire_now_s() - st->last_push_s) * 1e3;
+    st->overhead_cpu_ms_sum += (wire_cpu_s() - st->last_push_cpu_s) * 1e3;
     st->overhead_ms_sum += ms;
     st->overhead_n++;
     if (ms > st->overhead_ms_max) st->overhead_ms_max = ms;

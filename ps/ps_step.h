@@ -61,9 +61,10 @@ typedef struct ps_step {
     uint64_t max_spread;           /* async: most steps a push ran ahead of the slowest */
     /* sync: from accepting a step's last push to the new version handed to libzmq for every
      * waiting pull (the server's own step overhead) */
-    double last_push_s;
+    double last_push_s, last_push_cpu_s;
     int overhead_pending;
     double overhead_ms_sum, overhead_ms_max;
+    double overhead_cpu_ms_sum; /* of it, the server thread's CPU time (its own work) */
     uint64_t overhead_n;
 } ps_step;
 

@@ -73,16 +73,125 @@ static void add_scaled(float *restrict acc, const float *restrict x, float w, si
         for (size_t i = 0; i < len; i++) acc[i] += w * x[i];
 }
 
+/* Element loads that compile to vector loads and conversions (memcpy: no alignment assumed). */
+static inline float ld_f32(const unsigned char *p, size_t i) {
+    float x;
+    memcpy(&x, p + 4 * i, 4);
+    return x;
+}
+
+static inline float ld_bf16(const unsigned char *p, size_t i) {
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    uint32_t u = (uint32_t)h << 16;
+    float x;
+    memcpy(&x, &u, 4);
+    return x;
+}
+
+static inline float ld_f16(const unsigned char *p, size_t i) {
+#ifdef __FLT16_MANT_DIG__
+    _Float16 h;
+    memcpy(&h, p + 2 * i, 2);
+    return (float)h;
+#else
+    uint16_t h;
+    memcpy(&h, p + 2 * i, 2);
+    return f16_to_f32(h);
+#endif
+}
+
+/* dst[i] = wa a[i] + wb b[i] in one loop, for each pair of dtypes; _in: a is dst itself (an
+ * f32 partial sum taking the next term in place). Distinct pointers are restrict, so the loops
+ * vectorise without run-time overlap checks. */
+#define PAIR(NA, LA, NB, LB)                                                                       \
+    static void pair_##NA##_##NB(float *restrict dst, const unsigned char *restrict a, float wa,   \
+                                 const unsigned char *restrict b, float wb, size_t n) {            \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            float x = wa * LA(a, i), y = wb * LB(b, i);                                            \
+            dst[i] = x + y;                                                                        \
+        }                                                                                          \
+    }
+#define PAIR_IN(NB, LB)                                                                            \
+    static void pair_in_##NB(float *restrict dst, float wa, const unsigned char *restrict b,       \
+                             float wb, size_t n) {                                                 \
+        for (size_t i = 0; i < n; i++) {                                                           \
+            float x = wa * dst[i], y = wb * LB(b, i);                                              \
+            dst[i] = x + y;                                                                        \
+        }                                                                                          \
+    }
+PAIR(f32, ld_f32, f32, ld_f32)
+PAIR(f32, ld_f32, bf16, ld_bf16)
+PAIR(f32, ld_f32, f16, ld_f16)
+PAIR(bf16, ld_bf16, bf16, ld_bf16)
+PAIR(f16, ld_f16, f16, ld_f16)
+PAIR_IN(f32, ld_f32)
+PAIR_IN(bf16, ld_bf16)
+PAIR_IN(f16, ld_f16)
+
+typedef void (*pair_fn)(float *, const unsigned char *, float, const unsigned char *, float,
+                        size_t);
+typedef void (*pair_in_fn)(float *, float, const unsigned char *, float, size_t);
+
+/* The loop for dtypes (ta, tb), swapping the operands if only the other order has one (the sum of
+ * two rounded products does not depend on their order); NULL: none. */
+static pair_fn pair_for(dtype ta, dtype tb, int *swap) {
+    *swap = 0;
+    for (int k = 0; k < 2; k++, *swap = 1) {
+        dtype x = k ? tb : ta, y = k ? ta : tb;
+        if (x == DT_F32 && y == DT_F32) return pair_f32_f32;
+        if (x == DT_F32 && y == DT_BF16) return pair_f32_bf16;
+        if (x == DT_F32 && y == DT_F16) return pair_f32_f16;
+        if (x == DT_BF16 && y == DT_BF16) return pair_bf16_bf16;
+        if (x == DT_F16 && y == DT_F16) return pair_f16_f16;
+    }
+    return NULL;
+}
+
+static pair_in_fn pair_in_for(dtype tb) {
+    return tb == DT_F32 ? pair_in_f32 : tb == DT_BF16 ? pair_in_bf16 : pair_in_f16;
+}
+
+static const unsigned char *data_at(const cursor *c, size_t at) {
+    const acc_seg *s = &c->src->seg[c->seg];
+    return (const unsigned char *)s->data + (at - s->off) * dtype_size(c->src->type);
+}
+
+/* Two sources straight into dst, in place when dst is one of them (an f32 sum). */
+static void sum_pair(float *dst, const cursor *cur, size_t at, size_t len) {
+    const unsigned char *p[2] = {data_at(&cur[0], at), data_at(&cur[1], at)};
+    const acc_src *a = cur[0].src, *b = cur[1].src;
+    for (int k = 0; k < 2; k++) {
+        const acc_src *me = k ? b : a, *other = k ? a : b;
+        if (p[k] == (const unsigned char *)(dst + at) && me->type == DT_F32) {
+            pair_in_for(other->type)(dst + at, me->weight, p[1 - k], other->weight, len);
+            return;
+        }
+    }
+    int swap;
+    pair_fn f = pair_for(a->type, b->type, &swap);
+    if (swap)
+        f(dst + at, p[1], b->weight, p[0], a->weight, len);
+    else
+        f(dst + at, p[0], a->weight, p[1], b->weight, len);
+}
+
 void acc_sum(float *dst, const acc_src *src, int n_src, size_t n) {
     cursor cur[n_src];
     for (int s = 0; s < n_src; s++) cur[s] = (cursor){&src[s], 0};
     float acc[BLOCK], x[BLOCK];
     for (size_t at = 0; at < n;) {
-        size_t len = n - at < BLOCK ? n - at : BLOCK;
+        size_t len = n - at;
         for (int s = 0; s < n_src; s++) {
             size_t room = cursor_room(&cur[s], at);
             if (room < len) len = room;
         }
+        if (n_src == 2 && pair_for(src[0].type, src[1].type, &(int){0})) {
+            sum_pair(dst, cur, at, len);
+            at += len;
+            continue;
+        }
+        if (len > BLOCK) len = BLOCK;
         for (int s = 0; s < n_src; s++) {
             load(&cur[s], at, x, len);
             if (s == 0)

@@ -127,7 +127,10 @@ void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *ds
 /* Socket options every loraps socket gets: MAXMSGSIZE, LINGER, and TCP keepalive. */
 int wire_socket_setup(void *sock, int linger_ms, lp_err *err);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds, and seconds; the calling thread's CPU seconds (what a piece of work
+ * cost, whoever else ran meanwhile). */
 int64_t wire_now_ms(void);
+double wire_now_s(void);
+double wire_cpu_s(void);
 
 #endif

@@ -245,6 +245,48 @@ static void test_joined_frames_zero_copy(void **state) {
 
 /* Joined tensor frames whose sizes do not add up to their raw frame, or a first frame joined to
  * nothing, are malformed. */
+/* Many tensors, some adjacent in memory and some not, larger and smaller than the chunk: every
+ * one arrives whole and in place, whatever raw frames they were grouped into. */
+static void test_joined_frames_many_tensors(void **state) {
+    (void)state;
+    enum { N = 40 };
+    size_t numel[N], off[N], total = 0;
+    uint32_t idx[N];
+    wire_src src[N];
+    for (int t = 0; t < N; t++) {
+        numel[t] = 1 + (size_t)((t * 7919) % 37);
+        off[t] = total;
+        total += numel[t] + (t % 3 == 0 ? 5 : 0); /* every third followed by a gap */
+        idx[t] = (uint32_t)(2 * t);
+    }
+    float *buf = malloc(total * sizeof(float));
+    for (size_t i = 0; i < total; i++) buf[i] = (float)i;
+    for (int t = 0; t < N; t++) src[t] = (wire_src){idx[t], numel[t], buf + off[t]};
+    for (int zc = 0; zc < 2; zc++) {
+        wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                            .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                            .chunk_elems = 16,
+                            .zero_copy_unowned = zc};
+        lp_err err;
+        Loraps__Header h = push_header();
+        assert_int_equal(wire_send(a, &h, src, N, &o, NULL, &err), 0);
+        wire_msg m;
+        Loraps__ErrorCode code;
+        assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_OK);
+        wire_expect e = {N, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
+        if (wire_check_frames(&m, &e, &code, &err) < 0) fail_msg("%s", err.msg);
+        float *out[N];
+        for (int t = 0; t < N; t++) out[t] = calloc(numel[t], sizeof(float));
+        wire_frames_apply(&m, &e, out, 1.0f, 0);
+        for (int t = 0; t < N; t++) {
+            assert_memory_equal(out[t], buf + off[t], numel[t] * sizeof(float));
+            free(out[t]);
+        }
+        wire_msg_close(&m);
+    }
+    free(buf);
+}
+
 static void test_joined_frames_malformed(void **state) {
     (void)state;
     lp_err err;
@@ -350,6 +392,7 @@ int main(void) {
         cmocka_unit_test(test_nonfinite_detected_in_every_dtype),
         cmocka_unit_test(test_zero_copy_owner_released),
         cmocka_unit_test(test_joined_frames_zero_copy),
+        cmocka_unit_test(test_joined_frames_many_tensors),
         cmocka_unit_test(test_joined_frames_malformed),
         cmocka_unit_test(test_malformed_messages),
         cmocka_unit_test(test_error_message),
