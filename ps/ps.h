@@ -28,9 +28,29 @@
 
 typedef enum ps_phase { PS_WAITING, PS_RUNNING, PS_FINISHING, PS_DONE } ps_phase;
 
+/* What makes a waiting Pull ready: waiting pulls are looked at again only when it changed. */
+typedef struct ps_pulls_key {
+    uint64_t phase, durable_hold, min_clock, versions;
+} ps_pulls_key;
+
+/* Where the server's own time goes: CPU seconds of its thread, for the cost model of bench_ps. */
+typedef struct ps_costs {
+    double recv_s; /* taking messages off the socket */
+    uint64_t recv_msgs;
+    double push_s; /* handling pushes: checks, sums, bookkeeping */
+    uint64_t pushes, push_bytes;
+    double check_s; /* of push_s: the tensors' checks (shapes, finite) */
+    double pull_s;  /* answering pulls: Params handed to libzmq */
+    uint64_t pulls, pull_bytes;
+    double other_s; /* every other message */
+    uint64_t others;
+} ps_costs;
+
 typedef struct ps {
     ps_config cfg;
+    ps_costs costs;
     ps_phase phase;
+    ps_pulls_key pulls_key; /* as the waiting pulls were last looked at */
     ps_net net;
     ps_security security;
     ps_validate checks;
@@ -45,6 +65,8 @@ typedef struct ps {
 void ps_handle(ps *s, wire_msg *m);
 
 /* ps_server.c */
+/* ps_members' leave listener: the step stops waiting for the member. */
+void ps_on_member_left(void *ctx, const ps_member *mem);
 /* 1 if a Pull can be answered now. */
 int ps_pull_ready(ps *s, const ps_pull *p);
 void ps_answer_pull(ps *s, const ps_pull *p);

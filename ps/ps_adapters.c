@@ -11,19 +11,27 @@
 #include <stdlib.h>
 #include <string.h>
 
+static dtype wire_to_dtype(Loraps__WireDtype d) {
+    return d == LORAPS__WIRE_DTYPE__WIRE_BF16  ? DT_BF16
+           : d == LORAPS__WIRE_DTYPE__WIRE_F16 ? DT_F16
+                                               : DT_F32;
+}
+
 /* The spec comes from the model folder through the model family's own module list, so the
  * server and the workers can never disagree on names or shapes; the weights are mmap'd, read
  * once for the fingerprint, and unmapped again. */
 static int load_base_model(ps_adapters *t, lora_adapter *full, lp_err *err) {
     const ps_config *c = t->cfg;
     model *mdl;
-    if (model_load(&mdl, c->model_dir, err) < 0) return lp_wrap(err, "%s", c->model_dir);
+    int rc = c->shapes_only ? model_load_shapes(&mdl, c->model_dir, err)
+                            : model_load(&mdl, c->model_dir, err);
+    if (rc < 0) return lp_wrap(err, "%s", c->model_dir);
     ps_base_model *bm = &t->model;
     bm->fingerprint = model_fingerprint(mdl);
     const lora_module *mods;
     int n_mods = model_lora_modules(mdl, &mods);
     lora_config lc;
-    int rc = job_lora_config(&c->job, &lc, err);
+    rc = job_lora_config(&c->job, &lc, err);
     if (rc == 0) {
         rc = lora_adapter_build(full, &lc, mods, n_mods, err);
         lora_config_free(&lc);
@@ -81,7 +89,7 @@ static int place_on_shards(ps_adapter *a, const ps_config *c, lp_err *err) {
 }
 
 /* This shard's tensors, with the initial values of the whole adapter. */
-static int part_init(ps_adapter *a, int shard, lp_err *err) {
+static int part_init(ps_adapter *a, int shard, int workers, lp_err *err) {
     size_t n_spec = (size_t)(a->spec.n ? a->spec.n : 1);
     a->index = malloc(n_spec * sizeof *a->index);
     a->numel = malloc(n_spec * sizeof *a->numel);
@@ -90,11 +98,15 @@ static int part_init(ps_adapter *a, int shard, lp_err *err) {
     a->param_ptr = malloc(n_spec * sizeof *a->param_ptr);
     if (!a->index || !a->numel || !a->offset || !a->grad_ptr || !a->param_ptr)
         return lp_fail(err, "out of memory");
+    a->pos_of = malloc(n_spec * sizeof *a->pos_of);
+    if (!a->pos_of) return lp_fail(err, "out of memory");
+    for (int i = 0; i < a->spec.n; i++) a->pos_of[i] = -1;
     a->n = shard_map_tensors(&a->map, shard, a->index);
     for (int t = 0; t < a->n; t++) {
         a->numel[t] = a->spec.numel[a->index[t]];
         a->offset[t] = a->n_params;
         a->n_params += a->numel[t];
+        a->pos_of[a->index[t]] = t;
     }
     size_t n = a->n_params ? a->n_params : 1;
     a->params = malloc(n * sizeof(float));
@@ -108,7 +120,9 @@ static int part_init(ps_adapter *a, int shard, lp_err *err) {
         a->grad_ptr[t] = a->grad_sum + a->offset[t];
         a->param_ptr[t] = a->params + a->offset[t];
     }
-    return 0;
+    a->grad_scale = 1.0f;
+    return ps_agg_init(&a->agg, a->n, a->numel, a->grad_ptr, workers, wire_to_dtype(a->wire_dtype),
+                       err);
 }
 
 static int adapter_init(ps_adapters *t, ps_adapter *a, uint32_t id, lp_err *err) {
@@ -118,7 +132,7 @@ static int adapter_init(ps_adapters *t, ps_adapter *a, uint32_t id, lp_err *err)
     if (load_base_model(t, &a->full, err) < 0) return -1;
     if (spec_from_adapter(&a->spec, &a->full, err) < 0) return -1;
     if (place_on_shards(a, c, err) < 0) return -1;
-    if (part_init(a, c->shard, err) < 0) return -1;
+    if (part_init(a, c->shard, c->job.workers, err) < 0) return -1;
     if (ps_adapter_publish(a, 0, err) < 0) return -1;
     job_adamw(&c->job, &a->adamw);
     job_schedule(&c->job, (int)c->total_updates, &a->sched);
@@ -159,29 +173,30 @@ static void snap_unref(void *data, void *hint) {
     }
 }
 
-int ps_adapter_publish(ps_adapter *a, uint64_t version, lp_err *err) {
-    size_t wsz = wire_dtype_size(a->wire_dtype);
+/* The snapshot to write the next version into: the current one's buffer when no frame of it is
+ * in flight, else a new one (the old one left to libzmq). */
+static ps_snapshot *writable_snapshot(ps_adapter *a, lp_err *err) {
     ps_snapshot *sn = a->snap;
-    /* Reuse the buffer when no frame of it is in flight; else leave it to libzmq. */
-    if (!sn || atomic_load(&sn->refs) != 1) {
-        if (sn) snap_unref(NULL, sn);
-        sn = calloc(1, sizeof *sn);
-        if (!sn) return lp_fail(err, "out of memory");
-        sn->bytes = a->n_params * wsz;
-        sn->data = malloc(sn->bytes ? sn->bytes : 1);
-        if (!sn->data) {
-            free(sn);
-            a->snap = NULL;
-            return lp_fail(err, "out of memory");
-        }
-        atomic_init(&sn->refs, 1);
-        a->snap = sn;
+    if (sn && atomic_load(&sn->refs) == 1) return sn;
+    if (sn) snap_unref(NULL, sn);
+    a->snap = NULL;
+    sn = calloc(1, sizeof *sn);
+    if (!sn) return lp_fail(err, "out of memory"), NULL;
+    sn->bytes = a->n_params * wire_dtype_size(a->wire_dtype);
+    sn->data = malloc(sn->bytes ? sn->bytes : 1);
+    if (!sn->data) {
+        free(sn);
+        return lp_fail(err, "out of memory"), NULL;
     }
-    if (a->wire_dtype == LORAPS__WIRE_DTYPE__WIRE_F32)
-        memcpy(sn->data, a->params, a->n_params * sizeof(float));
-    else
-        dtype_from_f32(a->params, a->wire_dtype == LORAPS__WIRE_DTYPE__WIRE_BF16 ? DT_BF16 : DT_F16,
-                       sn->data, a->n_params);
+    atomic_init(&sn->refs, 1);
+    a->snap = sn;
+    return sn;
+}
+
+int ps_adapter_publish(ps_adapter *a, uint64_t version, lp_err *err) {
+    ps_snapshot *sn = writable_snapshot(a, err);
+    if (!sn) return -1;
+    dtype_from_f32(a->params, wire_to_dtype(a->wire_dtype), sn->data, a->n_params);
     sn->version = version;
     a->version = version;
     return 0;
@@ -215,31 +230,60 @@ int ps_adapter_send_params(ps_adapter *a, ps_net *net, const void *routing, size
 
 /* ---- gradients and the update --------------------------------------------------------------- */
 
-void ps_adapter_add_grad(ps_adapter *a, const wire_msg *m, float weight, int accumulate) {
+int ps_adapter_add_piece(ps_adapter *a, int rank, uint64_t tokens, wire_msg *m,
+                         const int *frame_pos, int complete, lp_err *err) {
+    return ps_agg_add(&a->agg, rank, tokens, m, frame_pos, complete, err);
+}
+
+int ps_adapter_discard_push(ps_adapter *a, int rank) {
+    if (!ps_agg_rank_partial(&a->agg, rank)) return 0;
+    ps_agg_discard(&a->agg, rank);
+    return 1;
+}
+
+int ps_adapter_discard_partial(ps_adapter *a) {
+    int n = 0;
+    for (int r = 0; a->agg.n_partial > 0 && r < a->agg.workers; r++)
+        n += ps_adapter_discard_push(a, r);
+    return n;
+}
+
+void ps_adapter_set_grad(ps_adapter *a, const wire_msg *m) {
     wire_expect e = {a->n, a->index, a->numel, a->wire_dtype};
-    wire_frames_apply(m, &e, a->grad_ptr, weight, accumulate);
+    wire_frames_apply(m, &e, a->grad_ptr, 1.0f, 0);
+    a->grad_scale = 1.0f;
 }
 
 double ps_adapter_mean_grad(ps_adapter *a, uint64_t tokens) {
-    float inv = 1.0f / (float)tokens;
-    for (size_t i = 0; i < a->n_params; i++) a->grad_sum[i] *= inv;
-    return sum_of_squares(a->grad_sum, a->n_params);
+    double t0 = wire_cpu_s();
+    ps_agg_close(&a->agg);
+    a->grad_scale = 1.0f / (float)tokens;
+    double ss = sum_of_squares_scaled(a->grad_sum, a->grad_scale, a->n_params);
+    a->close_s += wire_cpu_s() - t0;
+    return ss;
 }
 
 double ps_adapter_grad_sum_sq(const ps_adapter *a) {
-    return sum_of_squares(a->grad_sum, a->n_params);
+    return sum_of_squares_scaled(a->grad_sum, a->grad_scale, a->n_params);
 }
 
 void ps_adapter_zero_grad(ps_adapter *a) {
-    memset(a->grad_sum, 0, a->n_params * sizeof(float));
+    ps_agg_reset(&a->agg);
 }
 
-void ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index) {
-    if (clip != 1.0f)
-        for (size_t i = 0; i < a->n_params; i++) a->grad_sum[i] *= clip;
+int ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index, uint64_t version,
+                      lp_err *err) {
+    ps_snapshot *sn = writable_snapshot(a, err);
+    if (!sn) return -1; /* nothing changed */
+    double t0 = wire_cpu_s();
     float lr = lr_at(&a->sched, (int)update_index);
     a->updates++;
-    adamw_update(a->params, a->grad_sum, a->m, a->v, a->n_params, lr, &a->adamw, (int)a->updates);
+    adamw_update_from_sum(a->params, a->grad_sum, a->grad_scale, clip, a->m, a->v, a->n_params, lr,
+                          &a->adamw, (int)a->updates, sn->data, wire_to_dtype(a->wire_dtype));
+    a->version = version;
+    sn->version = version;
+    a->update_s += wire_cpu_s() - t0;
+    return 0;
 }
 
 int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full, lp_err *err) {
@@ -254,6 +298,8 @@ int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full, lp_
 /* ---- free ----------------------------------------------------------------------------------- */
 
 static void adapter_free(ps_adapter *a) {
+    ps_agg_free(&a->agg);
+    free(a->pos_of);
     free(a->index);
     free(a->numel);
     free(a->offset);

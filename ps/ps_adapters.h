@@ -6,6 +6,7 @@
 #define LORAPS_PS_ADAPTERS_H
 
 #include "adamw.h"
+#include "ps_agg.h"
 #include "lora.h"
 #include "ps_config.h"
 #include "ps_net.h"
@@ -53,11 +54,15 @@ typedef struct ps_adapter {
     size_t *numel;
     size_t *offset; /* into the flat buffers below */
     size_t n_params;
+    int32_t *pos_of; /* [spec.n]: a spec tensor's position on this shard, or -1 */
     float *params, *m, *v;
-    float *grad_sum; /* sync: sum of n_i * g_i of the open step; async: one push */
+    float *grad_sum;  /* sync: sum of n_i * g_i of the open step; async: one push */
+    float grad_scale; /* the gradient is grad_sum * grad_scale (sync: 1 / tokens) */
     float **grad_ptr, **param_ptr;
-    uint64_t version; /* published version */
-    uint64_t updates; /* AdamW's t */
+    ps_agg agg;               /* sync: the open step's sum, into grad_sum */
+    double close_s, update_s; /* time in closing steps' sums (mean, norm) and in updates */
+    uint64_t version;         /* published version */
+    uint64_t updates;         /* AdamW's t */
     ps_snapshot *snap;
 } ps_adapter;
 
@@ -91,14 +96,25 @@ int ps_adapter_publish(ps_adapter *a, uint64_t version, lp_err *err);
 /* Sends the current snapshot as Params (zero-copy); with `done`, only the header. */
 int ps_adapter_send_params(ps_adapter *a, ps_net *net, const void *routing, size_t routing_len,
                            int done, lp_err *err);
-/* A checked push's tensors into the gradient sum: += weight * g, or = g (accumulate 0). */
-void ps_adapter_add_grad(ps_adapter *a, const wire_msg *m, float weight, int accumulate);
-/* The gradient sum divided by `tokens`: the mean gradient; returns its sum of squares. */
+/* sync: a checked push or piece of rank r into the open step's sum (ps_agg_add). */
+int ps_adapter_add_piece(ps_adapter *a, int rank, uint64_t tokens, wire_msg *m,
+                         const int *frame_pos, int complete, lp_err *err);
+/* sync: rank r's partial push (if any) rolled back; counted when it was one. */
+int ps_adapter_discard_push(ps_adapter *a, int rank);
+/* sync: every partial push rolled back (the step closes without them); how many. */
+int ps_adapter_discard_partial(ps_adapter *a);
+/* async: a checked push is the gradient. */
+void ps_adapter_set_grad(ps_adapter *a, const wire_msg *m);
+/* sync: the step's sum closed (ranks that did not push are empty); the gradient is its mean
+ * over `tokens`. Returns the mean's sum of squares. */
 double ps_adapter_mean_grad(ps_adapter *a, uint64_t tokens);
 double ps_adapter_grad_sum_sq(const ps_adapter *a);
+/* The next sync step: nothing summed. */
 void ps_adapter_zero_grad(ps_adapter *a);
-/* Clips the (mean) gradient by factor, runs AdamW with the lr of update `update_index`. */
-void ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index);
+/* Clips the gradient by factor and runs AdamW with the lr of update `update_index`, publishing
+ * the new params as `version` in the same pass. */
+int ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index, uint64_t version,
+                      lp_err *err);
 /* Writes <out>/adapter_model.safetensors (PEFT) from the whole adapter in spec layout. */
 int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full_params, lp_err *err);
 

@@ -13,6 +13,7 @@ static const netcfg_flag PS_ENV_FLAGS[] = {
     {"quiet", 0},        {"metrics-port", 1},  {"metrics-bind", 1},  {"resume", 1},
     {"idle-exit", 1},    {"curve-dir", 1},     {"max-msg-bytes", 1}, {"max-workers", 1},
     {"reject-limit", 1}, {"reject-window", 1}, {"ban-seconds", 1},   {"durable-every", 1},
+    {"shapes-only", 0},
 };
 
 static void usage(FILE *out) {
@@ -39,6 +40,9 @@ static void usage(FILE *out) {
             "  --metrics-bind A address for that port (default 0.0.0.0; :: for IPv6)\n"
             "  --idle-exit S    no live worker for S seconds (none came, or all are gone):\n"
             "                   checkpoint and exit with status 3 (default 0: wait forever)\n"
+            "  --shapes-only    read only --model's config.json (no weights): the adapter's\n"
+            "                   shapes, and a fingerprint of the config that real workers do\n"
+            "                   not match (benchmarks with synthetic workers; an 8B shape)\n"
             "  --quiet          no progress lines\n"
             "  --help           this text\n\n"
             "Every option above is also a variable: LORAPS_BIND, LORAPS_PEERS, LORAPS_SHARD,\n"
@@ -154,8 +158,8 @@ static int parse_flags(ps_config *c, int argc, char **argv, const char **peers) 
         const char *a = argv[i];
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--help") || !strcmp(a, "-h")) help_and_exit();
-        if (!strcmp(a, "--quiet")) {
-            c->quiet = 1;
+        if (!strcmp(a, "--quiet") || !strcmp(a, "--shapes-only")) {
+            *(!strcmp(a, "--quiet") ? &c->quiet : &c->shapes_only) = 1;
             i++;
             continue;
         }

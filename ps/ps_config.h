@@ -17,9 +17,10 @@ typedef struct ps_config {
     char bind[256];
     char metrics_path[PATH_MAX]; /* shard 0: one JSON line per step */
     int shard, n_shards;
-    char **peers; /* endpoints of all shards, in shard order (n_shards of them) */
-    int quiet;    /* no progress lines */
-    int threads;  /* for AdamW and the norm (OpenMP); the job's threads are the workers' */
+    char **peers;    /* endpoints of all shards, in shard order (n_shards of them) */
+    int quiet;       /* no progress lines */
+    int shapes_only; /* the base model from config.json alone (model_load_shapes) */
+    int threads;     /* for AdamW and the norm (OpenMP); the job's threads are the workers' */
     Loraps__WireDtype wire_dtype;
     int sync;               /* mode == sync */
     uint64_t total_updates; /* sync: max_steps; async: max_steps * workers */

@@ -95,7 +95,10 @@ static void handle_hello(ps *s, wire_msg *m) {
         ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for members");
         return;
     }
+    /* a restarted worker sends its push again, whole or in pieces */
+    ps_adapter_discard_push(ps_adapters_default(&s->adapters), mem->rank);
     uint64_t V = ps_adapters_default(&s->adapters)->version;
+    ps_step_member_joined(&s->step, mem, V);
     uint64_t start = ps_step_first_step(&s->step, mem->rank, V);
     if (send_welcome(s, m, mem, start) < 0) {
         ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for Welcome");
@@ -134,18 +137,25 @@ static void handle_pull(ps *s, wire_msg *m, ps_member *mem) {
                   (unsigned long long)a->version);
         return;
     }
-    mem->pull_version = p->version;
+    ps_step_member_pulled(&s->step, mem, p->version, a->version);
     ps_pull pl = pull_of(m, mem->id);
     if (ps_pull_ready(s, &pl)) {
         ps_answer_pull(s, &pl);
         return;
     }
     if (s->phase == PS_RUNNING && !s->cfg.sync) s->step.pulls_held_staleness++;
-    if (ps_members_hold_pull(&s->members, &pl) < 0)
-        ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for pulls");
+    ps_members_hold_pull(&s->members, &pl); /* a member's: always held */
 }
 
 /* ---- Push ----------------------------------------------------------------------------------- */
+
+/* What checking a push found: a whole push is its own last piece. */
+typedef struct push_piece {
+    int rank;
+    int last;
+    int *frame_pos; /* each frame's tensor position on this shard */
+    int n_tensors;
+} push_piece;
 
 /* A gradient for an adapter of this job, in a job that has started. */
 static int push_for_job(ps *s, const wire_msg *m, const ps_adapter *a) {
@@ -157,6 +167,9 @@ static int push_for_job(ps *s, const wire_msg *m, const ps_adapter *a) {
     if (p->kind != LORAPS__UPDATE_KIND__UPDATE_GRADIENT)
         return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED,
                          "update kind %d: this server applies gradients only", p->kind);
+    if (p->more_pieces && !s->cfg.sync)
+        return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_UNSUPPORTED,
+                         "a push in pieces: async mode takes whole pushes");
     if (s->phase == PS_WAITING)
         return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_STEP,
                          "the job has not started: %d of %d workers joined",
@@ -165,47 +178,100 @@ static int push_for_job(ps *s, const wire_msg *m, const ps_adapter *a) {
 }
 
 /* The push's step, where the consistency mode puts it: a duplicate or a stale push is
- * acknowledged as such, one out of order is refused. */
-static int push_in_order(ps *s, const wire_msg *m, const ps_adapter *a, int rank) {
+ * acknowledged as such (at its last piece), one out of order is refused. */
+static int push_in_order(ps *s, const wire_msg *m, const ps_adapter *a, const push_piece *pc) {
     const Loraps__Push *p = m->hdr->push;
     lp_err why;
-    ps_push_verdict v = ps_step_judge_push(&s->step, s->phase >= PS_FINISHING, a->version, rank,
+    ps_push_verdict v = ps_step_judge_push(&s->step, s->phase >= PS_FINISHING, a->version, pc->rank,
                                            p->step, p->base_version, &why);
     if (v == PS_PUSH_REFUSE)
         return ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_STEP, "%s", why.msg);
-    if (v == PS_PUSH_DUPLICATE) send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_DUPLICATE);
-    if (v == PS_PUSH_STALE) send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_STALE);
+    if (v == PS_PUSH_DUPLICATE && pc->last)
+        send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_DUPLICATE);
+    if (v == PS_PUSH_STALE && pc->last) send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_STALE);
     return v == PS_PUSH_ACCEPT;
 }
 
 /* Its numbers, its data, its validation result and its tensors. */
-static int push_content_valid(ps *s, const wire_msg *m, const ps_adapter *a, int rank) {
+static int push_content_valid(ps *s, const wire_msg *m, const ps_adapter *a, push_piece *pc) {
     const Loraps__Push *p = m->hdr->push;
     const job *j = &s->cfg.job;
     Loraps__ErrorCode code;
     lp_err why;
     if (ps_check_push_numbers(j, p, &code, &why) < 0 ||
-        ps_step_check_data(&s->step, rank, p->data_id, &code, &why) < 0 ||
-        ps_check_push_eval(j, p, &code, &why) < 0 ||
-        ps_check_tensors(a, m, s->cfg.shard, s->cfg.wire_dtype, &code, &why) < 0)
+        ps_step_check_data(&s->step, pc->rank, p->data_id, &code, &why) < 0 ||
+        ps_check_push_eval(j, p, &code, &why) < 0)
         return ps_reject(&s->checks, m, code, "%s", why.msg);
+    double t0 = wire_cpu_s();
+    /* sync: any tensors (piece_fits checks a last piece completes the push); async: all */
+    int rc = ps_check_tensors(a, m, s->cfg.wire_dtype, s->cfg.sync, pc->frame_pos, &pc->n_tensors,
+                              &code, &why);
+    s->costs.check_s += wire_cpu_s() - t0;
+    return rc < 0 ? ps_reject(&s->checks, m, code, "%s", why.msg) : 1;
+}
+
+/* sync: the piece continues its rank's push: the same token count, tensors not in yet, and a
+ * last piece that completes it (else the push is dropped). A piece repeating tensors already in
+ * is a duplicate. */
+static int piece_fits(ps *s, const wire_msg *m, ps_adapter *a, const push_piece *pc) {
+    const Loraps__Push *p = m->hdr->push;
+    ps_validate *v = &s->checks;
+    const ps_agg *g = &a->agg;
+    int have = ps_agg_rank_tensors(g, pc->rank);
+    if (have && ps_agg_rank_tokens(g, pc->rank) != p->n_tokens)
+        return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+                         "a piece of %llu tokens; the push's earlier pieces had %llu",
+                         (unsigned long long)p->n_tokens,
+                         (unsigned long long)ps_agg_rank_tokens(g, pc->rank));
+    if (!pc->last && (p->eval || pc->n_tensors == 0))
+        return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_MALFORMED,
+                         "a piece that is not the last carries tensors and no validation result");
+    int in = 0;
+    for (int i = 0; i < m->n_frames; i++)
+        if (i == 0 || pc->frame_pos[i] != pc->frame_pos[i - 1])
+            in += ps_agg_has(g, pc->rank, pc->frame_pos[i]);
+    if (in && in == pc->n_tensors) {
+        s->step.pushes_duplicate++;
+        if (pc->last) send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_DUPLICATE);
+        return 0;
+    }
+    if (in)
+        return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_SHAPE,
+                         "%d of the piece's %d tensors are in already", in, pc->n_tensors);
+    if (pc->last && have + pc->n_tensors != a->n) {
+        ps_adapter_discard_push(a, pc->rank);
+        s->step.pushes_incomplete++;
+        return ps_reject(v, m, LORAPS__ERROR_CODE__ERR_SHAPE,
+                         "the push's last piece leaves %d of this shard's %d tensors missing: the "
+                         "push is dropped",
+                         a->n - have - pc->n_tensors, a->n);
+    }
     return 1;
 }
 
-/* sync: the push joins the open step's token-weighted sum. */
-static void add_to_step(ps *s, const wire_msg *m, ps_adapter *a, int rank) {
+/* sync: the piece joins the open step's sum; with the last, the push counts. */
+static void add_to_step(ps *s, wire_msg *m, ps_adapter *a, const push_piece *pc) {
     const Loraps__Push *p = m->hdr->push;
-    ps_adapter_add_grad(a, m, (float)p->n_tokens, 1);
+    lp_err err;
+    if (ps_adapter_add_piece(a, pc->rank, p->n_tokens, m, pc->frame_pos, pc->last, &err) < 0) {
+        ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "%s", err.msg);
+        return;
+    }
+    if (!pc->last) {
+        s->step.pieces++;
+        return;
+    }
     send_ack(s, m, a, p->step, LORAPS__ACK_STATUS__ACK_ACCEPTED);
     /* last: the step's overhead is measured from here */
-    ps_step_add_sync(&s->step, rank, a->version, p->n_tokens, p->loss_sum, p->compute_seconds);
+    ps_step_add_sync(&s->step, &s->members, pc->rank, a->version, p->n_tokens, p->loss_sum,
+                     p->compute_seconds);
 }
 
 /* async: the push is one update and one new version; a progress line every `workers`. */
 static void apply_now(ps *s, const wire_msg *m, ps_adapter *a, int rank) {
     const Loraps__Push *p = m->hdr->push;
     ps_step *st = &s->step;
-    ps_adapter_add_grad(a, m, 1.0f, 0);
+    ps_adapter_set_grad(a, m);
     double ss = s->cfg.n_shards == 1 ? ps_adapter_grad_sum_sq(a) : p->grad_sum_sq;
     ps_publish_update(s, a, ss);
     ps_step_add_async(st, &s->members, rank, p->step, p->n_tokens, p->loss_sum, p->compute_seconds);
@@ -218,24 +284,31 @@ static void apply_now(ps *s, const wire_msg *m, ps_adapter *a, int rank) {
     ps_step_window_reset(st);
 }
 
-static void accept_push(ps *s, const wire_msg *m, ps_adapter *a, ps_member *mem) {
+static void accept_push(ps *s, wire_msg *m, ps_adapter *a, ps_member *mem, const push_piece *pc) {
     const Loraps__Push *p = m->hdr->push;
-    mem->bytes_sent = p->bytes_sent;
-    mem->bytes_received = p->bytes_received;
-    mem->compute_seconds += p->compute_seconds;
-    ps_step_accepted(&s->step, mem->rank, p->data_id);
-    if (p->eval) ps_progress_eval_add(&s->progress, p->step, p->eval);
+    if (pc->last) {
+        mem->bytes_sent = p->bytes_sent;
+        mem->bytes_received = p->bytes_received;
+        mem->compute_seconds += p->compute_seconds;
+        ps_step_accepted(&s->step, mem->rank, p->data_id);
+        if (p->eval) ps_progress_eval_add(&s->progress, p->step, p->eval);
+    }
     if (s->cfg.sync)
-        add_to_step(s, m, a, mem->rank);
+        add_to_step(s, m, a, pc);
     else
         apply_now(s, m, a, mem->rank);
 }
 
 static void handle_push(ps *s, wire_msg *m, ps_member *mem) {
     ps_adapter *a = ps_adapters_find(&s->adapters, m->hdr->push->adapter_id);
-    if (push_for_job(s, m, a) && push_in_order(s, m, a, mem->rank) &&
-        push_content_valid(s, m, a, mem->rank))
-        accept_push(s, m, a, mem);
+    push_piece pc = {.rank = mem->rank, .last = !m->hdr->push->more_pieces};
+    if (!push_for_job(s, m, a) || !push_in_order(s, m, a, &pc)) return;
+    pc.frame_pos = malloc((size_t)(m->n_frames ? m->n_frames : 1) * sizeof *pc.frame_pos);
+    if (!pc.frame_pos)
+        ps_reject(&s->checks, m, LORAPS__ERROR_CODE__ERR_TOO_LARGE, "out of memory for a push");
+    else if (push_content_valid(s, m, a, &pc) && (!s->cfg.sync || piece_fits(s, m, a, &pc)))
+        accept_push(s, m, a, mem, &pc);
+    free(pc.frame_pos);
 }
 
 /* ---- other shards --------------------------------------------------------------------------- */

@@ -66,6 +66,8 @@ static int setup(ps *s, lp_err *err) {
     if (ps_members_init(&s->members, c->job.workers, c->job.heartbeat_timeout_ms, c->shard, err) <
         0)
         return -1;
+    s->members.on_leave = ps_on_member_left;
+    s->members.on_leave_ctx = s;
     if (ps_step_init(&s->step, c, err) < 0) return -1;
     if (ps_checkpoint_resume(&s->ckpt, err) < 0) return -1;
     return ps_net_open(&s->net, c, &s->security, err);
@@ -79,7 +81,8 @@ static void print_config(ps *s) {
     fprintf(stderr, "  bind             %s\n", c->bind);
     for (int k = 0; k < c->n_shards && c->n_shards > 1; k++)
         fprintf(stderr, "  peer %-11d %s\n", k, c->peers[k]);
-    fprintf(stderr, "  model            %s\n", c->model_dir);
+    fprintf(stderr, "  model            %s%s\n", c->model_dir,
+            c->shapes_only ? " (shapes only)" : "");
     fprintf(stderr, "  fingerprint      %016llx\n",
             (unsigned long long)s->adapters.model.fingerprint);
     fprintf(stderr, "  job id           %016llx\n", (unsigned long long)s->net.job_id);
@@ -112,17 +115,34 @@ static void catch_signals(void) {
 
 /* ---- the loop ------------------------------------------------------------------------------- */
 
+/* A message, and what it moves on at once (a push that completes a step closes it now, not
+ * after the rest of the batch), with the time it took. */
+static void handle_and_tick(ps *s, wire_msg *m) {
+    double t0 = wire_cpu_s();
+    int push = m->hdr->body_case == LORAPS__HEADER__BODY_PUSH;
+    size_t bytes = m->bytes;
+    ps_handle(s, m);
+    double t1 = wire_cpu_s();
+    if (push)
+        s->costs.push_s += t1 - t0, s->costs.pushes++, s->costs.push_bytes += bytes;
+    else if (m->hdr->body_case != LORAPS__HEADER__BODY_PULL)
+        s->costs.other_s += t1 - t0, s->costs.others++;
+    if (push) ps_tick(s);
+}
+
 /* What waits on the ROUTER, up to 1000 messages; a dead socket stops the loop. */
 static void receive_messages(ps *s) {
     for (int i = 0; i < 1000 && !g_stop; i++) {
         wire_msg m;
         Loraps__ErrorCode code;
         lp_err err;
+        double t0 = wire_cpu_s();
         int r = wire_recv(s->net.router, 1, &m, &s->net.bytes, &code, &err);
+        if (r != WIRE_NONE) s->costs.recv_s += wire_cpu_s() - t0, s->costs.recv_msgs++;
         if ((r == WIRE_OK || r == WIRE_BAD) && ps_security_drop(&s->security, &m))
             ; /* a peer cut off by --reject-limit: dropped unanswered */
         else if (r == WIRE_OK)
-            ps_handle(s, &m);
+            handle_and_tick(s, &m);
         else if (r == WIRE_BAD)
             ps_reject(&s->checks, &m, code, "%s", err.msg);
         wire_msg_close(&m);

@@ -12,7 +12,7 @@
 
 typedef struct ps_member {
     int alive;
-    uint64_t id;
+    uint64_t id; /* serial: slot_of_id finds it in O(1) */
     int rank;
     int64_t last_seen_ms;
     char host[64];
@@ -23,6 +23,8 @@ typedef struct ps_member {
     /* the version its latest Pull asked for: a member waiting for a later version than the
      * open step will not push for it, and the step does not wait for it */
     uint64_t pull_version;
+    /* its waiting Pull, in the list of waiting pulls (slots, in arrival order) */
+    int has_pull, pull_prev, pull_next;
 } ps_member;
 
 /* A Pull waiting for its version (or, with bounded staleness, for the slowest worker). */
@@ -34,19 +36,29 @@ typedef struct ps_pull {
     uint64_t version, step;
 } ps_pull;
 
+/* Told as a member leaves (expired, replaced, said Bye), before it is gone. */
+typedef void (*ps_member_left_fn)(void *ctx, const ps_member *mem);
+
 typedef struct ps_members {
     int shard, workers;
     int64_t timeout_ms;
     ps_member *list;
+    ps_pull *pulls; /* [cap]: the waiting Pull of the member in each slot */
     int n, cap;
+    int *free_slots; /* dead slots, reused by joins */
+    int n_free;
+    int alive;
     uint64_t next_id;
+    int *slot_of_id; /* [next_id]: the slot of member id i + 1 */
+    size_t cap_ids;
     int *rank_member; /* [workers]: index into list of the rank's live member, or -1 */
     unsigned char *rank_seen;
-    int ranks_joined; /* distinct ranks ever joined (the start barrier) */
-    ps_pull *pulls;   /* waiting, in arrival order; at most one per member */
-    int n_pulls, cap_pulls;
+    int ranks_joined;                  /* distinct ranks ever joined (the start barrier) */
+    int pull_head, pull_tail, n_pulls; /* waiting pulls, by slot, oldest first */
     uint64_t joins, drops, byes;
-    int64_t waiting_logged_ms;
+    int64_t waiting_logged_ms, expire_check_ms;
+    ps_member_left_fn on_leave;
+    void *on_leave_ctx;
 } ps_members;
 
 int ps_members_init(ps_members *m, int workers, int64_t timeout_ms, int shard, lp_err *err);
@@ -67,8 +79,10 @@ int ps_members_expire(ps_members *m, int64_t now_ms);
 void ps_members_log_missing(ps_members *m, int64_t now_ms, const char *bind);
 
 /* Keeps a Pull until it can be answered; a resent Pull replaces the member's waiting one (one
- * answer per worker). -1: out of memory. */
+ * answer per worker). -1: the Pull's worker is not a member. */
 int ps_members_hold_pull(ps_members *m, const ps_pull *p);
+/* The oldest waiting Pull (NULL: none). */
+const ps_pull *ps_members_first_pull(const ps_members *m);
 /* Answers (and forgets) every waiting Pull that is ready, in arrival order. */
 void ps_members_answer_pulls(ps_members *m, int (*ready)(void *ctx, const ps_pull *p),
                              void (*answer)(void *ctx, const ps_pull *p), void *ctx);

@@ -21,6 +21,8 @@ int ps_pull_ready(ps *s, const ps_pull *p) {
 }
 
 void ps_answer_pull(ps *s, const ps_pull *p) {
+    double t0 = wire_cpu_s();
+    uint64_t sent = s->net.bytes.bytes_sent;
     lp_err err;
     int done = s->phase >= PS_FINISHING;
     if (!s->cfg.sync && p->step >= (uint64_t)s->cfg.job.max_steps) done = 1;
@@ -32,6 +34,9 @@ void ps_answer_pull(ps *s, const ps_pull *p) {
                err.msg);
     else if (!done)
         s->step.pulls_served++;
+    s->costs.pull_s += wire_cpu_s() - t0;
+    s->costs.pulls++;
+    s->costs.pull_bytes += s->net.bytes.bytes_sent - sent;
 }
 
 static int pull_ready_cb(void *ctx, const ps_pull *p) {
@@ -46,13 +51,36 @@ static void answer_ready_pulls(ps *s) {
     ps_members_answer_pulls(&s->members, pull_ready_cb, answer_pull_cb, s);
 }
 
+static ps_pulls_key pulls_key(ps *s) {
+    ps_pulls_key k = {(uint64_t)s->phase, (uint64_t)ps_checkpoint_durable_hold(&s->ckpt),
+                      ps_step_min_clock(&s->step, &s->members), 0};
+    for (int i = 0; i < s->adapters.n; i++) k.versions += s->adapters.entries[i].version;
+    return k;
+}
+
+/* A waiting Pull becomes ready only when what it waits on changes: a look at them then, not
+ * on every message. */
+static void answer_pulls_if_changed(ps *s) {
+    ps_pulls_key k = pulls_key(s);
+    if (!memcmp(&k, &s->pulls_key, sizeof k)) return;
+    s->pulls_key = k;
+    answer_ready_pulls(s);
+}
+
+/* ---- membership ----------------------------------------------------------------------------- */
+
+void ps_on_member_left(void *ctx, const ps_member *mem) {
+    ps *s = ctx;
+    ps_step_member_left(&s->step, mem, ps_adapters_default(&s->adapters)->version);
+}
+
 /* ---- updates -------------------------------------------------------------------------------- */
 
 void ps_publish_update(ps *s, ps_adapter *a, double global_ss) {
     uint64_t V = a->version;
-    ps_adapter_update(a, clip_factor(global_ss, s->cfg.job.max_grad_norm), V);
     lp_err err;
-    if (ps_adapter_publish(a, V + 1, &err) < 0) ps_log(s->cfg.shard, "publishing: %s", err.msg);
+    if (ps_adapter_update(a, clip_factor(global_ss, s->cfg.job.max_grad_norm), V, V + 1, &err) < 0)
+        ps_log(s->cfg.shard, "update of version %llu: %s", (unsigned long long)V, err.msg);
 }
 
 static void begin_finish(ps *s) {
@@ -76,7 +104,7 @@ static void complete_step(ps *s, ps_adapter *a, double global_ss) {
     double loss = st->tokens ? st->loss / (double)st->tokens : 0;
     ps_progress_step(&s->progress, &s->members, V, a->version, lr_at(&a->sched, (int)V), st->tokens,
                      loss, st->n_contrib ? st->compute_s / st->n_contrib : -1);
-    ps_step_next(st);
+    ps_step_next(st, &s->members, a->version);
     ps_adapter_zero_grad(a);
     if (a->version >= s->cfg.total_updates) begin_finish(s);
 }
@@ -107,7 +135,7 @@ void ps_tick(ps *s) {
     start_when_all_joined(s);
     if (s->phase == PS_RUNNING && s->cfg.sync) sync_tick(s);
     if (s->phase == PS_RUNNING && !s->cfg.sync && async_over(s)) begin_finish(s);
-    answer_ready_pulls(s);
+    answer_pulls_if_changed(s);
     ps_step_measure_overhead(&s->step);
     if (s->phase == PS_FINISHING && s->cfg.shard == 0 && ps_checkpoint_final_done(&s->ckpt))
         s->phase = PS_DONE;
@@ -138,6 +166,31 @@ void ps_update_gauges(ps *s, int64_t now_ms) {
     ps_progress_metrics_update(&s->progress, &x, now_ms);
 }
 
+/* Where the server's time went: the cost model's inputs (bench_ps). */
+static json_t *costs_json(ps *s) {
+    const ps_costs *c = &s->costs;
+    const ps_adapter *a = ps_adapters_default(&s->adapters);
+    json_t *o = json_object();
+    json_object_set_new(o, "recv_s", json_real(c->recv_s));
+    json_object_set_new(o, "recv_msgs", json_integer((json_int_t)c->recv_msgs));
+    json_object_set_new(o, "push_s", json_real(c->push_s));
+    json_object_set_new(o, "pushes", json_integer((json_int_t)c->pushes));
+    json_object_set_new(o, "push_bytes", json_integer((json_int_t)c->push_bytes));
+    json_object_set_new(o, "check_s", json_real(c->check_s));
+    json_object_set_new(o, "sum_s", json_real(a->agg.seconds));
+    json_object_set_new(o, "sum_bytes", json_integer((json_int_t)a->agg.bytes));
+    json_object_set_new(o, "pull_s", json_real(c->pull_s));
+    json_object_set_new(o, "pulls", json_integer((json_int_t)c->pulls));
+    json_object_set_new(o, "pull_bytes", json_integer((json_int_t)c->pull_bytes));
+    json_object_set_new(o, "other_s", json_real(c->other_s));
+    json_object_set_new(o, "others", json_integer((json_int_t)c->others));
+    json_object_set_new(o, "close_s", json_real(a->close_s));
+    json_object_set_new(o, "update_s", json_real(a->update_s));
+    json_object_set_new(o, "updates", json_integer((json_int_t)a->updates));
+    json_object_set_new(o, "shard_params", json_integer((json_int_t)a->n_params));
+    return o;
+}
+
 static json_t *stats_json(ps *s) {
     const ps_step *st = &s->step;
     json_t *o = json_object();
@@ -155,6 +208,9 @@ static json_t *stats_json(ps *s) {
         o, "step_overhead_ms_mean",
         json_real(st->overhead_n ? st->overhead_ms_sum / (double)st->overhead_n : 0));
     json_object_set_new(o, "step_overhead_ms_max", json_real(st->overhead_ms_max));
+    json_object_set_new(
+        o, "step_overhead_cpu_ms_mean",
+        json_real(st->overhead_n ? st->overhead_cpu_ms_sum / (double)st->overhead_n : 0));
     json_object_set_new(o, "joins", json_integer((json_int_t)s->members.joins));
     json_object_set_new(o, "drops", json_integer((json_int_t)s->members.drops));
     json_object_set_new(o, "rejected", json_integer((json_int_t)s->checks.rejected_total));
@@ -164,6 +220,9 @@ static json_t *stats_json(ps *s) {
             json_object_set_new(by, wire_error_name((Loraps__ErrorCode)c),
                                 json_integer((json_int_t)s->checks.rejected[c]));
     json_object_set_new(o, "rejected_by_code", by);
+    json_object_set_new(o, "pieces", json_integer((json_int_t)st->pieces));
+    json_object_set_new(o, "pushes_incomplete", json_integer((json_int_t)st->pushes_incomplete));
+    json_object_set_new(o, "costs", costs_json(s));
     json_object_set_new(o, "bytes_sent", json_integer((json_int_t)s->net.bytes.bytes_sent));
     json_object_set_new(o, "bytes_received", json_integer((json_int_t)s->net.bytes.bytes_received));
     return o;

@@ -6,13 +6,6 @@
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-static double now_seconds(void) {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 int ps_step_init(ps_step *st, const ps_config *c, lp_err *err) {
     const job *j = &c->job;
@@ -32,9 +25,12 @@ int ps_step_init(ps_step *st, const ps_config *c, lp_err *err) {
     st->contributed = calloc(W, 1);
     st->peer_step = calloc(S, sizeof *st->peer_step);
     st->peer_ss = calloc(S, sizeof *st->peer_ss);
+    st->heap = calloc(W, sizeof *st->heap);
+    st->heap_pos = malloc(W * sizeof *st->heap_pos);
     if (!st->rank_next || !st->data_step || !st->data_seq || !st->contributed || !st->peer_step ||
-        !st->peer_ss)
+        !st->peer_ss || !st->heap || !st->heap_pos)
         return lp_fail(err, "out of memory");
+    for (int r = 0; r < j->workers; r++) st->heap_pos[r] = -1;
     for (int r = 0; r < j->workers; r++) st->data_seq[r] = (uint64_t)r * st->per_rank;
     return 0;
 }
@@ -46,6 +42,8 @@ void ps_step_free(ps_step *st) {
     free(st->contributed);
     free(st->peer_step);
     free(st->peer_ss);
+    free(st->heap);
+    free(st->heap_pos);
     memset(st, 0, sizeof *st);
 }
 
@@ -56,9 +54,91 @@ uint64_t ps_data_position(const ps_step *st, int rank, uint64_t step) {
     return st->data_seq[rank] + (step - st->data_step[rank]) * global;
 }
 
+/* ---- the live ranks' heap ------------------------------------------------------------------- */
+
+static void heap_swap(ps_step *st, int i, int j) {
+    int a = st->heap[i], b = st->heap[j];
+    st->heap[i] = b;
+    st->heap[j] = a;
+    st->heap_pos[b] = i;
+    st->heap_pos[a] = j;
+}
+
+static int heap_less(const ps_step *st, int i, int j) {
+    return st->rank_next[st->heap[i]] < st->rank_next[st->heap[j]];
+}
+
+static void heap_up(ps_step *st, int i) {
+    while (i > 0 && heap_less(st, i, (i - 1) / 2)) {
+        heap_swap(st, i, (i - 1) / 2);
+        i = (i - 1) / 2;
+    }
+}
+
+static void heap_down(ps_step *st, int i) {
+    for (;;) {
+        int l = 2 * i + 1, r = l + 1, m = i;
+        if (l < st->n_heap && heap_less(st, l, m)) m = l;
+        if (r < st->n_heap && heap_less(st, r, m)) m = r;
+        if (m == i) return;
+        heap_swap(st, i, m);
+        i = m;
+    }
+}
+
+static void heap_add(ps_step *st, int rank) {
+    if (st->heap_pos[rank] >= 0) return;
+    st->heap[st->n_heap] = rank;
+    st->heap_pos[rank] = st->n_heap++;
+    heap_up(st, st->n_heap - 1);
+}
+
+static void heap_remove(ps_step *st, int rank) {
+    int i = st->heap_pos[rank];
+    if (i < 0) return;
+    heap_swap(st, i, --st->n_heap);
+    st->heap_pos[rank] = -1;
+    if (i < st->n_heap) {
+        heap_up(st, i);
+        heap_down(st, i);
+    }
+}
+
+/* Rank r's next step is now `next`. */
+static void set_rank_next(ps_step *st, int rank, uint64_t next) {
+    st->rank_next[rank] = next;
+    int i = st->heap_pos[rank];
+    if (i < 0) return;
+    heap_up(st, i);
+    heap_down(st, st->heap_pos[rank]);
+}
+
+/* ---- membership ----------------------------------------------------------------------------- */
+
+/* The member owes the open sync step V a push. */
+static int owes(const ps_step *st, const ps_member *m, uint64_t version) {
+    return m->alive && !st->contributed[m->rank] && m->pull_version <= version;
+}
+
+void ps_step_member_joined(ps_step *st, const ps_member *mem, uint64_t version) {
+    st->owing += owes(st, mem, version);
+    heap_add(st, mem->rank);
+}
+
+void ps_step_member_left(ps_step *st, const ps_member *mem, uint64_t version) {
+    st->owing -= owes(st, mem, version);
+    heap_remove(st, mem->rank);
+}
+
+void ps_step_member_pulled(ps_step *st, ps_member *mem, uint64_t pull_version, uint64_t version) {
+    st->owing -= owes(st, mem, version);
+    mem->pull_version = pull_version;
+    st->owing += owes(st, mem, version);
+}
+
 void ps_step_restore_rank(ps_step *st, int rank, uint64_t next_step, uint64_t data_step,
                           uint64_t seq) {
-    st->rank_next[rank] = next_step;
+    set_rank_next(st, rank, next_step);
     st->data_step[rank] = data_step;
     st->data_seq[rank] = seq;
 }
@@ -78,11 +158,8 @@ uint64_t ps_step_first_step(const ps_step *st, int rank, uint64_t version) {
 }
 
 uint64_t ps_step_min_clock(const ps_step *st, const ps_members *mb) {
-    uint64_t min = UINT64_MAX;
-    for (int i = 0; i < mb->n; i++)
-        if (mb->list[i].alive && st->rank_next[mb->list[i].rank] < min)
-            min = st->rank_next[mb->list[i].rank];
-    return min;
+    (void)mb; /* the heap holds the live ranks */
+    return st->n_heap ? st->rank_next[st->heap[0]] : UINT64_MAX;
 }
 
 int ps_step_within_staleness(const ps_step *st, const ps_members *mb, uint64_t step) {
@@ -169,19 +246,22 @@ static void add_totals(ps_step *st, uint64_t tokens, double loss, double compute
     st->compute_s += compute_s;
 }
 
-void ps_step_add_sync(ps_step *st, int rank, uint64_t version, uint64_t tokens, double loss,
-                      double compute_s) {
+void ps_step_add_sync(ps_step *st, const ps_members *mb, int rank, uint64_t version,
+                      uint64_t tokens, double loss, double compute_s) {
+    int slot = mb->rank_member[rank];
+    if (slot >= 0) st->owing -= owes(st, &mb->list[slot], version);
     st->contributed[rank] = 1;
     add_totals(st, tokens, loss, compute_s);
-    st->rank_next[rank] = version + 1;
-    st->last_push_s = now_seconds();
+    set_rank_next(st, rank, version + 1);
+    st->last_push_s = wire_now_s();
+    st->last_push_cpu_s = wire_cpu_s();
 }
 
 void ps_step_add_async(ps_step *st, const ps_members *mb, int rank, uint64_t step, uint64_t tokens,
                        double loss, double compute_s) {
     uint64_t mc = ps_step_min_clock(st, mb);
     if (mc != UINT64_MAX && step > mc && step - mc > st->max_spread) st->max_spread = step - mc;
-    st->rank_next[rank] = step + 1;
+    set_rank_next(st, rank, step + 1);
     add_totals(st, tokens, loss, compute_s);
 }
 
@@ -195,12 +275,8 @@ void ps_step_window_reset(ps_step *st) {
 /* ---- closing a sync step -------------------------------------------------------------------- */
 
 /* Every live member has pushed for the open step, or waits for a later version (and will not). */
-static int all_in(const ps_step *st, const ps_members *mb, uint64_t version) {
-    for (int i = 0; i < mb->n; i++) {
-        const ps_member *m = &mb->list[i];
-        if (m->alive && !st->contributed[m->rank] && m->pull_version <= version) return 0;
-    }
-    return 1;
+static int all_in(const ps_step *st) {
+    return st->owing == 0;
 }
 
 static void send_norm_share(ps_step *st, ps_net *net, uint64_t version) {
@@ -232,8 +308,11 @@ static int global_sum(const ps_step *st, uint64_t version, double *total) {
 
 int ps_step_sync_close(ps_step *st, ps_adapter *a, const ps_members *mb, ps_net *net,
                        double *global_ss) {
+    (void)mb; /* who owes a push is counted as members change */
     if (!st->closing && st->n_contrib > 0) {
-        if (!all_in(st, mb, a->version)) return 0;
+        if (!all_in(st)) return 0;
+        /* a partial push left now is a worker's that left: the step closes without it */
+        st->pushes_incomplete += (uint64_t)ps_adapter_discard_partial(a);
         st->local_ss = ps_adapter_mean_grad(a, st->tokens);
         if (st->n_shards == 1 || st->max_grad_norm <= 0) {
             *global_ss = st->local_ss;
@@ -265,8 +344,11 @@ int ps_step_on_norm_share(ps_step *st, const Loraps__NormShare *ns, uint64_t ver
     return 0;
 }
 
-void ps_step_next(ps_step *st) {
+void ps_step_next(ps_step *st, const ps_members *mb, uint64_t version) {
     memset(st->contributed, 0, (size_t)st->workers);
+    st->owing = 0; /* once a step: who owes the new one */
+    for (int r = 0; r < st->workers; r++)
+        if (mb->rank_member[r] >= 0) st->owing += owes(st, &mb->list[mb->rank_member[r]], version);
     ps_step_window_reset(st);
     st->closing = 0;
     st->local_ss = 0;
@@ -275,7 +357,8 @@ void ps_step_next(ps_step *st) {
 
 void ps_step_measure_overhead(ps_step *st) {
     if (!st->overhead_pending) return;
-    double ms = (now_seconds() - st->last_push_s) * 1e3;
+    double ms = (wire_now_s() - st->last_push_s) * 1e3;
+    st->overhead_cpu_ms_sum += (wire_cpu_s() - st->last_push_cpu_s) * 1e3;
     st->overhead_ms_sum += ms;
     st->overhead_n++;
     if (ms > st->overhead_ms_max) st->overhead_ms_max = ms;

@@ -39,6 +39,10 @@ typedef struct ps_step {
     uint64_t *data_step, *data_seq;
     uint64_t data_id; /* the workers' data (Push.data_id), from the first accepted push; 0: none */
     int data_id_rank; /* whose it is; -1: the checkpoint's */
+    /* live ranks by their next step, smallest first (an indexed heap): the slowest in O(1) */
+    int *heap, *heap_pos, n_heap; /* heap_pos[r]: r's place, -1 if not live */
+    /* sync: live members that owe the open step a push: it closes at none */
+    int owing;
     /* sync: the open step; async: the updates since the last progress line */
     unsigned char *contributed; /* [workers] */
     int n_contrib;
@@ -50,14 +54,17 @@ typedef struct ps_step {
     double *peer_ss;
     /* counters */
     uint64_t pushes_accepted, pushes_duplicate, pushes_stale;
+    uint64_t pieces;            /* sync: pieces of pushes accepted before their last */
+    uint64_t pushes_incomplete; /* sync: partial pushes dropped (last piece short, worker gone) */
     uint64_t pulls_served;
     uint64_t pulls_held_staleness; /* pulls that waited for the slowest worker */
     uint64_t max_spread;           /* async: most steps a push ran ahead of the slowest */
     /* sync: from accepting a step's last push to the new version handed to libzmq for every
      * waiting pull (the server's own step overhead) */
-    double last_push_s;
+    double last_push_s, last_push_cpu_s;
     int overhead_pending;
     double overhead_ms_sum, overhead_ms_max;
+    double overhead_cpu_ms_sum; /* of it, the server thread's CPU time (its own work) */
     uint64_t overhead_n;
 } ps_step;
 
@@ -74,6 +81,13 @@ void ps_step_restore_rank(ps_step *st, int rank, uint64_t next_step, uint64_t da
 void ps_step_restore_data(ps_step *st, uint64_t data_id);
 /* The first step a joining rank pushes, at published version V. */
 uint64_t ps_step_first_step(const ps_step *st, int rank, uint64_t version);
+
+/* Membership as the step sees it, told as it changes (the server keeps it told): a member
+ * joined, is about to leave, or asked for another version in a Pull. `version`: the published
+ * one. */
+void ps_step_member_joined(ps_step *st, const ps_member *mem, uint64_t version);
+void ps_step_member_left(ps_step *st, const ps_member *mem, uint64_t version);
+void ps_step_member_pulled(ps_step *st, ps_member *mem, uint64_t pull_version, uint64_t version);
 
 /* The slowest live worker's next step (UINT64_MAX: none live). */
 uint64_t ps_step_min_clock(const ps_step *st, const ps_members *mb);
@@ -93,8 +107,8 @@ int ps_step_check_data(const ps_step *st, int rank, uint64_t data_id, Loraps__Er
 /* An accepted push: counted, and its data id learned if it is the first. */
 void ps_step_accepted(ps_step *st, int rank, uint64_t data_id);
 /* sync: rank r's push for the open step V is in. */
-void ps_step_add_sync(ps_step *st, int rank, uint64_t version, uint64_t tokens, double loss,
-                      double compute_s);
+void ps_step_add_sync(ps_step *st, const ps_members *mb, int rank, uint64_t version,
+                      uint64_t tokens, double loss, double compute_s);
 /* async: rank r's push of `step` was one update. */
 void ps_step_add_async(ps_step *st, const ps_members *mb, int rank, uint64_t step, uint64_t tokens,
                        double loss, double compute_s);
@@ -110,7 +124,7 @@ int ps_step_on_norm_share(ps_step *st, const Loraps__NormShare *ns, uint64_t ver
                           Loraps__ErrorCode *code, lp_err *why);
 /* sync: the open step is applied; the next one opens, and the overhead of this one is
  * measured once its pulls are answered. */
-void ps_step_next(ps_step *st);
+void ps_step_next(ps_step *st, const ps_members *mb, uint64_t version);
 void ps_step_measure_overhead(ps_step *st);
 
 #endif

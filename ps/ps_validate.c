@@ -96,15 +96,14 @@ int ps_check_header(ps_validate *v, const wire_msg *m) {
     return 0;
 }
 
-int ps_check_tensors(const ps_adapter *a, const wire_msg *m, int shard, Loraps__WireDtype dtype,
-                     Loraps__ErrorCode *code, lp_err *err) {
-    const ps_spec *sp = &a->spec;
-    uint32_t idx[sp->n ? sp->n : 1];
-    size_t numel[sp->n ? sp->n : 1];
-    int n = shard_map_tensors(&a->map, shard, idx);
-    for (int t = 0; t < n; t++) numel[t] = sp->numel[idx[t]];
-    wire_expect e = {n, idx, numel, dtype};
-    if (wire_check_frames(m, &e, code, err) < 0) return -1;
+int ps_check_tensors(const ps_adapter *a, const wire_msg *m, Loraps__WireDtype dtype, int piece,
+                     int *frame_pos, int *n_tensors, Loraps__ErrorCode *code, lp_err *err) {
+    wire_expect e = {a->n, a->index, a->numel, dtype};
+    if (wire_check_piece(m, &e, frame_pos, n_tensors, code, err) < 0) return -1;
+    if (!piece && *n_tensors != a->n) {
+        *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+        return lp_fail(err, "%d of this shard's %d tensors came", *n_tensors, a->n);
+    }
     if (!wire_frames_finite(m)) {
         *code = LORAPS__ERROR_CODE__ERR_NONFINITE;
         return lp_fail(err, "NaN or Inf in the tensors");

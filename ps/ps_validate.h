@@ -28,9 +28,11 @@ int ps_reject(ps_validate *v, const wire_msg *m, Loraps__ErrorCode code, const c
 /* Protocol version and job id; Hello may carry job id 0. Returns 0 if fine, else rejected. */
 int ps_check_header(ps_validate *v, const wire_msg *m);
 const char *ps_body_name(const Loraps__Header *h);
-/* The frames of a push against a shard's tensors of adapter a. */
-int ps_check_tensors(const ps_adapter *a, const wire_msg *m, int shard, Loraps__WireDtype dtype,
-                     Loraps__ErrorCode *code, lp_err *err);
+/* The frames of a push against adapter a's tensors on this shard: each whole, in order, all of
+ * them unless `piece`, finite. frame_pos ([n_frames]) gets each frame's tensor position on the
+ * shard, n_tensors how many tensors came. */
+int ps_check_tensors(const ps_adapter *a, const wire_msg *m, Loraps__WireDtype dtype, int piece,
+                     int *frame_pos, int *n_tensors, Loraps__ErrorCode *code, lp_err *err);
 /* A push's token count and its loss and norm (finite, in range). */
 int ps_check_push_numbers(const job *j, const Loraps__Push *p, Loraps__ErrorCode *code,
                           lp_err *err);

@@ -9,5 +9,10 @@
 #include "model.h"
 
 int model_load(model **out, const char *dir, lp_err *err);
+/* The model of config.json alone, no weights read (every weight a view of untouched zero pages):
+ * its module list and shapes, for a parameter server of a model too big to read (an 8B shape's
+ * 16 GB) and for benchmarks. Its fingerprint covers the config and the weights' names only, so a
+ * worker with real weights differs from it. It cannot compute. */
+int model_load_shapes(model **out, const char *dir, lp_err *err);
 
 #endif

@@ -18,6 +18,18 @@ int64_t wire_now_ms(void) {
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+double wire_now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+double wire_cpu_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
 size_t wire_dtype_size(Loraps__WireDtype d) {
     switch (d) {
     case LORAPS__WIRE_DTYPE__WIRE_F32:
@@ -73,13 +85,28 @@ int wire_socket_setup(void *sock, int linger_ms, lp_err *err) {
 
 /* ---- receiving ---------------------------------------------------------------------------- */
 
+void wire_parts_close(zmq_msg_t *parts, int n_parts) {
+    for (int i = 0; i < n_parts; i++) zmq_msg_close(&parts[i]);
+    free(parts);
+}
+
 void wire_msg_close(wire_msg *m) {
     if (m->hdr) loraps__header__free_unpacked(m->hdr, NULL);
-    for (int i = 0; i < m->n_frames; i++) zmq_msg_close(&m->frames[i]);
-    free(m->frames);
+    wire_parts_close(m->parts, m->n_parts);
+    free(m->data); /* size lives in the same block */
     m->hdr = NULL;
-    m->frames = NULL;
-    m->n_frames = 0;
+    m->parts = NULL;
+    m->data = NULL;
+    m->size = NULL;
+    m->n_parts = m->n_frames = 0;
+}
+
+zmq_msg_t *wire_msg_take_parts(wire_msg *m, int *n_parts) {
+    zmq_msg_t *p = m->parts;
+    *n_parts = m->n_parts;
+    m->parts = NULL;
+    m->n_parts = 0;
+    return p;
 }
 
 /* Reads and throws away the rest of a multipart message. */
@@ -104,6 +131,50 @@ static int has_more(void *sock) {
     size_t len = sizeof more;
     zmq_getsockopt(sock, ZMQ_RCVMORE, &more, &len);
     return more;
+}
+
+/* The tensor frames' views into the raw frames: a raw frame holding one tensor frame is all of
+ * it (its size is checked against the tensor's later); one holding several is cut by their
+ * sizes, which must add up to it. */
+static int split_parts(wire_msg *m, Loraps__ErrorCode *code, lp_err *err) {
+    int declared = (int)m->hdr->n_frames;
+    for (int i = 0, p = -1; i < declared;) {
+        int end = i + 1;
+        while (end < declared && m->hdr->frames[end]->joined) end++;
+        p++;
+        const unsigned char *base = zmq_msg_data(&m->parts[p]);
+        size_t part_bytes = zmq_msg_size(&m->parts[p]);
+        if (end == i + 1) {
+            m->data[i] = base;
+            m->size[i++] = part_bytes;
+            continue;
+        }
+        size_t at = 0;
+        for (; i < end; i++) {
+            const Loraps__TensorFrame *f = m->hdr->frames[i];
+            size_t esz = wire_dtype_size(f->dtype);
+            if (!esz) {
+                *code = LORAPS__ERROR_CODE__ERR_DTYPE;
+                return lp_fail(err, "frame %d: unknown dtype %d", i, f->dtype);
+            }
+            if (f->numel > (part_bytes - at) / esz) {
+                *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+                return lp_fail(err,
+                               "frame %d: %llu elements past the end of raw frame %d (%zu bytes)",
+                               i, (unsigned long long)f->numel, p, part_bytes);
+            }
+            m->data[i] = base + at;
+            m->size[i] = f->numel * esz;
+            at += m->size[i];
+        }
+        if (at != part_bytes) {
+            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+            return lp_fail(err, "raw frame %d holds %zu bytes, its tensor frames %zu", p,
+                           part_bytes, at);
+        }
+    }
+    m->n_frames = declared;
+    return 0;
 }
 
 int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__ErrorCode *code,
@@ -155,30 +226,39 @@ int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__
         lp_fail(err, "header is not a loraps.Header protobuf (%zu bytes)", hlen);
         return WIRE_BAD;
     }
-    size_t declared = m->hdr->n_frames;
+    size_t declared = m->hdr->n_frames, raw = 0;
     if (declared > WIRE_MAX_FRAMES) {
         drain(sock, c);
         *code = LORAPS__ERROR_CODE__ERR_TOO_LARGE;
         lp_fail(err, "%zu tensor frames declared (limit %d)", declared, WIRE_MAX_FRAMES);
         return WIRE_BAD;
     }
+    for (size_t i = 0; i < declared; i++) raw += !m->hdr->frames[i]->joined;
+    if (declared && m->hdr->frames[0]->joined) {
+        drain(sock, c);
+        *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
+        lp_fail(err, "the first tensor frame is joined to none");
+        return WIRE_BAD;
+    }
     if (declared) {
-        m->frames = calloc(declared, sizeof *m->frames);
-        if (!m->frames) {
+        m->parts = calloc(raw, sizeof *m->parts);
+        m->data = malloc(declared * (sizeof *m->data + sizeof *m->size));
+        if (!m->parts || !m->data) {
             drain(sock, c);
             *code = LORAPS__ERROR_CODE__ERR_TOO_LARGE;
             lp_fail(err, "out of memory for %zu frames", declared);
             return WIRE_BAD;
         }
+        m->size = (size_t *)(void *)(m->data + declared);
     }
     while (has_more(sock)) {
-        if ((size_t)m->n_frames == declared) {
+        if ((size_t)m->n_parts == raw) {
             drain(sock, c);
             *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
-            lp_fail(err, "more raw frames than the %zu the header declares", declared);
+            lp_fail(err, "more raw frames than the %zu the header declares", raw);
             return WIRE_BAD;
         }
-        zmq_msg_t *f = &m->frames[m->n_frames];
+        zmq_msg_t *f = &m->parts[m->n_parts];
         zmq_msg_init(f);
         if (zmq_msg_recv(f, sock, 0) < 0) {
             zmq_msg_close(f);
@@ -186,15 +266,16 @@ int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__
             lp_fail(err, "message cut short");
             return WIRE_BAD;
         }
-        m->n_frames++;
+        m->n_parts++;
         m->bytes += zmq_msg_size(f);
         if (c) c->bytes_received += zmq_msg_size(f);
     }
-    if ((size_t)m->n_frames != declared) {
+    if ((size_t)m->n_parts != raw) {
         *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
-        lp_fail(err, "header declares %zu tensor frames, %d came", declared, m->n_frames);
+        lp_fail(err, "header declares %zu raw frames, %d came", raw, m->n_parts);
         return WIRE_BAD;
     }
+    if (split_parts(m, code, err) < 0) return WIRE_BAD;
     if (m->hdr->body_case == LORAPS__HEADER__BODY__NOT_SET) {
         *code = LORAPS__ERROR_CODE__ERR_MALFORMED;
         lp_fail(err, "header without a message body");
@@ -278,6 +359,96 @@ static int convert(const void *src, Loraps__WireDtype from, Loraps__WireDtype to
     return dtype_from_f32(src, to == LORAPS__WIRE_DTYPE__WIRE_BF16 ? DT_BF16 : DT_F16, dst, n);
 }
 
+/* One tensor frame of a message to send: elements [off, off + len) of src[t]. */
+typedef struct send_piece {
+    int t;
+    size_t off, len;
+    int joined;
+} send_piece;
+
+/* Cuts the tensors into tensor frames and groups them into raw frames of at most `chunk`
+ * elements; with zero-copy, only data that continues the raw frame in memory joins it. Returns
+ * the number of pieces written to out (sized by max_pieces). */
+static size_t plan_pieces(const wire_src *src, int n, size_t chunk, size_t ssz, int zero_copy,
+                          send_piece *out) {
+    size_t k = 0, room = 0;
+    const char *end = NULL; /* where the open raw frame's data ends in memory */
+    for (int t = 0; t < n; t++) {
+        size_t off = 0;
+        do {
+            size_t remain = src[t].numel - off;
+            const char *p = (const char *)src[t].data + off * ssz;
+            int continues = !zero_copy || p == end || remain == 0;
+            int joined = room > 0 && continues;
+            if (!joined) room = chunk;
+            size_t len = remain < room ? remain : room;
+            out[k++] = (send_piece){t, off, len, joined};
+            room -= len;
+            if (len) end = p + len * ssz;
+            off += len;
+        } while (off < src[t].numel);
+    }
+    return k;
+}
+
+static size_t max_pieces(const wire_src *src, int n, size_t chunk) {
+    size_t k = 0;
+    for (int t = 0; t < n; t++) k += src[t].numel / chunk + 2;
+    return k;
+}
+
+static int send_header_of_pieces(void *sock, Loraps__Header *hdr, const wire_src *src,
+                                 const send_piece *pc, size_t n_pieces, const wire_send_opts *o,
+                                 wire_counters *c, lp_err *err) {
+    Loraps__TensorFrame *frames = calloc(n_pieces ? n_pieces : 1, sizeof *frames);
+    Loraps__TensorFrame **fp = calloc(n_pieces ? n_pieces : 1, sizeof *fp);
+    int rc = frames && fp ? 0 : lp_fail(err, "out of memory");
+    for (size_t k = 0; rc == 0 && k < n_pieces; k++) {
+        loraps__tensor_frame__init(&frames[k]);
+        frames[k].index = src[pc[k].t].index;
+        frames[k].dtype = o->wire_dtype;
+        frames[k].offset = pc[k].off;
+        frames[k].numel = pc[k].len;
+        frames[k].joined = pc[k].joined;
+        fp[k] = &frames[k];
+    }
+    hdr->n_frames = n_pieces;
+    hdr->frames = fp;
+    if (rc == 0) rc = send_routing(sock, o->routing, o->routing_len, err);
+    if (rc == 0) rc = send_header_part(sock, hdr, n_pieces > 0, c, err);
+    hdr->n_frames = 0;
+    hdr->frames = NULL;
+    free(frames);
+    free(fp);
+    return rc;
+}
+
+/* Raw frame [first, end) of the pieces: zero-copy from the source, or converted into a copy. */
+static int make_part(zmq_msg_t *msg, const wire_src *src, const send_piece *pc, size_t first,
+                     size_t end, const wire_send_opts *o, int zero_copy, lp_err *err) {
+    size_t wsz = wire_dtype_size(o->wire_dtype), ssz = wire_dtype_size(o->src_dtype);
+    size_t elems = 0;
+    for (size_t k = first; k < end; k++) elems += pc[k].len;
+    const char *start = (const char *)src[pc[first].t].data + pc[first].off * ssz;
+    if (zero_copy) {
+        if (o->owner && o->owner->ref) o->owner->ref(o->owner->hint);
+        if (zmq_msg_init_data(msg, (void *)start, elems * wsz, o->owner ? o->owner->unref : NULL,
+                              o->owner ? o->owner->hint : NULL) < 0) {
+            if (o->owner) o->owner->unref((void *)start, o->owner->hint);
+            return lp_fail(err, "out of memory");
+        }
+        return 0;
+    }
+    if (zmq_msg_init_size(msg, elems * wsz) < 0) return lp_fail(err, "out of memory");
+    char *dst = zmq_msg_data(msg);
+    for (size_t k = first; k < end; k++) {
+        convert((const char *)src[pc[k].t].data + pc[k].off * ssz, o->src_dtype, o->wire_dtype, dst,
+                pc[k].len);
+        dst += pc[k].len * wsz;
+    }
+    return 0;
+}
+
 int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n, const wire_send_opts *o,
               wire_counters *c, lp_err *err) {
     size_t chunk = o->chunk_elems ? o->chunk_elems : WIRE_CHUNK_ELEMS;
@@ -285,75 +456,62 @@ int wire_send(void *sock, Loraps__Header *hdr, const wire_src *src, int n, const
     if (!wsz || !ssz) return lp_fail(err, "unknown wire dtype");
     if (o->src_dtype != o->wire_dtype && o->src_dtype != LORAPS__WIRE_DTYPE__WIRE_F32)
         return lp_fail(err, "can only convert from f32 for the wire");
-    size_t n_frames = 0;
-    for (int t = 0; t < n; t++) n_frames += src[t].numel ? (src[t].numel + chunk - 1) / chunk : 1;
-    Loraps__TensorFrame *frames = calloc(n_frames ? n_frames : 1, sizeof *frames);
-    Loraps__TensorFrame **fp = calloc(n_frames ? n_frames : 1, sizeof *fp);
-    if (!frames || !fp) {
-        free(frames);
-        free(fp);
-        return lp_fail(err, "out of memory");
-    }
-    size_t k = 0;
-    for (int t = 0; t < n; t++) {
-        size_t off = 0;
-        do {
-            size_t len = src[t].numel - off < chunk ? src[t].numel - off : chunk;
-            loraps__tensor_frame__init(&frames[k]);
-            frames[k].index = src[t].index;
-            frames[k].dtype = o->wire_dtype;
-            frames[k].offset = off;
-            frames[k].numel = len;
-            fp[k] = &frames[k];
-            k++;
-            off += len;
-        } while (off < src[t].numel);
-    }
-    hdr->n_frames = n_frames;
-    hdr->frames = fp;
-    int rc = send_routing(sock, o->routing, o->routing_len, err);
-    if (rc == 0) rc = send_header_part(sock, hdr, n_frames > 0, c, err);
-    hdr->n_frames = 0;
-    hdr->frames = NULL;
-    free(frames);
-    free(fp);
-    if (rc < 0) return -1;
+    int zero_copy = o->src_dtype == o->wire_dtype && (o->owner || o->zero_copy_unowned);
+    send_piece *pc = malloc(max_pieces(src, n, chunk) * sizeof *pc + 1);
+    if (!pc) return lp_fail(err, "out of memory");
+    size_t n_pieces = plan_pieces(src, n, chunk, ssz, zero_copy, pc);
+    int rc = send_header_of_pieces(sock, hdr, src, pc, n_pieces, o, c, err);
     /* libzmq sends a multipart message whole or not at all, so a failure part-way leaves the
      * already queued parts unsent; the caller treats the peer as gone. */
-    k = 0;
-    for (int t = 0; t < n; t++) {
-        size_t off = 0;
-        do {
-            size_t len = src[t].numel - off < chunk ? src[t].numel - off : chunk;
-            const char *p = (const char *)src[t].data + off * ssz;
-            int last = (k + 1 == n_frames);
-            zmq_msg_t msg;
-            if (o->src_dtype == o->wire_dtype && (o->owner || o->zero_copy_unowned)) {
-                if (o->owner && o->owner->ref) o->owner->ref(o->owner->hint);
-                if (zmq_msg_init_data(&msg, (void *)p, len * wsz, o->owner ? o->owner->unref : NULL,
-                                      o->owner ? o->owner->hint : NULL) < 0) {
-                    if (o->owner) o->owner->unref((void *)p, o->owner->hint);
-                    return lp_fail(err, "out of memory");
-                }
-            } else {
-                if (zmq_msg_init_size(&msg, len * wsz) < 0) return lp_fail(err, "out of memory");
-                convert(p, o->src_dtype, o->wire_dtype, zmq_msg_data(&msg), len);
-            }
-            if (send_part(sock, &msg, !last, c, err) < 0) return -1;
-            k++;
-            off += len;
-        } while (off < src[t].numel);
+    for (size_t k = 0; rc == 0 && k < n_pieces;) {
+        size_t end = k + 1;
+        while (end < n_pieces && pc[end].joined) end++;
+        zmq_msg_t msg;
+        rc = make_part(&msg, src, pc, k, end, o, zero_copy, err);
+        if (rc == 0) rc = send_part(sock, &msg, end < n_pieces, c, err);
+        k = end;
     }
-    return 0;
+    free(pc);
+    return rc;
 }
 
 /* ---- checking and decoding ---------------------------------------------------------------- */
 
-int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
-                      lp_err *err) {
+/* Frame i continues the open tensor t (covered of it so far), or starts the next expected tensor
+ * at or after position *next. Returns the tensor's position, or -1 (code, err). */
+static int frame_tensor(const Loraps__TensorFrame *f, int i, const wire_expect *e, int t,
+                        size_t covered, int *next, Loraps__ErrorCode *code, lp_err *err) {
+    *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+    if (t >= 0 && covered < e->numel[t]) {
+        if (f->index != e->index[t] || f->offset != covered || f->numel == 0 ||
+            f->numel > e->numel[t] - covered)
+            return lp_fail(err,
+                           "frame %d: elements [%llu, +%llu) of tensor %u where [%zu, %zu) of "
+                           "tensor %u were expected",
+                           i, (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
+                           covered, e->numel[t], e->index[t]);
+        return t;
+    }
+    int q = *next;
+    while (q < e->n && e->index[q] < f->index) q++;
+    if (q >= e->n || e->index[q] != f->index)
+        return lp_fail(err,
+                       "frame %d: tensor %u is not expected here (not this shard's, repeated, or "
+                       "out of order)",
+                       i, f->index);
+    if (f->offset != 0 || f->numel > e->numel[q] || (f->numel == 0 && e->numel[q] != 0))
+        return lp_fail(err, "frame %d: elements [%llu, +%llu) do not start tensor %u of %zu", i,
+                       (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
+                       e->numel[q]);
+    *next = q + 1;
+    return q;
+}
+
+int wire_check_piece(const wire_msg *m, const wire_expect *e, int *frame_pos, int *n_tensors,
+                     Loraps__ErrorCode *code, lp_err *err) {
     size_t wsz = wire_dtype_size(e->dtype);
-    int t = 0;          /* the expected tensor being covered */
-    size_t covered = 0; /* elements of it covered so far */
+    int t = -1, next = 0, n = 0;
+    size_t covered = 0; /* elements of tensor t covered so far */
     for (int i = 0; i < m->n_frames; i++) {
         const Loraps__TensorFrame *f = m->hdr->frames[i];
         if (f->dtype != e->dtype) {
@@ -361,41 +519,34 @@ int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode
             return lp_fail(err, "frame %d: dtype %s, the job's wire dtype is %s", i,
                            wire_dtype_name(f->dtype), wire_dtype_name(e->dtype));
         }
-        if (t < e->n && covered == e->numel[t] && f->offset == 0 && e->numel[t] != 0) {
-            t++;
-            covered = 0;
-        }
-        if (t >= e->n) {
+        int q = frame_tensor(f, i, e, t, covered, &next, code, err);
+        if (q < 0) return -1;
+        if (q != t) covered = 0, n++;
+        t = q;
+        if (m->size[i] != f->numel * wsz) {
             *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: more tensors than the %d expected", i, e->n);
-        }
-        if (f->index != e->index[t]) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: tensor %u where tensor %u was expected", i, f->index,
-                           e->index[t]);
-        }
-        if (f->offset != covered || f->numel > e->numel[t] - covered ||
-            (f->numel == 0 && e->numel[t] != 0)) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err,
-                           "frame %d: elements [%llu, +%llu) of tensor %u do not continue "
-                           "[0, %zu) of its %zu",
-                           i, (unsigned long long)f->offset, (unsigned long long)f->numel, f->index,
-                           covered, e->numel[t]);
-        }
-        size_t bytes = zmq_msg_size((zmq_msg_t *)&m->frames[i]);
-        if (bytes != f->numel * wsz) {
-            *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-            return lp_fail(err, "frame %d: %zu bytes for %llu %s elements", i, bytes,
+            return lp_fail(err, "frame %d: %zu bytes for %llu %s elements", i, m->size[i],
                            (unsigned long long)f->numel, wire_dtype_name(f->dtype));
         }
         covered += f->numel;
-        if (e->numel[t] == 0) covered = 0, t++;
+        if (frame_pos) frame_pos[i] = t;
     }
-    if (t < e->n && covered == e->numel[t] && e->numel[t] != 0) t++, covered = 0;
-    if (t != e->n) {
+    if (t >= 0 && covered < e->numel[t]) {
         *code = LORAPS__ERROR_CODE__ERR_SHAPE;
-        return lp_fail(err, "%d of %d tensors came whole", t, e->n);
+        return lp_fail(err, "tensor %u: %zu of its %zu elements came", e->index[t], covered,
+                       e->numel[t]);
+    }
+    *n_tensors = n;
+    return 0;
+}
+
+int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
+                      lp_err *err) {
+    int n;
+    if (wire_check_piece(m, e, NULL, &n, code, err) < 0) return -1;
+    if (n != e->n) {
+        *code = LORAPS__ERROR_CODE__ERR_SHAPE;
+        return lp_fail(err, "%d of %d tensors came whole", n, e->n);
     }
     return 0;
 }
@@ -404,7 +555,7 @@ int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode
  * (aligned), small ones may not be, and those take the memcpy path. */
 int wire_frames_finite(const wire_msg *m) {
     for (int i = 0; i < m->n_frames; i++) {
-        const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
+        const unsigned char *p = m->data[i];
         size_t n = m->hdr->frames[i]->numel;
         unsigned bad = 0;
         switch (m->hdr->frames[i]->dtype) {
@@ -451,7 +602,7 @@ void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *ds
             cur = f->index;
         }
         float *restrict d = dst[t] + f->offset;
-        const unsigned char *p = zmq_msg_data((zmq_msg_t *)&m->frames[i]);
+        const unsigned char *p = m->data[i];
         size_t n = f->numel;
         if (f->dtype == LORAPS__WIRE_DTYPE__WIRE_F32 && (uintptr_t)p % 4 == 0) {
             const float *restrict x = (const float *)(const void *)p;

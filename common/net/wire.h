@@ -14,7 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define WIRE_PROTOCOL         1u
+#define WIRE_PROTOCOL         2u /* 2: joined tensor frames */
 #define WIRE_MAX_HEADER_BYTES (1u << 20)
 #define WIRE_CHUNK_ELEMS      ((size_t)1 << 23) /* 32 MiB of f32 per frame at most */
 #define WIRE_MAX_FRAME_BYTES  (WIRE_CHUNK_ELEMS * 4)
@@ -28,14 +28,18 @@ typedef struct wire_counters {
     uint64_t msgs_sent, msgs_received;
 } wire_counters;
 
-/* A received message. frames[i] is the raw frame described by hdr->frames[i]. */
+/* A received message. The data of tensor frame i (hdr->frames[i]) is data[i], size[i] bytes,
+ * inside one of the raw frames (parts) that follow the header. */
 typedef struct wire_msg {
     unsigned char routing[WIRE_MAX_ROUTING_BYTES]; /* ROUTER sockets: the sender's id */
     size_t routing_len;
     Loraps__Header *hdr; /* NULL if the header did not parse */
-    int n_frames;
-    zmq_msg_t *frames;
-    size_t bytes; /* header + frames */
+    int n_frames;        /* tensor frames */
+    const unsigned char **data;
+    size_t *size;
+    int n_parts; /* raw frames */
+    zmq_msg_t *parts;
+    size_t bytes; /* header + raw frames */
 } wire_msg;
 
 /* wire_recv results. */
@@ -48,6 +52,10 @@ enum { WIRE_OK = 0, WIRE_NONE = 1, WIRE_BAD = -1, WIRE_FATAL = -2 };
 int wire_recv(void *sock, int is_router, wire_msg *m, wire_counters *c, Loraps__ErrorCode *code,
               lp_err *err);
 void wire_msg_close(wire_msg *m);
+/* Hands the raw frames, and with them every data[i], to the caller (who closes them with
+ * wire_parts_close); the message keeps its header and its views. NULL if it has none. */
+zmq_msg_t *wire_msg_take_parts(wire_msg *m, int *n_parts);
+void wire_parts_close(zmq_msg_t *parts, int n_parts);
 
 /* A tensor to send: elements [0, numel) of spec tensor `index`, at data in dtype src_dtype. */
 typedef struct wire_src {
@@ -65,10 +73,11 @@ typedef struct wire_owner {
 } wire_owner;
 
 /* Sends hdr (its frames list is filled in here) and the tensors, converted from src_dtype to
- * wire_dtype. Frames already in the wire dtype go zero-copy if owner is given (or if the caller
- * guarantees the data outlives the send: owner NULL and zero_copy_unowned set); otherwise they
- * are copied. routing: the peer's id on a ROUTER socket, or NULL. chunk_elems 0 means
- * WIRE_CHUNK_ELEMS. */
+ * wire_dtype. Tensors that follow each other in memory share a raw frame (joined), up to
+ * chunk_elems elements a frame; a tensor larger than that is cut. Data already in the wire
+ * dtype goes zero-copy if owner is given (or if the caller guarantees it outlives the send:
+ * owner NULL and zero_copy_unowned set); otherwise it is copied, all of it joined. routing: the
+ * peer's id on a ROUTER socket, or NULL. chunk_elems 0 means WIRE_CHUNK_ELEMS. */
 typedef struct wire_send_opts {
     const void *routing;
     size_t routing_len;
@@ -100,7 +109,12 @@ typedef struct wire_expect {
     Loraps__WireDtype dtype;
 } wire_expect;
 
-/* Checks the frame list against the expectation and each raw frame's size. */
+/* A piece: frames covering some of the expected tensors, each whole, in the expectation's order
+ * (each at most once). frame_pos (if not NULL, [n_frames]) gets each frame's tensor position in
+ * the expectation; n_tensors how many tensors came. */
+int wire_check_piece(const wire_msg *m, const wire_expect *e, int *frame_pos, int *n_tensors,
+                     Loraps__ErrorCode *code, lp_err *err);
+/* Checks the frame list against the expectation (every tensor, whole) and each frame's size. */
 int wire_check_frames(const wire_msg *m, const wire_expect *e, Loraps__ErrorCode *code,
                       lp_err *err);
 /* 1 if every element of every frame is finite (checked in the wire dtype, no conversion). */
@@ -113,7 +127,10 @@ void wire_frames_apply(const wire_msg *m, const wire_expect *e, float *const *ds
 /* Socket options every loraps socket gets: MAXMSGSIZE, LINGER, and TCP keepalive. */
 int wire_socket_setup(void *sock, int linger_ms, lp_err *err);
 
-/* Monotonic milliseconds. */
+/* Monotonic milliseconds, and seconds; the calling thread's CPU seconds (what a piece of work
+ * cost, whoever else ran meanwhile). */
 int64_t wire_now_ms(void);
+double wire_now_s(void);
+double wire_cpu_s(void);
 
 #endif

@@ -175,11 +175,11 @@ static unsigned char *pull(void *sock, uint64_t version, size_t *len, uint64_t *
     }
     *got = r->params->version;
     size_t total = 0;
-    for (int i = 0; i < m.n_frames; i++) total += zmq_msg_size(&m.frames[i]);
+    for (int i = 0; i < m.n_frames; i++) total += m.size[i];
     unsigned char *buf = malloc(total + 1), *p2 = buf;
     for (int i = 0; i < m.n_frames; i++) {
-        memcpy(p2, zmq_msg_data(&m.frames[i]), zmq_msg_size(&m.frames[i]));
-        p2 += zmq_msg_size(&m.frames[i]);
+        memcpy(p2, m.data[i], m.size[i]);
+        p2 += m.size[i];
     }
     *len = total;
     wire_msg_close(&m);

@@ -70,7 +70,7 @@ static void test_expire_and_pulls(void **state) {
     assert_null(ps_member_find(s, ida));
     assert_non_null(ps_member_find(s, idb));
     assert_int_equal(s->n_pulls, 1);
-    assert_int_equal(s->pulls[0].worker_id, idb);
+    assert_int_equal(ps_members_first_pull(s)->worker_id, idb);
     assert_int_equal(s->drops, 1);
     /* the dead slot is reused by the next join */
     ps_member *c = ps_member_join(s, 0, "h", 3);

@@ -14,6 +14,8 @@
 #include "../../ps/ps_members.c"
 #include "../../ps/ps_step.c"
 
+#include "rng.h"
+
 void ps_log(int shard, const char *fmt, ...) {
     (void)shard;
     (void)fmt;
@@ -30,6 +32,11 @@ double ps_adapter_mean_grad(ps_adapter *a, uint64_t tokens) {
     return g_local_ss;
 }
 
+int ps_adapter_discard_partial(ps_adapter *a) {
+    (void)a;
+    return 0;
+}
+
 void ps_net_to_peers(ps_net *n, Loraps__Header *hdr) {
     (void)n;
     g_norm_shares++;
@@ -43,6 +50,11 @@ typedef struct fixture {
     ps_adapter a;
     ps_net net;
 } fixture;
+
+static void member_left(void *ctx, const ps_member *mem) {
+    fixture *f = ctx;
+    ps_step_member_left(&f->st, mem, f->a.version);
+}
 
 static fixture *make(const char *mode, int workers, int shards, int shard) {
     fixture *f = calloc(1, sizeof *f);
@@ -59,6 +71,8 @@ static fixture *make(const char *mode, int workers, int shards, int shard) {
     f->cfg.shard = shard;
     assert_int_equal(ps_step_init(&f->st, &f->cfg, &err), 0);
     assert_int_equal(ps_members_init(&f->mb, workers, 1000, shard, &err), 0);
+    f->mb.on_leave = member_left;
+    f->mb.on_leave_ctx = f;
     g_mean_tokens = 0;
     g_norm_shares = 0;
     return f;
@@ -80,7 +94,7 @@ static void test_sync_verdicts(void **state) {
     fixture *f = make("sync", 2, 1, 0);
     assert_int_equal(judge(f, 3, 0, 3, 3), PS_PUSH_ACCEPT);
     assert_int_equal(judge(f, 3, 0, 4, 3), PS_PUSH_REFUSE); /* the future */
-    ps_step_add_sync(&f->st, 0, 3, 10, 5.0, 0.1);
+    ps_step_add_sync(&f->st, &f->mb, 0, 3, 10, 5.0, 0.1);
     assert_int_equal(f->st.rank_next[0], 4);
     /* the same push again: a duplicate; an older step of a rank that is ahead: a duplicate */
     assert_int_equal(judge(f, 3, 0, 3, 3), PS_PUSH_DUPLICATE);
@@ -119,19 +133,22 @@ static void test_sync_close_one_shard(void **state) {
     (void)state;
     fixture *f = make("sync", 2, 1, 0);
     ps_member *a = ps_member_join(&f->mb, 0, "h", 1);
+    ps_step_member_joined(&f->st, a, 0);
     ps_member *b = ps_member_join(&f->mb, 1, "h", 2);
+    ps_step_member_joined(&f->st, b, 0);
     double ss = -1;
     assert_int_equal(ps_step_sync_close(&f->st, &f->a, &f->mb, &f->net, &ss), 0); /* none in */
-    ps_step_add_sync(&f->st, 0, 0, 10, 5.0, 0.1);
+    ps_step_add_sync(&f->st, &f->mb, 0, 0, 10, 5.0, 0.1);
     assert_int_equal(ps_step_sync_close(&f->st, &f->a, &f->mb, &f->net, &ss), 0); /* waits */
     /* a member already waiting for a later version will not push for this one */
-    b->pull_version = 1;
+    ps_step_member_pulled(&f->st, b, 1, 0);
     assert_int_equal(ps_step_sync_close(&f->st, &f->a, &f->mb, &f->net, &ss), 1);
     assert_int_equal(g_mean_tokens, 10);
     assert_true(ss == g_local_ss);
     assert_int_equal(g_norm_shares, 0);
-    /* the next step opens with nobody in */
-    ps_step_next(&f->st);
+    /* the next step opens with nobody in, and both owe it a push */
+    ps_step_next(&f->st, &f->mb, 1);
+    assert_int_equal(f->st.owing, 2);
     assert_int_equal(f->st.n_contrib, 0);
     assert_int_equal(f->st.contributed[0], 0);
     assert_int_equal(f->st.overhead_pending, 1);
@@ -145,9 +162,9 @@ static void test_sync_close_one_shard(void **state) {
 static void test_sync_close_across_shards(void **state) {
     (void)state;
     fixture *f = make("sync", 1, 3, 1);
-    ps_member_join(&f->mb, 0, "h", 1);
+    ps_step_member_joined(&f->st, ps_member_join(&f->mb, 0, "h", 1), 5);
     f->a.version = 5;
-    ps_step_add_sync(&f->st, 0, 5, 8, 2.0, 0.1);
+    ps_step_add_sync(&f->st, &f->mb, 0, 5, 8, 2.0, 0.1);
     double ss = -1;
     /* in, but the global norm needs shards 0 and 2: this shard's share goes out once */
     assert_int_equal(ps_step_sync_close(&f->st, &f->a, &f->mb, &f->net, &ss), 0);
@@ -187,10 +204,10 @@ static void test_staleness_and_data(void **state) {
     (void)state;
     fixture *f = make("async", 2, 1, 0);
     f->st.staleness = 1;
-    ps_member_join(&f->mb, 0, "h", 1);
-    ps_member_join(&f->mb, 1, "h", 2);
-    f->st.rank_next[0] = 3;
-    f->st.rank_next[1] = 1;
+    ps_step_member_joined(&f->st, ps_member_join(&f->mb, 0, "h", 1), 0);
+    ps_step_member_joined(&f->st, ps_member_join(&f->mb, 1, "h", 2), 0);
+    ps_step_restore_rank(&f->st, 0, 3, 0, 0);
+    ps_step_restore_rank(&f->st, 1, 1, 0, f->st.per_rank);
     assert_int_equal(ps_step_min_clock(&f->st, &f->mb), 1);
     assert_true(ps_step_within_staleness(&f->st, &f->mb, 2));
     assert_false(ps_step_within_staleness(&f->st, &f->mb, 3));
@@ -219,6 +236,51 @@ static void test_staleness_and_data(void **state) {
     destroy(f);
 }
 
+/* The step's counts of who owes a push and of the slowest rank, kept as members come, go and
+ * pull, equal a scan over all members after every event. */
+static void test_counts_equal_a_scan(void **state) {
+    (void)state;
+    fixture *f = make("sync", 9, 1, 0);
+    rng r;
+    rng_seed(&r, 17);
+    uint64_t V = 0;
+    for (int ev = 0; ev < 4000; ev++) {
+        int rank = (int)rng_below(&r, 9), slot = f->mb.rank_member[rank];
+        ps_member *mem = slot >= 0 ? &f->mb.list[slot] : NULL;
+        switch (rng_below(&r, 6)) {
+        case 0: /* a join (replacing a live member of the rank) */
+            ps_step_member_joined(&f->st, ps_member_join(&f->mb, rank, "h", 1), V);
+            break;
+        case 1:
+            if (mem) ps_member_leave(&f->mb, mem, "test");
+            break;
+        case 2:
+            if (mem) ps_step_member_pulled(&f->st, mem, V + rng_below(&r, 2), V);
+            break;
+        case 3:
+            if (mem && !f->st.contributed[rank])
+                ps_step_add_sync(&f->st, &f->mb, rank, V, 1, 1.0, 0);
+            break;
+        case 4:
+            if (rng_below(&r, 8) == 0) ps_step_next(&f->st, &f->mb, f->a.version = ++V);
+            break;
+        default: /* async-style clocks */
+            ps_step_restore_rank(&f->st, rank, rng_below(&r, 50), 0, 0);
+        }
+        int owing = 0;
+        uint64_t min = UINT64_MAX;
+        for (int i = 0; i < f->mb.n; i++) {
+            const ps_member *m = &f->mb.list[i];
+            if (!m->alive) continue;
+            owing += !f->st.contributed[m->rank] && m->pull_version <= V;
+            if (f->st.rank_next[m->rank] < min) min = f->st.rank_next[m->rank];
+        }
+        assert_int_equal(f->st.owing, owing);
+        assert_int_equal(ps_step_min_clock(&f->st, &f->mb), min);
+    }
+    destroy(f);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sync_verdicts),
@@ -226,6 +288,7 @@ int main(void) {
         cmocka_unit_test(test_sync_close_one_shard),
         cmocka_unit_test(test_sync_close_across_shards),
         cmocka_unit_test(test_staleness_and_data),
+        cmocka_unit_test(test_counts_equal_a_scan),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -72,7 +72,11 @@ static void test_roundtrip_chunked(void **state) {
     zmq_pollitem_t it = {b, 0, ZMQ_POLLIN, 0};
     zmq_poll(&it, 1, 2000);
     assert_int_equal(wire_recv(b, 0, &m, &rc, &code, &err), WIRE_OK);
-    assert_int_equal(m.n_frames, 4); /* 4 + 4 + 2, then 3 */
+    /* copied (no owner), so joined: [t0 0..4) [t0 4..8) [t0 8..10) + t1 0..2) [t1 2..3) */
+    assert_int_equal(m.n_frames, 5);
+    assert_int_equal(m.n_parts, 4);
+    assert_true(m.hdr->frames[3]->joined);
+    assert_int_equal(m.hdr->frames[3]->numel, 2);
     assert_int_equal(m.hdr->push->step, 7);
     assert_int_equal(m.hdr->job_id, 99);
     assert_int_equal(m.hdr->protocol, WIRE_PROTOCOL);
@@ -122,7 +126,7 @@ static void test_bf16_and_f16_on_the_wire(void **state) {
         wire_msg m;
         Loraps__ErrorCode code;
         assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_OK);
-        assert_int_equal(zmq_msg_size(&m.frames[0]), 10);
+        assert_int_equal(m.size[0], 10);
         uint32_t idx = 0;
         size_t numel = 5;
         wire_expect e = {1, &idx, &numel, dt};
@@ -193,6 +197,133 @@ static void test_zero_copy_owner_released(void **state) {
     free(t);
 }
 
+/* Zero-copy: tensors that follow each other in memory travel as one raw frame; a gap starts a
+ * new one; the receiver sees each tensor frame's own data either way. */
+static void test_joined_frames_zero_copy(void **state) {
+    (void)state;
+    float *buf = malloc(40 * sizeof(float));
+    for (int i = 0; i < 40; i++) buf[i] = (float)i;
+    /* tensors 0 and 1 adjacent, tensor 2 after a gap of 5 */
+    wire_src src[3] = {{0, 10, buf}, {1, 15, buf + 10}, {2, 10, buf + 30}};
+    wire_owner own = {ref, unref, NULL};
+    wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                        .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                        .owner = &own};
+    lp_err err;
+    Loraps__Header h = push_header();
+    assert_int_equal(wire_send(a, &h, src, 3, &o, NULL, &err), 0);
+    wire_msg m;
+    Loraps__ErrorCode code;
+    assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_OK);
+    assert_int_equal(m.n_frames, 3);
+    assert_int_equal(m.n_parts, 2);
+    assert_false(m.hdr->frames[0]->joined);
+    assert_true(m.hdr->frames[1]->joined);
+    assert_false(m.hdr->frames[2]->joined);
+    assert_int_equal(m.size[1], 15 * 4);
+    uint32_t idx[3] = {0, 1, 2};
+    size_t numel[3] = {10, 15, 10};
+    wire_expect e = {3, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
+    assert_int_equal(wire_check_frames(&m, &e, &code, &err), 0);
+    float o0[10], o1[15], o2[10];
+    float *dst[3] = {o0, o1, o2};
+    wire_frames_apply(&m, &e, dst, 1.0f, 0);
+    assert_memory_equal(o0, buf, sizeof o0);
+    assert_memory_equal(o1, buf + 10, sizeof o1);
+    assert_memory_equal(o2, buf + 30, sizeof o2);
+    /* the parts can be taken away from the message and outlive it */
+    int n_parts;
+    zmq_msg_t *parts = wire_msg_take_parts(&m, &n_parts);
+    assert_int_equal(n_parts, 2);
+    const float *view = (const float *)(const void *)m.data[2];
+    wire_msg_close(&m);
+    assert_float_equal(view[3], 33.0f, 0);
+    wire_parts_close(parts, n_parts);
+    assert_int_equal(atomic_load(&refs), 0);
+    free(buf);
+}
+
+/* Joined tensor frames whose sizes do not add up to their raw frame, or a first frame joined to
+ * nothing, are malformed. */
+/* Many tensors, some adjacent in memory and some not, larger and smaller than the chunk: every
+ * one arrives whole and in place, whatever raw frames they were grouped into. */
+static void test_joined_frames_many_tensors(void **state) {
+    (void)state;
+    enum { N = 40 };
+    size_t numel[N], off[N], total = 0;
+    uint32_t idx[N];
+    wire_src src[N];
+    for (int t = 0; t < N; t++) {
+        numel[t] = 1 + (size_t)((t * 7919) % 37);
+        off[t] = total;
+        total += numel[t] + (t % 3 == 0 ? 5 : 0); /* every third followed by a gap */
+        idx[t] = (uint32_t)(2 * t);
+    }
+    float *buf = malloc(total * sizeof(float));
+    for (size_t i = 0; i < total; i++) buf[i] = (float)i;
+    for (int t = 0; t < N; t++) src[t] = (wire_src){idx[t], numel[t], buf + off[t]};
+    for (int zc = 0; zc < 2; zc++) {
+        wire_send_opts o = {.src_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                            .wire_dtype = LORAPS__WIRE_DTYPE__WIRE_F32,
+                            .chunk_elems = 16,
+                            .zero_copy_unowned = zc};
+        lp_err err;
+        Loraps__Header h = push_header();
+        assert_int_equal(wire_send(a, &h, src, N, &o, NULL, &err), 0);
+        wire_msg m;
+        Loraps__ErrorCode code;
+        assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_OK);
+        wire_expect e = {N, idx, numel, LORAPS__WIRE_DTYPE__WIRE_F32};
+        if (wire_check_frames(&m, &e, &code, &err) < 0) fail_msg("%s", err.msg);
+        float *out[N];
+        for (int t = 0; t < N; t++) out[t] = calloc(numel[t], sizeof(float));
+        wire_frames_apply(&m, &e, out, 1.0f, 0);
+        for (int t = 0; t < N; t++) {
+            assert_memory_equal(out[t], buf + off[t], numel[t] * sizeof(float));
+            free(out[t]);
+        }
+        wire_msg_close(&m);
+    }
+    free(buf);
+}
+
+static void test_joined_frames_malformed(void **state) {
+    (void)state;
+    lp_err err;
+    wire_msg m;
+    Loraps__ErrorCode code;
+    Loraps__Header h = push_header();
+    Loraps__TensorFrame f0 = LORAPS__TENSOR_FRAME__INIT, f1 = LORAPS__TENSOR_FRAME__INIT;
+    Loraps__TensorFrame *fp[2] = {&f0, &f1};
+    f0.numel = 2;
+    f1.numel = 2;
+    f1.joined = 1;
+    h.n_frames = 2;
+    h.frames = fp;
+    h.protocol = WIRE_PROTOCOL;
+    unsigned char hb[256];
+    float data[5] = {1, 2, 3, 4, 5};
+    for (int k = 0; k < 3; k++) {
+        size_t bytes = k == 0 ? 12 : k == 1 ? 20 : 16; /* short, long, first joined */
+        f0.joined = k == 2;
+        size_t len = loraps__header__pack(&h, hb);
+        zmq_send(a, hb, len, ZMQ_SNDMORE);
+        zmq_send(a, data, bytes, 0);
+        assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_BAD);
+        assert_int_not_equal(code, LORAPS__ERROR_CODE__ERR_NONE);
+        wire_msg_close(&m);
+    }
+    /* and exactly 16 bytes is two tensor frames of 2 */
+    f0.joined = 0;
+    size_t len = loraps__header__pack(&h, hb);
+    zmq_send(a, hb, len, ZMQ_SNDMORE);
+    zmq_send(a, data, 16, 0);
+    assert_int_equal(recv_blocking(b, &m, &code, &err), WIRE_OK);
+    assert_int_equal(m.n_frames, 2);
+    assert_float_equal(((const float *)(const void *)m.data[1])[0], 3.0f, 0);
+    wire_msg_close(&m);
+}
+
 static void test_malformed_messages(void **state) {
     (void)state;
     lp_err err;
@@ -260,6 +391,9 @@ int main(void) {
         cmocka_unit_test(test_bf16_and_f16_on_the_wire),
         cmocka_unit_test(test_nonfinite_detected_in_every_dtype),
         cmocka_unit_test(test_zero_copy_owner_released),
+        cmocka_unit_test(test_joined_frames_zero_copy),
+        cmocka_unit_test(test_joined_frames_many_tensors),
+        cmocka_unit_test(test_joined_frames_malformed),
         cmocka_unit_test(test_malformed_messages),
         cmocka_unit_test(test_error_message),
     };
