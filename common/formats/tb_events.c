@@ -1,0 +1,239 @@
+#include "tb_events.h"
+
+#include "fsutil.h"
+#include "tensorboard.pb-c.h"
+#include "tfrecord.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#define TB_MAX_FILES_PER_SECOND 1000
+
+struct tb_writer {
+    int fd;
+    char *path;
+    /* tags whose description this file already holds (TensorBoard keeps a tag's first) */
+    char **described;
+    int n_described, cap_described;
+};
+
+/* ---- writing -------------------------------------------------------------------------------- */
+
+static int write_event(tb_writer *w, const Tensorboard__Event *ev, lp_err *err) {
+    size_t n = tensorboard__event__get_packed_size(ev);
+    unsigned char *buf = malloc(n ? n : 1);
+    if (!buf) return lp_fail(err, "out of memory");
+    tensorboard__event__pack(ev, buf);
+    int rc = tfrecord_write(w->fd, buf, n, err);
+    free(buf);
+    return rc < 0 ? lp_wrap(err, "%s", w->path) : 0;
+}
+
+static int write_header(tb_writer *w, double wall_time, int64_t start_step, lp_err *err) {
+    Tensorboard__Event ev = TENSORBOARD__EVENT__INIT;
+    Tensorboard__SourceMetadata src = TENSORBOARD__SOURCE_METADATA__INIT;
+    src.writer = TB_WRITER_NAME;
+    ev.wall_time = wall_time;
+    ev.what_case = TENSORBOARD__EVENT__WHAT_FILE_VERSION;
+    ev.file_version = TB_FILE_VERSION;
+    ev.source_metadata = &src;
+    if (write_event(w, &ev, err) < 0) return -1;
+    if (start_step < 0) return 0;
+    Tensorboard__Event start = TENSORBOARD__EVENT__INIT;
+    Tensorboard__SessionLog log = TENSORBOARD__SESSION_LOG__INIT;
+    log.status = TENSORBOARD__SESSION_LOG__SESSION_STATUS__START;
+    start.wall_time = wall_time;
+    start.step = start_step;
+    start.what_case = TENSORBOARD__EVENT__WHAT_SESSION_LOG;
+    start.session_log = &log;
+    return write_event(w, &start, err);
+}
+
+void tb_writer_close(tb_writer *w) {
+    if (!w) return;
+    if (w->fd >= 0) close(w->fd);
+    for (int i = 0; i < w->n_described; i++) free(w->described[i]);
+    free(w->described);
+    free(w->path);
+    free(w);
+}
+
+int tb_writer_open_file(tb_writer **out, const char *path, double wall_time, int64_t start_step,
+                        lp_err *err) {
+    *out = NULL;
+    tb_writer *w = calloc(1, sizeof *w);
+    if (!w || !(w->path = strdup(path))) {
+        free(w);
+        return lp_fail(err, "out of memory");
+    }
+    /* O_EXCL: a file another writer started (or an earlier run's) is never appended to. */
+    w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
+    if (w->fd < 0) {
+        lp_fail(err, "%s: %s", path, strerror(errno));
+        tb_writer_close(w);
+        return -1;
+    }
+    if (write_header(w, wall_time, start_step, err) < 0) {
+        tb_writer_close(w);
+        return -1;
+    }
+    *out = w;
+    return 0;
+}
+
+static double now_seconds(void) {
+    struct timeval tv;
+    gettimeofday(&tv, NULL);
+    return (double)tv.tv_sec + tv.tv_usec / 1e6;
+}
+
+int tb_writer_open(tb_writer **out, const char *dir, int64_t start_step, lp_err *err) {
+    *out = NULL;
+    if (fs_mkdirs(dir, err) < 0) return -1;
+    char host[256] = "localhost";
+    if (gethostname(host, sizeof host) != 0) snprintf(host, sizeof host, "localhost");
+    host[sizeof host - 1] = 0;
+    for (char *c = host; *c; c++)
+        if (*c == '/') *c = '_';
+    double t = now_seconds();
+    char path[PATH_MAX];
+    for (int n = 0; n < TB_MAX_FILES_PER_SECOND; n++) {
+        snprintf(path, sizeof path, "%s/events.out.tfevents.%lld.%s.%ld.%d", dir, (long long)t,
+                 host, (long)getpid(), n);
+        if (fs_exists(path)) continue;
+        return tb_writer_open_file(out, path, t, start_step, err);
+    }
+    return lp_fail(err, "%s: no free name for an event file", dir);
+}
+
+const char *tb_writer_path(const tb_writer *w) {
+    return w->path;
+}
+
+/* 1 the first time a tag is seen by this file (it then gets its description), else 0. */
+static int first_sight(tb_writer *w, const char *tag, lp_err *err) {
+    for (int i = 0; i < w->n_described; i++)
+        if (!strcmp(w->described[i], tag)) return 0;
+    if (w->n_described == w->cap_described) {
+        int cap = w->cap_described ? 2 * w->cap_described : 16;
+        char **nd = realloc(w->described, (size_t)cap * sizeof *nd);
+        if (!nd) return lp_fail(err, "out of memory");
+        w->described = nd;
+        w->cap_described = cap;
+    }
+    if (!(w->described[w->n_described] = strdup(tag))) return lp_fail(err, "out of memory");
+    w->n_described++;
+    return 1;
+}
+
+int tb_writer_scalars(tb_writer *w, int64_t step, double wall_time, const tb_scalar *s, int n,
+                      lp_err *err) {
+    Tensorboard__Summary__Value *values = calloc((size_t)n + 1, sizeof *values);
+    Tensorboard__Summary__Value **ptrs = calloc((size_t)n + 1, sizeof *ptrs);
+    Tensorboard__SummaryMetadata *meta = calloc((size_t)n + 1, sizeof *meta);
+    int rc = -1;
+    if (!values || !ptrs || !meta) {
+        lp_fail(err, "out of memory");
+        goto done;
+    }
+    for (int i = 0; i < n; i++) {
+        Tensorboard__Summary__Value *v = &values[i];
+        tensorboard__summary__value__init(v);
+        v->tag = (char *)s[i].tag;
+        v->value_case = TENSORBOARD__SUMMARY__VALUE__VALUE_SIMPLE_VALUE;
+        v->simple_value = (float)s[i].value;
+        int first = first_sight(w, s[i].tag, err);
+        if (first < 0) goto done;
+        if (first && s[i].description) {
+            tensorboard__summary_metadata__init(&meta[i]);
+            meta[i].summary_description = (char *)s[i].description;
+            v->metadata = &meta[i];
+        }
+        ptrs[i] = v;
+    }
+    Tensorboard__Summary summary = TENSORBOARD__SUMMARY__INIT;
+    summary.n_value = (size_t)n;
+    summary.value = ptrs;
+    Tensorboard__Event ev = TENSORBOARD__EVENT__INIT;
+    ev.wall_time = wall_time;
+    ev.step = step;
+    ev.what_case = TENSORBOARD__EVENT__WHAT_SUMMARY;
+    ev.summary = &summary;
+    rc = write_event(w, &ev, err);
+done:
+    free(values);
+    free(ptrs);
+    free(meta);
+    return rc;
+}
+
+/* ---- reading -------------------------------------------------------------------------------- */
+
+static const char *nonnull(const char *s) {
+    return s ? s : "";
+}
+
+/* Hands one decoded Event to fn: its kind, and for a summary the values that are scalars. */
+static int visit_event(const Tensorboard__Event *ev, tb_event_fn fn, void *ctx, lp_err *err) {
+    tb_event e = {TB_EVENT_OTHER, ev->wall_time, ev->step, NULL, NULL, 0, NULL};
+    tb_scalar *scalars = NULL;
+    if (ev->what_case == TENSORBOARD__EVENT__WHAT_FILE_VERSION) {
+        e.kind = TB_EVENT_FILE_VERSION;
+        e.file_version = nonnull(ev->file_version);
+        e.writer = ev->source_metadata ? nonnull(ev->source_metadata->writer) : "";
+    } else if (ev->what_case == TENSORBOARD__EVENT__WHAT_SESSION_LOG && ev->session_log &&
+               ev->session_log->status == TENSORBOARD__SESSION_LOG__SESSION_STATUS__START) {
+        e.kind = TB_EVENT_SESSION_START;
+    } else if (ev->what_case == TENSORBOARD__EVENT__WHAT_SUMMARY && ev->summary) {
+        const Tensorboard__Summary *sm = ev->summary;
+        e.kind = TB_EVENT_SCALARS;
+        scalars = calloc(sm->n_value + 1, sizeof *scalars);
+        if (!scalars) return lp_fail(err, "out of memory");
+        for (size_t i = 0; i < sm->n_value; i++) {
+            const Tensorboard__Summary__Value *v = sm->value[i];
+            if (v->value_case != TENSORBOARD__SUMMARY__VALUE__VALUE_SIMPLE_VALUE) continue;
+            const char *d = v->metadata ? v->metadata->summary_description : NULL;
+            scalars[e.n_scalars].tag = nonnull(v->tag);
+            scalars[e.n_scalars].value = v->simple_value;
+            scalars[e.n_scalars].description = d && d[0] ? d : NULL;
+            e.n_scalars++;
+        }
+        e.scalars = scalars;
+    }
+    int rc = fn(&e, ctx);
+    free(scalars);
+    return rc;
+}
+
+int tb_read_file(const char *path, tb_event_fn fn, void *ctx, lp_err *err) {
+    tfrecord_reader r;
+    if (tfrecord_reader_open(&r, path, err) < 0) return -1;
+    int rc = 0;
+    for (;;) {
+        const void *data;
+        size_t len;
+        uint64_t at = r.offset;
+        int got = tfrecord_next(&r, &data, &len, err);
+        if (got <= 0) {
+            rc = got;
+            break;
+        }
+        Tensorboard__Event *ev = tensorboard__event__unpack(NULL, len, data);
+        if (!ev) {
+            rc = lp_fail(err, "%s: the record at byte %llu is not an Event", path,
+                         (unsigned long long)at);
+            break;
+        }
+        rc = visit_event(ev, fn, ctx, err);
+        tensorboard__event__free_unpacked(ev, NULL);
+        if (rc) break;
+    }
+    tfrecord_reader_close(&r);
+    return rc;
+}
