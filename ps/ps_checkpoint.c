@@ -213,7 +213,8 @@ static void write_checkpoint(ps_checkpoints *ck, const ckpt_slot *sl) {
         goto done;
     }
     to_adapter_layout(a, sl, a->full.params, m, v);
-    ckpt_write_opts o = {c->model_dir, ck->adapters->model.fan_in_fan_out, c->job.keep_checkpoints};
+    ckpt_write_opts o = {c->model_dir, ck->adapters->model.fan_in_fan_out, c->job.keep_checkpoints,
+                         NULL};
     if (ckpt_write(c->out_dir, &a->full, m, v, &info, &o, where, sizeof where, &err) < 0) {
         ps_log(c->shard, "checkpoint at step %" PRIu64 " failed: %s", sl->version, err.msg);
         goto done;

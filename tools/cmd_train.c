@@ -10,6 +10,7 @@
 #include "peft.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,27 @@ static void usage(FILE *out) {
     job_print_help(out);
 }
 
+/* The run's last figures, for the adapter's model card. */
+typedef struct train_record {
+    int steps;
+    uint64_t tokens;
+    double loss, val_loss;
+    int val_step;
+} train_record;
+
+static void record(train_record *r, const train_progress *p) {
+    if (p->val_step >= 0) {
+        r->val_loss = p->val_loss;
+        r->val_step = p->val_step;
+    }
+    if (p->step > p->total_steps) return;
+    r->steps = p->step;
+    r->tokens += (uint64_t)p->tokens;
+    r->loss = p->loss;
+}
+
 static void print_step(const train_progress *p, void *ctx) {
-    (void)ctx;
+    record(ctx, p);
     char val[96] = "";
     if (p->val_step >= 0)
         snprintf(val, sizeof val, " | val_loss %.4f ppl %.2f (at step %d)", p->val_loss,
@@ -154,14 +174,26 @@ int cmd_train(int argc, char **argv) {
     }
     printf("loraps train: data %s\n", data_source_name(&src));
     fflush(stdout);
-    rc = local_train_source(&j, m, &a, &src, print_step, NULL, &err);
+    train_record rec = {0, 0, NAN, NAN, 0};
+    rc = local_train_source(&j, m, &a, &src, print_step, &rec, &err);
     data_source_close(&src);
     if (rc < 0) fail("training", &err);
     if (rc == 0 && out) {
-        if (peft_save(out, &a, model_dir, model_fan_in_fan_out(m), &err) < 0)
+        model_card card = model_card_unknown();
+        char *settings = job_print_text(&j);
+        card.data = data ? data : "the embedded token-level demo task";
+        card.step = (uint64_t)rec.steps;
+        card.max_steps = (uint64_t)j.max_steps;
+        card.tokens = rec.tokens;
+        card.train_loss = rec.loss;
+        card.val_loss = rec.val_loss;
+        card.val_step = (uint64_t)rec.val_step;
+        card.job_settings = settings;
+        if (peft_save_card(out, &a, model_dir, model_fan_in_fan_out(m), &card, &err) < 0)
             rc = fail("--out", &err);
         else
-            printf("loraps train: adapter written to %s (PEFT format)\n", out);
+            printf("loraps train: adapter written to %s (PEFT format, with a model card)\n", out);
+        free(settings);
     }
     lora_adapter_free(&a);
     model_free(m);
