@@ -13,6 +13,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"run", cmd_run, "start a local job: S parameter servers and N workers"},
     {"train", cmd_train, "train a LoRA adapter in this one process (no servers)"},
+    {"report", cmd_report, "a run's summary: report.md and the loss and tokens/s curves"},
     {"init-model", cmd_init_model, "write an HF GPT-2 or Llama folder with random weights"},
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (a plain HF folder)"},
     {"inspect", cmd_inspect, "show what a model, adapter, checkpoint or .safetensors holds"},
