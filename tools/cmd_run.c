@@ -12,6 +12,7 @@
 #include "model.h"
 #include "net_config.h"
 #include "peft.h"
+#include "progress_bar.h"
 #include "text_continue.h"
 #include "tokenizer.h"
 #include "val_pass.h"
@@ -102,8 +103,9 @@ typedef struct proc {
 static proc g_procs[MAX_PROCS];
 static int g_n_procs;
 
-/* Starts argv with stdout to out_fd (-1: inherit) and stderr to the log file. */
-static int spawn(const char *name, char *const argv[], const char *log_path, int stdout_to_log) {
+/* Starts argv with stderr to the log file and stdout there too, or to stdout_fd (-1: inherit). */
+static int spawn(const char *name, char *const argv[], const char *log_path, int stdout_to_log,
+                 int stdout_fd) {
     int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log < 0) {
         fail(log_path, strerror(errno));
@@ -118,6 +120,7 @@ static int spawn(const char *name, char *const argv[], const char *log_path, int
     if (pid == 0) {
         dup2(log, 2);
         if (stdout_to_log) dup2(log, 1);
+        if (!stdout_to_log && stdout_fd >= 0) dup2(stdout_fd, 1);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         /* Each child gets its rank, shard, bind and ports as flags; variables meant for one
@@ -468,6 +471,8 @@ int cmd_run(int argc, char **argv) {
     snprintf(metrics, sizeof metrics, "%s/metrics.jsonl", out);
     unlink(metrics);
     int rc = 0;
+    /* on a terminal, shard 0's step lines become one updating bar (progress_bar.c) */
+    progress_view *bar = progress_view_start();
     for (int k = 0; k < n_servers && rc == 0; k++) {
         char shard_s[16], name[32];
         snprintf(shard_s, sizeof shard_s, "%d", k);
@@ -496,7 +501,8 @@ int cmd_run(int argc, char **argv) {
         av[c] = NULL;
         snprintf(name, sizeof name, "ps-%d", k);
         snprintf(path, sizeof path, "%s/%s.log", logs, name);
-        rc = spawn(name, av, path, k != 0);
+        rc = spawn(name, av, path, k != 0, k == 0 && bar ? progress_view_fd(bar) : -1);
+        if (k == 0) progress_view_started(bar);
     }
     for (int k = 0; k < n_workers && rc == 0; k++) {
         char rank_s[16], stats[PATH_MAX + 32], name[32];
@@ -518,11 +524,12 @@ int cmd_run(int argc, char **argv) {
         av[c] = NULL;
         snprintf(name, sizeof name, "worker-%d", k);
         snprintf(path, sizeof path, "%s/%s.log", logs, name);
-        rc = spawn(name, av, path, 1);
+        rc = spawn(name, av, path, 1, -1);
     }
     free(pass);
     if (rc) {
         stop_all(3000);
+        progress_view_stop(bar);
         return 1;
     }
 
@@ -572,6 +579,7 @@ int cmd_run(int argc, char **argv) {
         sleep_ms(50);
     }
     stop_all(5000);
+    progress_view_stop(bar);
     for (int i = 0; i < g_n_procs; i++)
         if (g_procs[i].status > 0 && g_procs[i].status != 255 && !g_stop) {
             report_exit(&g_procs[i], logs);
