@@ -4,6 +4,7 @@
 #include "tensorboard.pb-c.h"
 #include "tfrecord.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -236,4 +237,155 @@ int tb_read_file(const char *path, tb_event_fn fn, void *ctx, lp_err *err) {
     }
     tfrecord_reader_close(&r);
     return rc;
+}
+
+/* ---- a run folder --------------------------------------------------------------------------- */
+
+typedef struct run_reader {
+    tb_run *run;
+    int cap_points, cap_described;
+    int oom;
+    int64_t next_order;
+} run_reader;
+
+static void drop_from(tb_run *r, int64_t step) {
+    int kept = 0;
+    for (int i = 0; i < r->n_points; i++) {
+        if (r->points[i].step < step)
+            r->points[kept++] = r->points[i];
+        else
+            free(r->points[i].tag);
+    }
+    r->n_points = kept;
+}
+
+static int add_point(run_reader *rr, const tb_event *e, const tb_scalar *x) {
+    tb_run *r = rr->run;
+    if (r->n_points == rr->cap_points) {
+        int cap = rr->cap_points ? 2 * rr->cap_points : 256;
+        tb_point *np = realloc(r->points, (size_t)cap * sizeof *np);
+        if (!np) return -1;
+        r->points = np;
+        rr->cap_points = cap;
+    }
+    tb_point *p = &r->points[r->n_points];
+    if (!(p->tag = strdup(x->tag))) return -1;
+    p->step = e->step;
+    p->wall_time = e->wall_time;
+    p->value = (float)x->value;
+    p->order = rr->next_order++;
+    r->n_points++;
+    return 0;
+}
+
+static int add_description(run_reader *rr, const tb_scalar *x) {
+    tb_run *r = rr->run;
+    for (int i = 0; i < r->n_described; i++)
+        if (!strcmp(r->described[i].tag, x->tag)) return 0;
+    if (r->n_described == rr->cap_described) {
+        int cap = rr->cap_described ? 2 * rr->cap_described : 16;
+        tb_scalar *nd = realloc(r->described, (size_t)cap * sizeof *nd);
+        if (!nd) return -1;
+        r->described = nd;
+        rr->cap_described = cap;
+    }
+    tb_scalar *d = &r->described[r->n_described];
+    d->tag = strdup(x->tag);
+    d->description = strdup(x->description);
+    d->value = 0;
+    r->n_described++;
+    return d->tag && d->description ? 0 : -1;
+}
+
+static int on_run_event(const tb_event *e, void *ctx) {
+    run_reader *rr = ctx;
+    if (e->kind == TB_EVENT_SESSION_START) drop_from(rr->run, e->step);
+    for (int i = 0; e->kind == TB_EVENT_SCALARS && i < e->n_scalars; i++) {
+        const tb_scalar *x = &e->scalars[i];
+        if (add_point(rr, e, x) < 0 || (x->description && add_description(rr, x) < 0))
+            return rr->oom = 1;
+    }
+    return 0;
+}
+
+static int by_tag_then_step(const void *a, const void *b) {
+    const tb_point *x = a, *y = b;
+    int c = strcmp(x->tag, y->tag);
+    if (c) return c;
+    if (x->step != y->step) return x->step < y->step ? -1 : 1;
+    return (x->order > y->order) - (x->order < y->order);
+}
+
+static int by_described_tag(const void *a, const void *b) {
+    return strcmp(((const tb_scalar *)a)->tag, ((const tb_scalar *)b)->tag);
+}
+
+static int by_string(const void *a, const void *b) {
+    return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The event files of dir, sorted by name (malloc'd names). */
+static int list_event_files(const char *dir, char ***names, int *n, lp_err *err) {
+    DIR *d = opendir(dir);
+    if (!d) return lp_fail(err, "%s: %s", dir, strerror(errno));
+    int cap = 0;
+    *names = NULL;
+    *n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (!strstr(e->d_name, "tfevents")) continue;
+        if (*n == cap) {
+            cap = cap ? 2 * cap : 8;
+            char **nn = realloc(*names, (size_t)cap * sizeof *nn);
+            if (!nn) break;
+            *names = nn;
+        }
+        if (!((*names)[*n] = strdup(e->d_name))) break;
+        (*n)++;
+    }
+    closedir(d);
+    qsort(*names, (size_t)*n, sizeof **names, by_string);
+    return 0;
+}
+
+int tb_read_run(const char *dir, tb_run *run, lp_err *err) {
+    memset(run, 0, sizeof *run);
+    char **names = NULL;
+    int n = 0, rc = 0;
+    if (list_event_files(dir, &names, &n, err) < 0) return -1;
+    run_reader rr = {run, 0, 0, 0, 0};
+    for (int i = 0; i < n && rc == 0; i++) {
+        char path[PATH_MAX];
+        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
+        rc = tb_read_file(path, on_run_event, &rr, err);
+        if (rr.oom) rc = lp_fail(err, "out of memory");
+    }
+    for (int i = 0; i < n; i++) free(names[i]);
+    free(names);
+    run->n_files = n;
+    if (rc) {
+        tb_run_free(run);
+        return -1;
+    }
+    qsort(run->points, (size_t)run->n_points, sizeof *run->points, by_tag_then_step);
+    qsort(run->described, (size_t)run->n_described, sizeof *run->described, by_described_tag);
+    return 0;
+}
+
+void tb_run_print(const tb_run *run, FILE *out) {
+    for (int i = 0; i < run->n_points; i++)
+        fprintf(out, "scalar %s %lld %.9g\n", run->points[i].tag, (long long)run->points[i].step,
+                (double)run->points[i].value);
+    for (int i = 0; i < run->n_described; i++)
+        fprintf(out, "description %s: %s\n", run->described[i].tag, run->described[i].description);
+}
+
+void tb_run_free(tb_run *run) {
+    for (int i = 0; i < run->n_points; i++) free(run->points[i].tag);
+    for (int i = 0; i < run->n_described; i++) {
+        free((char *)run->described[i].tag);
+        free((char *)run->described[i].description);
+    }
+    free(run->points);
+    free(run->described);
+    memset(run, 0, sizeof *run);
 }

@@ -12,6 +12,7 @@
 #include "error.h"
 
 #include <stdint.h>
+#include <stdio.h>
 
 #define TB_FILE_VERSION "brain.Event:2"
 #define TB_WRITER_NAME  "loraps"
@@ -64,5 +65,29 @@ typedef int (*tb_event_fn)(const tb_event *e, void *ctx);
 /* Reads every event of a file. -1 with err naming the file and record on a damaged record
  * (framing, CRCs) or one that is not an Event. */
 int tb_read_file(const char *path, tb_event_fn fn, void *ctx, lp_err *err);
+
+/* A run folder as TensorBoard shows it: its event files (names containing "tfevents") in name
+ * order, each SessionLog START at step s dropping what came before for steps >= s. */
+typedef struct tb_point {
+    char *tag;
+    int64_t step;
+    double wall_time;
+    float value;
+    int64_t order; /* read order: points of one tag and step stay in it */
+} tb_point;
+
+typedef struct tb_run {
+    tb_point *points; /* sorted by tag, then step, then read order */
+    int n_points;
+    tb_scalar *described; /* the first description of each tag, sorted by tag (owned) */
+    int n_described;
+    int n_files;
+} tb_run;
+
+int tb_read_run(const char *dir, tb_run *run, lp_err *err);
+/* "scalar TAG STEP VALUE" per point (VALUE %.9g of the float), then "description TAG: TEXT":
+ * the listing tests/reference/tensorboard_check.py prints from the tensorboard package. */
+void tb_run_print(const tb_run *run, FILE *out);
+void tb_run_free(tb_run *run);
 
 #endif

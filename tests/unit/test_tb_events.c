@@ -278,98 +278,19 @@ static void test_damaged_files(void **state) {
 
 /* ---- the golden run -------------------------------------------------------------------------- */
 
-/* A run's folder as TensorBoard shows it: its event files in name order, a SessionLog START at
- * step s dropping what came before for steps >= s; then "scalar TAG STEP VALUE" lines sorted by
- * tag and step, and "description TAG: TEXT" for each described tag, sorted by tag. The same format
- * as tests/reference/tensorboard_check.py prints. */
-typedef struct point {
-    char tag[64];
-    int64_t step;
-    float value;
-} point;
-
-typedef struct described {
-    char tag[64], text[256];
-} described;
-
-typedef struct run_view {
-    point pts[256];
-    int n;
-    described desc[16];
-    int n_desc;
-} run_view;
-
-static int view_event(const tb_event *e, void *ctx) {
-    run_view *v = ctx;
-    if (e->kind == TB_EVENT_SESSION_START) {
-        int kept = 0;
-        for (int i = 0; i < v->n; i++)
-            if (v->pts[i].step < e->step) v->pts[kept++] = v->pts[i];
-        v->n = kept;
-    }
-    for (int i = 0; e->kind == TB_EVENT_SCALARS && i < e->n_scalars; i++) {
-        assert_true(v->n < 256);
-        point *p = &v->pts[v->n++];
-        snprintf(p->tag, sizeof p->tag, "%s", e->scalars[i].tag);
-        p->step = e->step;
-        p->value = (float)e->scalars[i].value;
-        int known = 0;
-        for (int k = 0; k < v->n_desc; k++) known |= !strcmp(v->desc[k].tag, p->tag);
-        if (!known && e->scalars[i].description && v->n_desc < 16) {
-            described *d = &v->desc[v->n_desc++];
-            snprintf(d->tag, sizeof d->tag, "%s", e->scalars[i].tag);
-            snprintf(d->text, sizeof d->text, "%s", e->scalars[i].description);
-        }
-    }
-    return 0;
-}
-
-static int by_tag_step(const void *a, const void *b) {
-    const point *x = a, *y = b;
-    int c = strcmp(x->tag, y->tag);
-    return c ? c : (x->step > y->step) - (x->step < y->step);
-}
-
-static int by_desc_tag(const void *a, const void *b) {
-    return strcmp(((const described *)a)->tag, ((const described *)b)->tag);
-}
-
-static int by_name(const void *a, const void *b) {
-    return strcmp(*(char *const *)a, *(char *const *)b);
-}
-
+/* A run's folder as TensorBoard shows it (tb_read_run), as tb_run_print lists it. */
 static char *view_run(const char *dir) {
-    DIR *d = opendir(dir);
-    assert_non_null(d);
-    char *names[16];
-    int n = 0;
-    for (struct dirent *e; (e = readdir(d));)
-        if (strstr(e->d_name, "tfevents") && n < 16) names[n++] = strdup(e->d_name);
-    closedir(d);
-    qsort(names, (size_t)n, sizeof names[0], by_name);
-    run_view *v = calloc(1, sizeof *v);
-    assert_non_null(v);
-    for (int i = 0; i < n; i++) {
-        char path[1024];
-        lp_err err;
-        snprintf(path, sizeof path, "%s/%s", dir, names[i]);
-        check_ok(tb_read_file(path, view_event, v, &err), &err, path);
-        free(names[i]);
-    }
-    qsort(v->pts, (size_t)v->n, sizeof v->pts[0], by_tag_step);
-    qsort(v->desc, (size_t)v->n_desc, sizeof v->desc[0], by_desc_tag);
-    size_t cap = 65536, used = 0;
-    char *out = malloc(cap);
-    assert_non_null(out);
-    out[0] = 0;
-    for (int i = 0; i < v->n; i++)
-        used += (size_t)snprintf(out + used, cap - used, "scalar %s %lld %.9g\n", v->pts[i].tag,
-                                 (long long)v->pts[i].step, (double)v->pts[i].value);
-    for (int i = 0; i < v->n_desc; i++)
-        used += (size_t)snprintf(out + used, cap - used, "description %s: %s\n", v->desc[i].tag,
-                                 v->desc[i].text);
-    free(v);
-    return out;
+    tb_run run;
+    lp_err err;
+    check_ok(tb_read_run(dir, &run, &err), &err, dir);
+    char *text = NULL;
+    size_t len = 0;
+    FILE *o = open_memstream(&text, &len);
+    assert_non_null(o);
+    tb_run_print(&run, o);
+    fclose(o);
+    tb_run_free(&run);
+    return text;
 }
 
 static const char *const golden_names[] = {"events.out.tfevents.1700000000.golden.101.0",
