@@ -7,6 +7,7 @@
 
 #include "adamw.h"
 #include "lora.h"
+#include "model_card.h"
 #include "ps_config.h"
 #include "ps_net.h"
 #include "shard_map.h"
@@ -99,7 +100,9 @@ double ps_adapter_grad_sum_sq(const ps_adapter *a);
 void ps_adapter_zero_grad(ps_adapter *a);
 /* Clips the (mean) gradient by factor, runs AdamW with the lr of update `update_index`. */
 void ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index);
-/* Writes <out>/adapter_model.safetensors (PEFT) from the whole adapter in spec layout. */
-int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full_params, lp_err *err);
+/* Writes <out>/adapter_model.safetensors (PEFT) from the whole adapter in spec layout, with the
+ * README.md model card saying what card holds. */
+int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full_params,
+                           const model_card *card, lp_err *err);
 
 #endif

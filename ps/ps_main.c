@@ -57,7 +57,8 @@ static int setup(ps *s, lp_err *err) {
     if (ps_security_init(&s->security, &c->security, c->shard, c->job.workers, c->bind, err) < 0)
         return -1;
     /* before the job id: --durable-every may set keep_checkpoints */
-    if (ps_checkpoints_init(&s->ckpt, c, &s->adapters, &s->step, &s->net, &s->checks, err) < 0)
+    if (ps_checkpoints_init(&s->ckpt, c, &s->adapters, &s->step, &s->net, &s->checks, &s->progress,
+                            err) < 0)
         return -1;
     if (ps_progress_init(&s->progress, c, err) < 0) return -1;
     if (ps_adapters_init(&s->adapters, c, err) < 0) return -1;
