@@ -94,6 +94,20 @@ static double now_seconds(void) {
     return (double)tv.tv_sec + tv.tv_usec / 1e6;
 }
 
+/* The largest <seconds> of the events.out.tfevents.<seconds>.* files in dir; -1 when none. */
+static long long newest_file_seconds(const char *dir) {
+    DIR *d = opendir(dir);
+    long long newest = -1;
+    if (!d) return -1;
+    for (struct dirent *e; (e = readdir(d));) {
+        long long secs;
+        if (sscanf(e->d_name, "events.out.tfevents.%lld.", &secs) == 1 && secs > newest)
+            newest = secs;
+    }
+    closedir(d);
+    return newest;
+}
+
 int tb_writer_open(tb_writer **out, const char *dir, int64_t start_step, lp_err *err) {
     *out = NULL;
     if (fs_mkdirs(dir, err) < 0) return -1;
@@ -103,10 +117,15 @@ int tb_writer_open(tb_writer **out, const char *dir, int64_t start_step, lp_err 
     for (char *c = host; *c; c++)
         if (*c == '/') *c = '_';
     double t = now_seconds();
+    /* TensorBoard reads a run's files in name order: the new file's seconds must be past every
+     * existing file's, or a run resumed within the same second (by a smaller pid) would be read
+     * before the run it resumes. */
+    long long secs = (long long)t, newest = newest_file_seconds(dir);
+    if (newest >= secs) secs = newest + 1;
     char path[PATH_MAX];
     for (int n = 0; n < TB_MAX_FILES_PER_SECOND; n++) {
-        snprintf(path, sizeof path, "%s/events.out.tfevents.%lld.%s.%ld.%d", dir, (long long)t,
-                 host, (long)getpid(), n);
+        snprintf(path, sizeof path, "%s/events.out.tfevents.%lld.%s.%ld.%d", dir, secs, host,
+                 (long)getpid(), n);
         if (fs_exists(path)) continue;
         return tb_writer_open_file(out, path, t, start_step, err);
     }

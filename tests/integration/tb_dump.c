@@ -1,6 +1,6 @@
 /* tb_dump RUN_DIR: the scalars of a TensorBoard run folder as TensorBoard shows them (files in
  * name order, SessionLog START dropping repeated steps), one "scalar TAG STEP VALUE" line each,
- * then the tags' descriptions; a first line "files N". Exit 1 on a damaged file. */
+ * then the tags' descriptions (tb_run_print). Exit 1 on a damaged file. */
 #include "tb_events.h"
 
 #include <stdio.h>
@@ -16,7 +16,6 @@ int main(int argc, char **argv) {
         fprintf(stderr, "tb_dump: error: %s\n", err.msg);
         return 1;
     }
-    printf("files %d\n", run.n_files);
     tb_run_print(&run, stdout);
     tb_run_free(&run);
     return 0;

@@ -5,6 +5,8 @@
   python3 tests/reference/tensorboard_check.py RUN_DIR         any run folder (OUT/runs): prints
   python3 tests/reference/tensorboard_check.py RUN_DIR --metrics OUT/metrics.jsonl
                                                                and compares with the JSONL
+  python3 tests/reference/tensorboard_check.py RUN_DIR --expect LISTING
+                                                               and requires that listing
 
 For every event file of RUN_DIR (name order, as TensorBoard reads a run) it checks each record's
 framing with tensorboard's own masked CRC32C and parses it as tensorboard's Event proto, then
@@ -17,8 +19,9 @@ in tests/unit/test_tb_events.c.
 Without RUN_DIR it reads golden/tensorboard/run/ (two files written by loraps' writer: a run to
 step 6 and its resume from step 5) and requires the output to equal
 golden/tensorboard/expected_scalars.txt line for line. With --metrics it requires, for each line
-of the metrics file, train/loss (and eval/loss where the line has val_loss) at that step to equal
-the line's value rounded to float32. Exits 1 on any difference.
+of the metrics file, train/loss, train/learning_rate and train/grad_norm at its step (and eval/loss
+at its val_step where it has one) to equal the line's value rounded to float32; a resumed run's
+lines replace the earlier ones from their step on. Exits 1 on any difference.
 """
 
 import argparse
@@ -92,20 +95,31 @@ def f32(x):
     return struct.unpack("<f", struct.pack("<f", x))[0]
 
 
-def compare_metrics(values, metrics_path):
-    problems, checked = [], 0
-    for line_no, line in enumerate(open(metrics_path), 1):
+def metrics_lines(path):
+    """(line number, object) per step; a resumed run's lines replace the earlier ones from their
+    step on, as loraps report reads them."""
+    kept = []
+    for line_no, line in enumerate(open(path), 1):
         if not line.strip():
             continue
         m = json.loads(line)
-        pairs = [("train/loss", m["loss"])]
+        kept = [(n, k) for n, k in kept if k["step"] < m["step"]] + [(line_no, m)]
+    return kept
+
+
+def compare_metrics(values, metrics_path):
+    problems, checked = [], 0
+    for line_no, m in metrics_lines(metrics_path):
+        pairs = [("train/loss", m["loss"], m["step"]), ("train/learning_rate", m["lr"], m["step"])]
+        if "grad_norm" in m:
+            pairs.append(("train/grad_norm", m["grad_norm"], m["step"]))
         if "val_loss" in m:
-            pairs.append(("eval/loss", m["val_loss"]))
-        for tag, want in pairs:
-            got = values.get((tag, m["step"]))
+            pairs.append(("eval/loss", m["val_loss"], m["val_step"]))
+        for tag, want, step in pairs:
+            got = values.get((tag, step))
             checked += 1
             if got is None or got != f32(want):
-                problems.append(f"{metrics_path}:{line_no}: {tag} at step {m['step']}: "
+                problems.append(f"{metrics_path}:{line_no}: {tag} at step {step}: "
                                 f"tensorboard {got}, metrics {want}")
     return checked, problems
 
@@ -114,6 +128,8 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run", nargs="?", default=os.path.join(GOLDEN, "run"))
     ap.add_argument("--metrics", help="a metrics.jsonl to compare train/loss and eval/loss with")
+    ap.add_argument("--expect", help="the listing to require (default for the golden run: "
+                    "golden/tensorboard/expected_scalars.txt)")
     args = ap.parse_args()
     import tensorboard
     records = sum(check_records(p) for p in event_files(args.run))
@@ -129,15 +145,17 @@ def main():
             print(p, file=sys.stderr)
         print(f"# metrics: {checked} values compared, {len(problems)} differ", file=sys.stderr)
         failed |= bool(problems)
-    if args.run == os.path.join(GOLDEN, "run"):
-        want = open(os.path.join(GOLDEN, "expected_scalars.txt")).read().splitlines()
+    if args.expect is None and args.run == os.path.join(GOLDEN, "run"):
+        args.expect = os.path.join(GOLDEN, "expected_scalars.txt")
+    if args.expect:
+        want = open(args.expect).read().splitlines()
         if lines != want:
             failed = True
             for a, b in zip(lines + [""] * len(want), want + [""] * len(lines)):
                 if a != b:
                     print(f"# differs: tensorboard '{a}', expected '{b}'", file=sys.stderr)
                     break
-        print(f"# golden: {'FAIL' if failed else 'PASS'}", file=sys.stderr)
+        print(f"# {args.expect}: {'FAIL' if failed else 'PASS'}", file=sys.stderr)
     sys.exit(1 if failed else 0)
 
 

@@ -176,6 +176,20 @@ static void test_new_file_per_writer(void **state) {
     write_three_steps(a);
     check_ok(tb_writer_open(&b, dir, 11, &err), &err, "open b");
     assert_string_not_equal(tb_writer_path(a), tb_writer_path(b));
+    /* the resumed file sorts after the first, even within the same second */
+    assert_true(strcmp(tb_writer_path(a), tb_writer_path(b)) < 0);
+    /* and after a file from a clock ahead of ours */
+    char ahead[600];
+    snprintf(ahead, sizeof ahead, "%s/events.out.tfevents.9999999990.other.1.0", dir);
+    FILE *f = fopen(ahead, "w");
+    assert_non_null(f);
+    fclose(f);
+    tb_writer *c2;
+    check_ok(tb_writer_open(&c2, dir, 12, &err), &err, "open c");
+    assert_non_null(strstr(tb_writer_path(c2), "/events.out.tfevents.9999999991."));
+    unlink(tb_writer_path(c2));
+    tb_writer_close(c2);
+    unlink(ahead);
     assert_int_equal(count_event_files(dir), 2);
     seen sa = {0}, sb = {0};
     check_ok(tb_read_file(tb_writer_path(a), collect, &sa, &err), &err, "read a");
