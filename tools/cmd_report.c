@@ -207,6 +207,10 @@ static void summary(FILE *o, const report *r) {
                 best->val_loss, exp(best->val_loss), (unsigned long long)best->val_step);
     }
     if (last->workers >= 0) fprintf(o, "| live workers at the end | %d |\n", last->workers);
+    char runs[PATH_MAX + 8];
+    snprintf(runs, sizeof runs, "%s/runs", r->run_dir);
+    if (fs_exists(runs))
+        fprintf(o, "| TensorBoard | `tensorboard --logdir %s` (every step's scalars) |\n", runs);
     for (int i = 0; i < m->n_final_bytes; i++)
         fprintf(o, "| worker %d on the wire | %s sent, %s received |\n", m->final_bytes[i].rank,
                 human_bytes(b1, sizeof b1, (double)m->final_bytes[i].sent),

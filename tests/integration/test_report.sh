@@ -25,6 +25,8 @@ grep -q "^max_steps 12$" "$MD" && grep -q "checkpoint-12/trainer_state.json" "$M
 grep -q "| adapter | LoRA r 8, alpha 16" "$MD" && grep -q "| worker 1 on the wire |" "$MD" ||
     fail "adapter or wire figures missing"
 grep -q "12 lines read, all of them" "$MD" || fail "metrics file section"
+grep -qF "| TensorBoard | \`tensorboard --logdir $TMP/run/runs\`" "$MD" || fail "no TensorBoard line"
+grep -q "| wall time | .* (first to last step) |" "$MD" || fail "wall time not from the lines' times"
 # the picture: its size, not blank, each curve drawn
 read -r w h colours drawn < <($PNG "$TMP/run/report.png")
 [ "$w" = 1200 ] && [ "$h" = 800 ] || fail "report.png is ${w}x$h, expected 1200x800"
