@@ -7,6 +7,7 @@
 #include "checkpoint.h"
 #include "commands.h"
 #include "fsutil.h"
+#include "numfmt.h"
 #include "report_plot.h"
 #include "run_metrics.h"
 #include "safetensors.h"
@@ -92,18 +93,6 @@ static void read_state(report *r) {
 
 /* ---- figures -------------------------------------------------------------------------------- */
 
-static const char *grouped(char *buf, size_t n, uint64_t v) {
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)v);
-    size_t o = 0;
-    for (int i = 0; i < len && o + 2 < n; i++) {
-        if (i && (len - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = 0;
-    return buf;
-}
-
 static const char *human_bytes(char *buf, size_t n, double b) {
     static const char *unit[] = {"B", "KiB", "MiB", "GiB", "TiB"};
     int u = 0;
@@ -168,7 +157,8 @@ static void summary(FILE *o, const report *r) {
                 (long long)json_integer_value(json_object_get(c, "r")),
                 json_number_value(json_object_get(c, "lora_alpha")));
         targets_text(o, json_object_get(c, "target_modules"));
-        fprintf(o, "; %s parameters, %s (`%s`) |\n", grouped(b1, sizeof b1, r->adapter_params),
+        fprintf(o, "; %s parameters, %s (`%s`) |\n",
+                fmt_thousands(b1, sizeof b1, r->adapter_params),
                 human_bytes(b2, sizeof b2, (double)r->adapter_file_bytes), r->adapter_dir);
     }
     uint64_t planned = r->have_state && r->state.total_updates ? r->state.total_updates : 0;
@@ -176,7 +166,7 @@ static void summary(FILE *o, const report *r) {
     fprintf(o, "| steps | %llu", (unsigned long long)last->step);
     if (planned) fprintf(o, " of %llu", (unsigned long long)planned);
     fprintf(o, " (%d in the metrics) |\n", m->n_steps);
-    fprintf(o, "| tokens trained on | %s |\n", grouped(b1, sizeof b1, tokens));
+    fprintf(o, "| tokens trained on | %s |\n", fmt_thousands(b1, sizeof b1, tokens));
     int clock;
     double wall = wall_seconds(m, &clock);
     fprintf(o, "| wall time | %s (%s) |\n", duration(b1, sizeof b1, wall),
@@ -184,8 +174,8 @@ static void summary(FILE *o, const report *r) {
     if (ms > 0) {
         double last_rate = last->step_ms > 0 ? last->tokens / (last->step_ms / 1000.0) : 0;
         fprintf(o, "| throughput | %s tokens/s over the run",
-                grouped(b1, sizeof b1, (uint64_t)(tokens / (ms / 1e3))));
-        fprintf(o, "; %s at the last step |\n", grouped(b2, sizeof b2, (uint64_t)last_rate));
+                fmt_thousands(b1, sizeof b1, (uint64_t)(tokens / (ms / 1e3))));
+        fprintf(o, "; %s at the last step |\n", fmt_thousands(b2, sizeof b2, (uint64_t)last_rate));
     }
     double tail = 0;
     int n_tail = m->n_steps < LAST_N ? m->n_steps : LAST_N;

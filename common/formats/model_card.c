@@ -1,6 +1,7 @@
 #include "model_card.h"
 
 #include "fsutil.h"
+#include "numfmt.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -13,19 +14,6 @@ model_card model_card_unknown(void) {
     c.train_loss = NAN;
     c.val_loss = NAN;
     return c;
-}
-
-/* "1234567" -> "1,234,567": card readers compare sizes at a glance */
-static const char *grouped(char *buf, size_t n, uint64_t v) {
-    char digits[32];
-    int len = snprintf(digits, sizeof digits, "%llu", (unsigned long long)v);
-    size_t o = 0;
-    for (int i = 0; i < len && o + 2 < n; i++) {
-        if (i && (len - i) % 3 == 0) buf[o++] = ',';
-        buf[o++] = digits[i];
-    }
-    buf[o] = 0;
-    return buf;
 }
 
 static const char *last_component(const char *path) {
@@ -63,7 +51,7 @@ static void lora_settings(FILE *o, const lora_adapter *a, const char *targets) {
     patterns(o, "alpha_pattern", c->alpha_pattern, c->n_alpha_pattern);
     fprintf(o, "| adapted modules | %d |\n", a->n_sites);
     fprintf(o, "| trainable parameters | %s (%.2f MiB in F32) |\n\n",
-            grouped(n1, sizeof n1, a->n_params), (double)a->n_params * 4.0 / 1048576.0);
+            fmt_thousands(n1, sizeof n1, a->n_params), (double)a->n_params * 4.0 / 1048576.0);
 }
 
 static void training(FILE *o, const model_card *c) {
@@ -76,11 +64,11 @@ static void training(FILE *o, const model_card *c) {
     fprintf(o, "| | |\n|---|---|\n");
     if (c->data) fprintf(o, "| data | %s |\n", c->data);
     if (c->max_steps)
-        fprintf(o, "| steps | %s of %s |\n", grouped(n1, sizeof n1, c->step),
-                grouped(n2, sizeof n2, c->max_steps));
+        fprintf(o, "| steps | %s of %s |\n", fmt_thousands(n1, sizeof n1, c->step),
+                fmt_thousands(n2, sizeof n2, c->max_steps));
     else
-        fprintf(o, "| steps | %s |\n", grouped(n1, sizeof n1, c->step));
-    if (c->tokens) fprintf(o, "| tokens | %s |\n", grouped(n1, sizeof n1, c->tokens));
+        fprintf(o, "| steps | %s |\n", fmt_thousands(n1, sizeof n1, c->step));
+    if (c->tokens) fprintf(o, "| tokens | %s |\n", fmt_thousands(n1, sizeof n1, c->tokens));
     if (c->workers)
         fprintf(o, "| workers | %d%s%s%s (loraps parameter server) |\n", c->workers,
                 c->mode ? ", " : "", c->mode ? c->mode : "", c->mode ? " mode" : "");

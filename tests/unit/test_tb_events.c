@@ -28,23 +28,8 @@
 
 #define GOLDEN_DIR LORAPS_TEST_DATA "/reference/golden/tensorboard"
 
-static char tmpdir[256];
-
-static int remove_entry(const char *path, const struct stat *st, int flag, struct FTW *ftw) {
-    (void)st, (void)flag, (void)ftw;
-    return remove(path);
-}
-
-static int setup(void **state) {
-    (void)state;
-    snprintf(tmpdir, sizeof tmpdir, "/tmp/loraps_test_tb_XXXXXX");
-    return mkdtemp(tmpdir) ? 0 : -1;
-}
-
-static int teardown(void **state) {
-    (void)state;
-    return nftw(tmpdir, remove_entry, 16, FTW_DEPTH | FTW_PHYS);
-}
+#define SCRATCH_NAME "tb"
+#include "scratch_dir.h"
 
 static void check_ok(int rc, const lp_err *err, const char *what) {
     if (rc != 0) fail_msg("%s: %s", what, err->msg);
