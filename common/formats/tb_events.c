@@ -362,7 +362,7 @@ static int list_event_files(const char *dir, char ***names, int *n, lp_err *err)
         (*n)++;
     }
     closedir(d);
-    qsort(*names, (size_t)*n, sizeof **names, by_string);
+    if (*n) qsort(*names, (size_t)*n, sizeof **names, by_string); /* never qsort(NULL, 0) */
     return 0;
 }
 
@@ -385,8 +385,10 @@ int tb_read_run(const char *dir, tb_run *run, lp_err *err) {
         tb_run_free(run);
         return -1;
     }
-    qsort(run->points, (size_t)run->n_points, sizeof *run->points, by_tag_then_step);
-    qsort(run->described, (size_t)run->n_described, sizeof *run->described, by_described_tag);
+    if (run->n_points)
+        qsort(run->points, (size_t)run->n_points, sizeof *run->points, by_tag_then_step);
+    if (run->n_described)
+        qsort(run->described, (size_t)run->n_described, sizeof *run->described, by_described_tag);
     return 0;
 }
 
