@@ -11,13 +11,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/time.h>
 #include <unistd.h>
 
 #define TB_MAX_FILES_PER_SECOND 1000
 
+/* The file is opened for each record and closed again, not held: a server that holds no file
+ * open for writing lets its disk be remounted read-only (or unmounted) under it, and a reader
+ * sees each record as soon as it is written. One open and close per step costs microseconds. */
 struct tb_writer {
-    int fd;
     char *path;
     /* tags whose description this file already holds (TensorBoard keeps a tag's first) */
     char **described;
@@ -31,7 +34,21 @@ static int write_event(tb_writer *w, const Tensorboard__Event *ev, lp_err *err) 
     unsigned char *buf = malloc(n ? n : 1);
     if (!buf) return lp_fail(err, "out of memory");
     tensorboard__event__pack(ev, buf);
-    int rc = tfrecord_write(w->fd, buf, n, err);
+    int rc = -1, fd = open(w->path, O_WRONLY | O_APPEND | O_CLOEXEC);
+    struct stat st;
+    if (fd < 0 || fstat(fd, &st) != 0) {
+        lp_fail(err, "%s", strerror(errno));
+    } else if ((rc = tfrecord_write(fd, buf, n, err)) < 0) {
+        /* a full disk may have taken part of the record: cut it off, so the file stays
+         * readable up to the last whole record */
+        if (ftruncate(fd, st.st_size) != 0) lp_wrap(err, "a partial record is left at the end");
+    } else if (close(fd) != 0) {
+        fd = -1;
+        rc = lp_fail(err, "close failed: %s", strerror(errno));
+    } else {
+        fd = -1;
+    }
+    if (fd >= 0) close(fd);
     free(buf);
     return rc < 0 ? lp_wrap(err, "%s", w->path) : 0;
 }
@@ -58,7 +75,6 @@ static int write_header(tb_writer *w, double wall_time, int64_t start_step, lp_e
 
 void tb_writer_close(tb_writer *w) {
     if (!w) return;
-    if (w->fd >= 0) close(w->fd);
     for (int i = 0; i < w->n_described; i++) free(w->described[i]);
     free(w->described);
     free(w->path);
@@ -74,8 +90,8 @@ int tb_writer_open_file(tb_writer **out, const char *path, double wall_time, int
         return lp_fail(err, "out of memory");
     }
     /* O_EXCL: a file another writer started (or an earlier run's) is never appended to. */
-    w->fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_APPEND | O_CLOEXEC, 0644);
-    if (w->fd < 0) {
+    int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+    if (fd < 0 || close(fd) != 0) {
         lp_fail(err, "%s: %s", path, strerror(errno));
         tb_writer_close(w);
         return -1;

@@ -34,7 +34,8 @@ int tb_writer_open(tb_writer **w, const char *dir, int64_t start_step, lp_err *e
 int tb_writer_open_file(tb_writer **w, const char *path, double wall_time, int64_t start_step,
                         lp_err *err);
 /* One step's scalars as one record, written through to the file (a reader following the file
- * sees the step at once). wall_time: seconds since the epoch. */
+ * sees the step at once; the file is not held open between records). wall_time: seconds since
+ * the epoch. */
 int tb_writer_scalars(tb_writer *w, int64_t step, double wall_time, const tb_scalar *s, int n,
                       lp_err *err);
 const char *tb_writer_path(const tb_writer *w);

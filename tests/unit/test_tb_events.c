@@ -20,10 +20,13 @@
 #include <fcntl.h>
 #include <ftw.h>
 #include <math.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #define GOLDEN_DIR LORAPS_TEST_DATA "/reference/golden/tensorboard"
@@ -275,6 +278,44 @@ static void test_damaged_files(void **state) {
     free(b);
 }
 
+/* A full disk mid-record (a file-size limit here): the write fails with the reason, the partial
+ * record is cut off, and the file reads cleanly up to the last whole step. In a child, so the
+ * limit ends with it. */
+static void test_full_disk_keeps_file_readable(void **state) {
+    (void)state;
+    char path[512];
+    snprintf(path, sizeof path, "%s/full.tfevents", tmpdir);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        tb_writer *w;
+        lp_err err;
+        if (tb_writer_open_file(&w, path, 1e9, -1, &err) < 0) _exit(2);
+        write_three_steps(w);
+        struct stat st;
+        stat(path, &st);
+        signal(SIGXFSZ, SIG_IGN);
+        struct rlimit limit = {.rlim_cur = (rlim_t)st.st_size + 20, .rlim_max = RLIM_INFINITY};
+        setrlimit(RLIMIT_FSIZE, &limit);
+        tb_scalar s = {"train/loss", 1.0, "a description long enough to need more than 20 bytes"};
+        int rc = tb_writer_scalars(w, 99, 1e9, &s, 1, &err);
+        int ok = rc == -1 && strstr(err.msg, path) && strstr(err.msg, "File too large") &&
+                 !strstr(err.msg, "partial record is left");
+        if (!ok) fprintf(stderr, "child: rc %d, error '%s'\n", rc, err.msg);
+        tb_writer_close(w);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    seen s = {0};
+    lp_err err;
+    check_ok(tb_read_file(path, collect, &s, &err), &err, "the file after the failed write");
+    assert_int_equal(s.scalar_events, 3);
+    assert_int_equal(s.steps[2], 12);
+}
+
 /* ---- the golden run -------------------------------------------------------------------------- */
 
 /* A run's folder as TensorBoard shows it (tb_read_run), as tb_run_print lists it. */
@@ -383,7 +424,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_crc32c_vectors), cmocka_unit_test(test_framing_bytes),
         cmocka_unit_test(test_round_trip),     cmocka_unit_test(test_new_file_per_writer),
-        cmocka_unit_test(test_damaged_files),  cmocka_unit_test(test_golden_run),
+        cmocka_unit_test(test_damaged_files),  cmocka_unit_test(test_full_disk_keeps_file_readable),
+        cmocka_unit_test(test_golden_run),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
