@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(build-essential cmake pkg-config git
   libzmq3-dev libsodium-dev libprotobuf-c-dev protobuf-c-compiler
   libopenblas-openmp-dev libdnnl-dev libcmocka-dev libjansson-dev libpcre2-dev libmicrohttpd-dev
-  libutf8proc-dev libxxhash-dev
+  libutf8proc-dev libxxhash-dev libisal-dev gnuplot-nox fonts-dejavu-core
   python3 curl iproute2 nodejs
   clang libclang-rt-14-dev libomp-14-dev)
 # Debian's nodejs comes without npm (NodeSource's build includes it, and conflicts with Debian's

@@ -10,6 +10,7 @@
  *   ps_step        sync / async / bounded staleness: the open step, each rank's place
  *   ps_checkpoint  checkpoints, durability, resume
  *   ps_progress    progress lines, the metrics file, validation passes, /metrics
+ *   ps_events      shard 0's TensorBoard event file (part of progress)
  *
  * ps_handle.c answers each message, ps_server.c drives the step's life across the modules
  * (tick, updates, the end), and ps_main.c starts it all and runs the loop. */

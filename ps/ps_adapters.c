@@ -286,13 +286,14 @@ int ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index, uint64_t
     return 0;
 }
 
-int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full, lp_err *err) {
+int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full, const model_card *card,
+                           lp_err *err) {
     const ps_config *c = t->cfg;
     if (!c->out_dir[0]) return 0;
     for (int i = 0; i < a->full.n_tensors; i++)
         memcpy(a->full.params + a->full.tensors[i].offset, full + a->spec.offset[i],
                a->full.tensors[i].numel * sizeof(float));
-    return peft_save(c->out_dir, &a->full, c->model_dir, t->model.fan_in_fan_out, err);
+    return peft_save_card(c->out_dir, &a->full, c->model_dir, t->model.fan_in_fan_out, card, err);
 }
 
 /* ---- free ----------------------------------------------------------------------------------- */

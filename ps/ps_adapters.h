@@ -8,6 +8,7 @@
 #include "adamw.h"
 #include "ps_agg.h"
 #include "lora.h"
+#include "model_card.h"
 #include "ps_config.h"
 #include "ps_net.h"
 #include "shard_map.h"
@@ -115,7 +116,9 @@ void ps_adapter_zero_grad(ps_adapter *a);
  * the new params as `version` in the same pass. */
 int ps_adapter_update(ps_adapter *a, float clip, uint64_t update_index, uint64_t version,
                       lp_err *err);
-/* Writes <out>/adapter_model.safetensors (PEFT) from the whole adapter in spec layout. */
-int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full_params, lp_err *err);
+/* Writes <out>/adapter_model.safetensors (PEFT) from the whole adapter in spec layout, with the
+ * README.md model card saying what card holds. */
+int ps_adapters_write_peft(ps_adapters *t, ps_adapter *a, const float *full_params,
+                           const model_card *card, lp_err *err);
 
 #endif

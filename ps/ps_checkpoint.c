@@ -37,13 +37,15 @@ struct ps_ckpt_collect {
 enum { END_SLOT = 2 };
 
 int ps_checkpoints_init(ps_checkpoints *ck, ps_config *cfg, ps_adapters *adapters, ps_step *step,
-                        ps_net *net, ps_validate *checks, lp_err *err) {
+                        ps_net *net, ps_validate *checks, const ps_progress *progress,
+                        lp_err *err) {
     memset(ck, 0, sizeof *ck);
     ck->cfg = cfg;
     ck->adapters = adapters;
     ck->step = step;
     ck->net = net;
     ck->checks = checks;
+    ck->progress = progress;
     if (cfg->durable_every > 0 && !cfg->out_dir[0])
         return lp_fail(err, "--durable-every needs --out (where the checkpoints go)");
     if (cfg->durable_every > 0 && cfg->job.keep_checkpoints == 0) {
@@ -79,12 +81,28 @@ static struct ps_ckpt_collect *collect_state(ps_checkpoints *ck) {
 }
 
 void ps_checkpoint_job_text(const job *j, char **out) {
-    size_t len = 0;
-    *out = NULL;
-    FILE *f = open_memstream(out, &len);
-    if (!f) return;
-    job_print(j, f, "");
-    fclose(f);
+    *out = job_print_text(j);
+}
+
+/* What the model card of a folder written at `version` says (model_card.h); *settings is the
+ * job's text, for the caller to free. The server knows the workers' data by its id only
+ * (Push.data_id; 0: the built-in demo task). */
+static model_card card_for(const ps_checkpoints *ck, uint64_t version, char *data, size_t n,
+                           char **settings) {
+    const ps_config *c = ck->cfg;
+    model_card card = model_card_unknown();
+    if (ck->step->data_id)
+        snprintf(data, n, "the workers' data (id %016llx)", (unsigned long long)ck->step->data_id);
+    else
+        snprintf(data, n, "the built-in demo task");
+    card.data = data;
+    card.max_steps = c->sync ? (uint64_t)c->job.max_steps : 0;
+    card.workers = c->job.workers;
+    card.mode = c->job.mode;
+    ps_checkpoint_job_text(&c->job, settings);
+    card.job_settings = *settings;
+    ps_progress_card(ck->progress, version, &card);
+    return card;
 }
 
 /* ---- the slots ------------------------------------------------------------------------------ */
@@ -148,8 +166,12 @@ static int slot_consistent(const ps_checkpoints *ck, const ckpt_slot *sl) {
 static void write_out_adapter(ps_checkpoints *ck, const ckpt_slot *sl) {
     lp_err err;
     const ps_config *c = ck->cfg;
-    if (ps_adapters_write_peft(ck->adapters, ps_adapters_default(ck->adapters), sl->params, &err) <
-        0)
+    char data[64], *settings = NULL;
+    model_card card = card_for(ck, sl->version, data, sizeof data, &settings);
+    int rc = ps_adapters_write_peft(ck->adapters, ps_adapters_default(ck->adapters), sl->params,
+                                    &card, &err);
+    free(settings);
+    if (rc < 0)
         ps_log(c->shard, "writing the adapter: %s", err.msg);
     else if (c->out_dir[0])
         ps_log(c->shard, "wrote %s/adapter_model.safetensors (version %" PRIu64 ")", c->out_dir,
@@ -213,7 +235,10 @@ static void write_checkpoint(ps_checkpoints *ck, const ckpt_slot *sl) {
         goto done;
     }
     to_adapter_layout(a, sl, a->full.params, m, v);
-    ckpt_write_opts o = {c->model_dir, ck->adapters->model.fan_in_fan_out, c->job.keep_checkpoints};
+    char data[64], *settings = NULL;
+    model_card card = card_for(ck, sl->version, data, sizeof data, &settings);
+    ckpt_write_opts o = {c->model_dir, ck->adapters->model.fan_in_fan_out, c->job.keep_checkpoints,
+                         &card};
     if (ckpt_write(c->out_dir, &a->full, m, v, &info, &o, where, sizeof where, &err) < 0) {
         ps_log(c->shard, "checkpoint at step %" PRIu64 " failed: %s", sl->version, err.msg);
         goto done;
@@ -224,6 +249,7 @@ static void write_checkpoint(ps_checkpoints *ck, const ckpt_slot *sl) {
 done:
     free(info.ranks);
     free(info.job_settings);
+    free(settings);
     free(m);
     free(v);
 }

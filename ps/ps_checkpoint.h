@@ -14,6 +14,7 @@
 #include "ps_adapters.h"
 #include "ps_config.h"
 #include "ps_net.h"
+#include "ps_progress.h"
 #include "ps_step.h"
 #include "ps_validate.h"
 
@@ -27,6 +28,7 @@ typedef struct ps_checkpoints {
     ps_step *step; /* the ranks' next steps and data positions, and the data id */
     ps_net *net;
     ps_validate *checks;
+    const ps_progress *progress;     /* the run's figures, for the folders' model cards */
     struct ps_ckpt_collect *collect; /* shard 0: states being collected from the shards */
     uint64_t resumed_version;        /* the version training started from */
     uint64_t last_version;           /* shard 0: the newest checkpoint written (+1; 0 none) */
@@ -40,7 +42,7 @@ typedef struct ps_checkpoints {
 /* Checks the durability options against the job (and keeps the newest 3 checkpoints with
  * --durable-every when keep_checkpoints is 0: the only change made to the job). */
 int ps_checkpoints_init(ps_checkpoints *ck, ps_config *cfg, ps_adapters *adapters, ps_step *step,
-                        ps_net *net, ps_validate *checks, lp_err *err);
+                        ps_net *net, ps_validate *checks, const ps_progress *progress, lp_err *err);
 void ps_checkpoints_free(ps_checkpoints *ck);
 
 /* --resume: loads the checkpoint (or a PEFT adapter: fresh moments) into this shard's part and

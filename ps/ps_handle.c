@@ -4,6 +4,7 @@
 #include "jobspec.h"
 #include "ps_log.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -280,7 +281,8 @@ static void apply_now(ps *s, const wire_msg *m, ps_adapter *a, int rank) {
     if (a->version % (uint64_t)s->cfg.job.workers && a->version < s->cfg.total_updates) return;
     uint64_t step = a->version - 1;
     ps_progress_step(&s->progress, &s->members, step, a->version, lr_at(&a->sched, (int)step),
-                     st->tokens, st->loss / (double)st->tokens, st->compute_s / st->n_contrib);
+                     st->tokens, st->loss / (double)st->tokens, st->compute_s / st->n_contrib,
+                     sqrt(ss));
     ps_step_window_reset(st);
 }
 

@@ -1,4 +1,5 @@
 /* loraps-ps: start-up, the effective configuration, signals and the event loop. */
+#include "blas_core.h"
 #include "ps.h"
 
 #include "hash.h"
@@ -57,7 +58,8 @@ static int setup(ps *s, lp_err *err) {
     if (ps_security_init(&s->security, &c->security, c->shard, c->job.workers, c->bind, err) < 0)
         return -1;
     /* before the job id: --durable-every may set keep_checkpoints */
-    if (ps_checkpoints_init(&s->ckpt, c, &s->adapters, &s->step, &s->net, &s->checks, err) < 0)
+    if (ps_checkpoints_init(&s->ckpt, c, &s->adapters, &s->step, &s->net, &s->checks, &s->progress,
+                            err) < 0)
         return -1;
     if (ps_progress_init(&s->progress, c, err) < 0) return -1;
     if (ps_adapters_init(&s->adapters, c, err) < 0) return -1;
@@ -257,6 +259,8 @@ static void shutdown_ps(ps *s) {
 }
 
 int main(int argc, char **argv) {
+    /* OpenBLAS picks slow kernels on CPUs it does not know: restart on the right ones */
+    if (blas_core_setup("loraps-ps", argv) < 0) return 2;
     static ps s; /* big; zero-initialised */
     int rc = ps_config_load(&s.cfg, argc, argv);
     if (rc) return rc;

@@ -7,6 +7,7 @@
 #include <jansson.h>
 #include <math.h>
 #include <string.h>
+#include <time.h>
 
 int ps_progress_init(ps_progress *pg, const ps_config *c, lp_err *err) {
     memset(pg, 0, sizeof *pg);
@@ -20,11 +21,13 @@ int ps_progress_init(ps_progress *pg, const ps_config *c, lp_err *err) {
 void ps_progress_free(ps_progress *pg) {
     if (pg->metrics) fclose(pg->metrics);
     pg->metrics = NULL;
+    ps_events_close(&pg->events);
 }
 
 void ps_progress_begin(ps_progress *pg, uint64_t resumed_version) {
     pg->resumed_version = resumed_version;
     pg->start_ms = pg->last_step_ms = wire_now_ms();
+    ps_events_open(&pg->events, pg->cfg, resumed_version);
 }
 
 static void human_bytes(char *buf, size_t n, uint64_t b) {
@@ -56,7 +59,7 @@ static json_t *worker_bytes_json(const ps_members *mb) {
 
 static void write_json_line(ps_progress *pg, const ps_members *mb, uint64_t step, uint64_t version,
                             double lr, uint64_t tokens, double loss, double compute_s,
-                            double step_ms) {
+                            double grad_norm, double step_ms) {
     json_t *o = json_object();
     json_object_set_new(o, "step", json_integer((json_int_t)step + 1));
     json_object_set_new(o, "version", json_integer((json_int_t)version));
@@ -65,6 +68,10 @@ static void write_json_line(ps_progress *pg, const ps_members *mb, uint64_t step
     json_object_set_new(o, "step_ms", json_real(step_ms));
     json_object_set_new(o, "lr", json_real(lr));
     if (compute_s >= 0) json_object_set_new(o, "compute_s", json_real(compute_s));
+    if (grad_norm >= 0) json_object_set_new(o, "grad_norm", json_real(grad_norm));
+    struct timespec wall; /* when: the report's wall time */
+    clock_gettime(CLOCK_REALTIME, &wall);
+    json_object_set_new(o, "time", json_real((double)wall.tv_sec + wall.tv_nsec / 1e9));
     json_object_set_new(o, "workers", json_integer(ps_members_alive(mb)));
     json_object_set_new(o, "bytes", worker_bytes_json(mb));
     if (pg->val_pending) {
@@ -110,7 +117,7 @@ static void print_line(const ps_progress *pg, const ps_members *mb, uint64_t ste
 }
 
 void ps_progress_step(ps_progress *pg, const ps_members *mb, uint64_t step, uint64_t version,
-                      double lr, uint64_t tokens, double loss, double compute_s) {
+                      double lr, uint64_t tokens, double loss, double compute_s, double grad_norm) {
     int64_t now = wire_now_ms();
     double step_ms = (double)(now - pg->last_step_ms);
     pg->last_step_ms = now;
@@ -118,11 +125,25 @@ void ps_progress_step(ps_progress *pg, const ps_members *mb, uint64_t step, uint
     pg->last_loss = loss;
     const ps_config *c = pg->cfg;
     if (c->shard == 0 && pg->metrics)
-        write_json_line(pg, mb, step, version, lr, tokens, loss, compute_s, step_ms);
+        write_json_line(pg, mb, step, version, lr, tokens, loss, compute_s, grad_norm, step_ms);
+    ps_step_figures fig = {step + 1,     tokens,      loss,      lr,
+                           step_ms,      grad_norm,   compute_s, pg->val_pending,
+                           pg->val_loss, pg->val_step};
+    ps_events_step(&pg->events, mb, &fig);
     int val = pg->val_pending;
     pg->val_pending = 0;
     if (c->shard != 0 || c->quiet) return;
     print_line(pg, mb, step, version, tokens, loss, compute_s, step_ms, val, now);
+}
+
+void ps_progress_card(const ps_progress *pg, uint64_t step, model_card *card) {
+    card->step = step;
+    card->tokens = pg->resumed_version ? 0 : pg->tokens_total; /* only this run's otherwise */
+    card->train_loss = step > pg->resumed_version ? pg->last_loss : NAN;
+    if (pg->val_known) {
+        card->val_loss = pg->val_loss;
+        card->val_step = pg->val_step;
+    }
 }
 
 /* ---- validation ----------------------------------------------------------------------------- */

@@ -1,11 +1,13 @@
 /* Progress: one line per step on stdout, one JSON line per step in the metrics file (shard 0),
- * the validation passes summed from the workers' shares, and the Prometheus gauges of
- * /metrics (ps_progress_metrics.c). */
+ * the validation passes summed from the workers' shares, the Prometheus gauges of /metrics
+ * (ps_progress_metrics.c) and the step's TensorBoard events (ps_events.c). */
 #ifndef LORAPS_PS_PROGRESS_H
 #define LORAPS_PS_PROGRESS_H
 
 #include "metrics_http.h"
+#include "model_card.h"
 #include "ps_config.h"
+#include "ps_events.h"
 #include "ps_members.h"
 #include "ps_security.h"
 
@@ -72,6 +74,7 @@ typedef struct ps_progress {
     int64_t rate_ms;
     uint64_t rate_tokens;
     int64_t ckpt_checked_ms;
+    ps_events events; /* shard 0 with --out: the TensorBoard event file */
 } ps_progress;
 
 /* What the gauges show, gathered from the other modules on every pass of the loop. */
@@ -91,10 +94,13 @@ int ps_progress_init(ps_progress *pg, const ps_config *c, lp_err *err);
 void ps_progress_free(ps_progress *pg);
 /* Training starts (every rank joined) from `resumed_version`. */
 void ps_progress_begin(ps_progress *pg, uint64_t resumed_version);
-/* Step `step` made version `version` from `tokens` tokens: the line and the JSON line.
- * compute_s < 0: unknown. */
+/* Step `step` made version `version` from `tokens` tokens: the line, the JSON line and the
+ * step's events. compute_s, grad_norm (of the mean gradient, before clipping) < 0: unknown. */
 void ps_progress_step(ps_progress *pg, const ps_members *mb, uint64_t step, uint64_t version,
-                      double lr, uint64_t tokens, double loss, double compute_s);
+                      double lr, uint64_t tokens, double loss, double compute_s, double grad_norm);
+/* What the run's model cards say of it at `step` (model_card.h): the last loss, the last
+ * validation pass, the tokens of this run. */
+void ps_progress_card(const ps_progress *pg, uint64_t step, model_card *card);
 
 /* One accepted push's share of the validation pass at `step`. Sync: the step's pushes are its
  * shares, and the step's completion closes it. Async: ranks push `step` at different times;

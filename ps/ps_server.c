@@ -6,6 +6,7 @@
 #include "ps_log.h"
 
 #include <jansson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -103,7 +104,7 @@ static void complete_step(ps *s, ps_adapter *a, double global_ss) {
     ps_progress_eval_close(&s->progress);
     double loss = st->tokens ? st->loss / (double)st->tokens : 0;
     ps_progress_step(&s->progress, &s->members, V, a->version, lr_at(&a->sched, (int)V), st->tokens,
-                     loss, st->n_contrib ? st->compute_s / st->n_contrib : -1);
+                     loss, st->n_contrib ? st->compute_s / st->n_contrib : -1, sqrt(global_ss));
     ps_step_next(st, &s->members, a->version);
     ps_adapter_zero_grad(a);
     if (a->version >= s->cfg.total_updates) begin_finish(s);

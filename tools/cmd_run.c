@@ -12,6 +12,8 @@
 #include "model.h"
 #include "net_config.h"
 #include "peft.h"
+#include "progress_bar.h"
+#include "cpu_share.h"
 #include "text_continue.h"
 #include "tokenizer.h"
 #include "val_pass.h"
@@ -47,9 +49,12 @@ static void usage(FILE *out) {
         "usage: loraps run [--workers N] [--servers S] [--model DIR] [--data FILE] [--out DIR]\n"
         "                  [job settings]\n\n"
         "Runs a whole job on this machine: S parameter-server shards and N workers on\n"
-        "loopback. One progress line per step; Ctrl-C stops every process cleanly. With no\n"
-        "arguments it fine-tunes the small demo model on a text task it writes itself and\n"
-        "shows the validation loss and greedy samples before and after.\n\n"
+        "loopback. One progress line per step (on a terminal, one line with a bar that\n"
+        "updates in place); Ctrl-C stops every process cleanly. With no arguments it\n"
+        "fine-tunes the small demo model on a text task it writes itself and shows the\n"
+        "validation loss and greedy samples before and after. `loraps report OUT` then\n"
+        "summarises the run; `tensorboard --logdir OUT/runs` shows its curves. Each worker\n"
+        "runs on its own block of this machine's cores.\n\n"
         "  --workers N      workers (default 2)\n"
         "  --servers S      parameter-server shards (default 1)\n"
         "  --model DIR      the base model (HF folder); without it, the demo model of\n"
@@ -105,9 +110,10 @@ typedef struct procs {
     int n;
 } procs;
 
-/* Starts argv with stderr (and stdout if stdout_to_log, else inherited) to the log file. */
+/* Starts argv with stderr to the log file and stdout there too, or to stdout_fd (-1: inherit);
+ * pinned to share's cores where share is given. */
 static int spawn(procs *ps, const char *name, char *const argv[], const char *log_path,
-                 int stdout_to_log) {
+                 int stdout_to_log, int stdout_fd, const cpu_share *share) {
     int log = open(log_path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
     if (log < 0) {
         fail(log_path, strerror(errno));
@@ -122,11 +128,15 @@ static int spawn(procs *ps, const char *name, char *const argv[], const char *lo
     if (pid == 0) {
         dup2(log, 2);
         if (stdout_to_log) dup2(log, 1);
+        if (!stdout_to_log && stdout_fd >= 0) dup2(stdout_fd, 1);
         signal(SIGINT, SIG_DFL);
         signal(SIGTERM, SIG_DFL);
         /* Each child gets its rank, shard, bind and ports as flags; variables meant for one
          * process (LORAPS_RANK, LORAPS_METRICS_PORT, ...) must not reach them all. */
         netcfg_clear_process_env();
+        lp_err e;
+        if (share && cpu_share_apply(share, &e) < 0)
+            fprintf(stderr, "loraps run: warning: %s\n", e.msg);
         execv(argv[0], argv);
         fprintf(stderr, "loraps run: error: cannot run %s: %s\n", argv[0], strerror(errno));
         _exit(127);
@@ -342,6 +352,7 @@ typedef struct run {
     char logs[PATH_MAX + 8], demo[PATH_MAX + 64], data_buf[PATH_MAX + 32], job_buf[PATH_MAX + 32];
     char peers[64 * 32], workers_s[16], threads_s[16], metrics[PATH_MAX + 32];
     procs procs;
+    progress_view *bar; /* on a terminal, shard 0's step lines as one updating bar */
 } run;
 
 /* A step's result: GO_ON, or the exit status the command ends with. */
@@ -540,7 +551,11 @@ static int start_server(run *r, int k) {
     av[c] = NULL;
     snprintf(name, sizeof name, "ps-%d", k);
     snprintf(path, sizeof path, "%s/%s.log", r->logs, name);
-    return spawn(&r->procs, name, av, path, k != 0);
+    /* servers stay unpinned: they work between the workers' steps */
+    int rc = spawn(&r->procs, name, av, path, k != 0,
+                   k == 0 && r->bar ? progress_view_fd(r->bar) : -1, NULL);
+    if (k == 0) progress_view_started(r->bar);
+    return rc;
 }
 
 static int start_worker(run *r, int k) {
@@ -548,9 +563,16 @@ static int start_worker(run *r, int k) {
     snprintf(rank_s, sizeof rank_s, "%d", k);
     snprintf(stats, sizeof stats, "%s/worker_stats_%d.json", r->out, k);
     snprintf(mport_s, sizeof mport_s, "%d", r->metrics_port + r->n_servers + k);
-    char *av[24];
+    /* each worker on its own block of cores, as many threads as it has cores (unless --threads) */
+    cpu_share share;
+    lp_err serr;
+    char wthreads_s[16];
+    int pinned = cpu_share_for(r->n_workers, k, &share, &serr) == 0;
+    snprintf(wthreads_s, sizeof wthreads_s, "%d", pinned ? share.threads : 1);
+    char *av[28];
     int c = 0;
     av[c++] = r->worker_bin;
+    if (pinned && !r->threads_given) av[c++] = "--threads", av[c++] = wthreads_s;
     av[c++] = "--servers", av[c++] = r->peers;
     av[c++] = "--model", av[c++] = (char *)r->model_dir;
     av[c++] = "--rank", av[c++] = rank_s;
@@ -562,7 +584,7 @@ static int start_worker(run *r, int k) {
     av[c] = NULL;
     snprintf(name, sizeof name, "worker-%d", k);
     snprintf(path, sizeof path, "%s/%s.log", r->logs, name);
-    return spawn(&r->procs, name, av, path, 1);
+    return spawn(&r->procs, name, av, path, 1, -1, pinned ? &share : NULL);
 }
 
 /* Ctrl-C and SIGTERM stop the run, then every process, cleanly. */
@@ -580,10 +602,13 @@ static int start_processes(run *r) {
     snprintf(r->metrics, sizeof r->metrics, "%s/metrics.jsonl", r->out);
     unlink(r->metrics);
     int rc = 0;
+    r->bar = progress_view_start();
     for (int k = 0; k < r->n_servers && rc == 0; k++) rc = start_server(r, k);
     for (int k = 0; k < r->n_workers && rc == 0; k++) rc = start_worker(r, k);
     if (rc == 0) return GO_ON;
     stop_all(&r->procs, 3000);
+    progress_view_stop(r->bar);
+    r->bar = NULL;
     return 1;
 }
 
@@ -643,6 +668,8 @@ static int wind_down(run *r, int exit_code) {
         sleep_ms(50);
     }
     stop_all(&r->procs, 5000);
+    progress_view_stop(r->bar);
+    r->bar = NULL;
     for (int i = 0; i < r->procs.n; i++)
         if (r->procs.p[i].status > 0 && r->procs.p[i].status != 255 && !g_stop) {
             report_exit(&r->procs.p[i], r->logs);

@@ -10,6 +10,7 @@
 #include "peft.h"
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,8 +29,27 @@ static void usage(FILE *out) {
     job_print_help(out);
 }
 
+/* The run's last figures, for the adapter's model card. */
+typedef struct train_record {
+    int steps;
+    uint64_t tokens;
+    double loss, val_loss;
+    int val_step;
+} train_record;
+
+static void record(train_record *r, const train_progress *p) {
+    if (p->val_step >= 0) {
+        r->val_loss = p->val_loss;
+        r->val_step = p->val_step;
+    }
+    if (p->step > p->total_steps) return;
+    r->steps = p->step;
+    r->tokens += (uint64_t)p->tokens;
+    r->loss = p->loss;
+}
+
 static void print_step(const train_progress *p, void *ctx) {
-    (void)ctx;
+    record(ctx, p);
     char val[96] = "";
     if (p->val_step >= 0)
         snprintf(val, sizeof val, " | val_loss %.4f ppl %.2f (at step %d)", p->val_loss,
@@ -177,12 +197,25 @@ static int open_data(train_run *t) {
 /* The training, then the adapter in PEFT format (--out). */
 static int train_and_save(train_run *t) {
     lp_err err;
-    if (local_train_source(&t->j, t->m, &t->a, &t->src, print_step, NULL, &err) < 0)
+    train_record rec = {0, 0, NAN, NAN, 0};
+    if (local_train_source(&t->j, t->m, &t->a, &t->src, print_step, &rec, &err) < 0)
         return fail("training", &err);
     if (!t->out) return 0;
-    if (peft_save(t->out, &t->a, t->model_dir, model_fan_in_fan_out(t->m), &err) < 0)
-        return fail("--out", &err);
-    printf("loraps train: adapter written to %s (PEFT format)\n", t->out);
+    model_card card = model_card_unknown();
+    char *settings = job_print_text(&t->j);
+    card.data = t->data ? t->data : "the embedded token-level demo task";
+    card.step = (uint64_t)rec.steps;
+    card.max_steps = (uint64_t)t->j.max_steps;
+    card.tokens = rec.tokens;
+    card.train_loss = rec.loss;
+    card.val_loss = rec.val_loss;
+    card.val_step = (uint64_t)rec.val_step;
+    card.job_settings = settings;
+    int saved =
+        peft_save_card(t->out, &t->a, t->model_dir, model_fan_in_fan_out(t->m), &card, &err);
+    free(settings);
+    if (saved < 0) return fail("--out", &err);
+    printf("loraps train: adapter written to %s (PEFT format, with a model card)\n", t->out);
     return 0;
 }
 

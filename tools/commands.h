@@ -11,5 +11,6 @@ int cmd_tokenize(int argc, char **argv);
 int cmd_generate(int argc, char **argv);
 int cmd_eval(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
+int cmd_report(int argc, char **argv);
 
 #endif

@@ -1,4 +1,5 @@
 /* loraps: the user's tool. Each subcommand lives in its own cmd_*.c file. */
+#include "blas_core.h"
 #include "commands.h"
 
 #include <stdio.h>
@@ -13,6 +14,7 @@ typedef struct command {
 static const command COMMANDS[] = {
     {"run", cmd_run, "start a local job: S parameter servers and N workers"},
     {"train", cmd_train, "train a LoRA adapter in this one process (no servers)"},
+    {"report", cmd_report, "a run's summary: report.md and the loss and tokens/s curves"},
     {"init-model", cmd_init_model, "write an HF GPT-2 or Llama folder with random weights"},
     {"merge", cmd_merge, "fold a LoRA adapter into its base model (a plain HF folder)"},
     {"inspect", cmd_inspect, "show what a model, adapter, checkpoint or .safetensors holds"},
@@ -30,6 +32,8 @@ static void usage(FILE *out) {
 }
 
 int main(int argc, char **argv) {
+    /* OpenBLAS picks slow kernels on CPUs it does not know: restart on the right ones */
+    if (blas_core_setup("loraps", argv) < 0) return 2;
     if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;

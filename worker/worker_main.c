@@ -1,5 +1,6 @@
 /* loraps-worker: start-up (options, keys, metrics, the model, one socket per shard), the
  * training loop (worker_loop.c), and shut-down. */
+#include "blas_core.h"
 #include "worker.h"
 #include "worker_log.h"
 #include "worker_loop.h"
@@ -100,6 +101,8 @@ static void worker_free(worker *w) {
 }
 
 int main(int argc, char **argv) {
+    /* OpenBLAS picks slow kernels on CPUs it does not know: restart on the right ones */
+    if (blas_core_setup("loraps-worker", argv) < 0) return 2;
     worker w = {0};
     int rc = worker_config_load(&w.cfg, argc, argv);
     if (rc) return rc == WORKER_CONFIG_HELP ? 0 : rc;

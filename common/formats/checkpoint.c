@@ -221,7 +221,15 @@ int ckpt_write(const char *parent, const lora_adapter *a, const float *m, const 
     snprintf(old, sizeof old, "%s/.%s.old", parent, name);
     if (remove_flat_dir(partial, err) < 0) return -1; /* left by a killed writer */
     if (fs_mkdirs(partial, err) < 0) return -1;
-    if (peft_save(partial, a, o->base_model, o->fan_in_fan_out, err) < 0)
+    model_card card = o->card ? *o->card : model_card_unknown();
+    if (!o->card) {
+        card.step = info->step;
+        card.mode = info->mode;
+        card.workers = info->n_ranks;
+        card.job_settings = info->job_settings;
+    }
+    card.folder = final; /* where it will be, not the partial folder written now */
+    if (peft_save_card(partial, a, o->base_model, o->fan_in_fan_out, &card, err) < 0)
         return partial_failed(partial, final, err);
     test_sleep();
     if (m && v && write_optimizer(partial, a, m, v, info->updates, err) < 0)

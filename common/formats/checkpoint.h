@@ -10,7 +10,8 @@
  *                               rank, the RNG seeds, the job's fingerprint and settings, and the
  *                               size and SHA-256 of every file above
  *       SHA256SUMS              the SHA-256 of all four files, as `sha256sum -c SHA256SUMS`
- *                               checks them in the folder (written last)
+ *                               checks them in the folder (written after them)
+ *       README.md               the model card (model_card.h): for people, not hashed
  *   <parent>/latest             a symbolic link to the newest complete checkpoint folder
  *
  * Every file is written atomically (temporary file, fsync, rename, fsync of the folder) into a
@@ -26,6 +27,7 @@
 
 #include "error.h"
 #include "lora.h"
+#include "model_card.h"
 
 #include <stddef.h>
 #include <stdint.h>
@@ -69,6 +71,9 @@ typedef struct ckpt_write_opts {
     const char *base_model; /* adapter_config.json's base_model_name_or_path */
     int fan_in_fan_out;
     int keep; /* keep the newest K checkpoint folders; 0 keeps all */
+    /* what the folder's README.md says of the training (its folder is the checkpoint's); NULL:
+     * the step, mode, workers and job of info alone */
+    const model_card *card;
 } ckpt_write_opts;
 
 /* Writes <parent>/checkpoint-<info->step> from the adapter (its params) and the AdamW moments

@@ -76,8 +76,31 @@ static json_t *config_json(const lora_adapter *a, const char *base_model, int fa
     return j;
 }
 
+/* target_modules as adapter_config.json holds them, as the card shows them: `a`, `b` or the
+ * regex. */
+static char *targets_text(json_t *targets) {
+    if (json_is_string(targets)) {
+        char *s = malloc(strlen(json_string_value(targets)) + 16);
+        if (s) sprintf(s, "`%s` (regex)", json_string_value(targets));
+        return s;
+    }
+    size_t cap = 1;
+    for (size_t i = 0; i < json_array_size(targets); i++)
+        cap += strlen(json_string_value(json_array_get(targets, i))) + 4;
+    char *s = malloc(cap), *p = s;
+    for (size_t i = 0; s && i < json_array_size(targets); i++)
+        p += sprintf(p, "%s`%s`", i ? ", " : "", json_string_value(json_array_get(targets, i)));
+    if (s) *p = 0;
+    return s;
+}
+
 int peft_save(const char *dir, const lora_adapter *a, const char *base_model, int fan_in_fan_out,
               lp_err *err) {
+    return peft_save_card(dir, a, base_model, fan_in_fan_out, NULL, err);
+}
+
+int peft_save_card(const char *dir, const lora_adapter *a, const char *base_model,
+                   int fan_in_fan_out, const model_card *card, lp_err *err) {
     if (fs_mkdirs(dir, err) < 0) return -1;
     char path[4096];
     st_writer *w = st_writer_new();
@@ -93,10 +116,16 @@ int peft_save(const char *dir, const lora_adapter *a, const char *base_model, in
     if (rc) return -1;
     json_t *j = config_json(a, base_model, fan_in_fan_out);
     char *text = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS | JSON_REAL_PRECISION(9));
+    char *targets = targets_text(json_object_get(j, "target_modules"));
     json_decref(j);
     snprintf(path, sizeof path, "%s/adapter_config.json", dir);
-    rc = fs_write_atomic(path, text, strlen(text), err);
+    if (!text || !targets)
+        rc = lp_fail(err, "out of memory");
+    else
+        rc = fs_write_atomic(path, text, strlen(text), err);
+    if (rc == 0) rc = model_card_write(dir, a, base_model, targets, card, err);
     free(text);
+    free(targets);
     return rc;
 }
 

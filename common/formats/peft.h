@@ -6,11 +6,15 @@
 
 #include "error.h"
 #include "lora.h"
+#include "model_card.h"
 
-/* Writes both files atomically into dir (created if needed). fan_in_fan_out is true for
- * GPT-2's Conv1D weights. */
+/* Writes both files atomically into dir (created if needed), and the README.md model card
+ * (model_card.h) beside them, as save_pretrained does. fan_in_fan_out is true for GPT-2's Conv1D
+ * weights. peft_save's card records no training; peft_save_card's says what card holds. */
 int peft_save(const char *dir, const lora_adapter *a, const char *base_model, int fan_in_fan_out,
               lp_err *err);
+int peft_save_card(const char *dir, const lora_adapter *a, const char *base_model,
+                   int fan_in_fan_out, const model_card *card, lp_err *err);
 
 /* Reads a PEFT LoRA folder (ours or one PEFT wrote) and builds the adapter it describes over the
  * model's modules: adapter_config.json gives r, lora_alpha, target_modules, rank_pattern,

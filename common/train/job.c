@@ -330,6 +330,19 @@ void job_print(const job *j, FILE *out, const char *prefix) {
     }
 }
 
+char *job_print_text(const job *j) {
+    char *text = NULL;
+    size_t len = 0;
+    FILE *f = open_memstream(&text, &len);
+    if (!f) return NULL;
+    job_print(j, f, "");
+    if (fclose(f) != 0) {
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 void job_print_help(FILE *out) {
     for (size_t i = 0; i < N_KEYS; i++) {
         char flag[64];

@@ -90,6 +90,9 @@ int job_parse_flag(job *j, int argc, char **argv, int *i, lp_err *err);
 /* Checks ranges and combinations once everything is applied. */
 int job_validate(const job *j, lp_err *err);
 void job_print(const job *j, FILE *out, const char *prefix);
+/* job_print's lines as one malloc'd string (NULL when out of memory): what checkpoints and model
+ * cards record. */
+char *job_print_text(const job *j);
 /* One help line per key. */
 void job_print_help(FILE *out);
 

@@ -22,14 +22,16 @@ LAYERS = {
     'compute/cuda': (['base', 'compute'], {'cuda_runtime.h', 'cuda_bf16.h', 'cublasLt.h',
                                            'cublas_v2.h', 'cudnn.h', 'cuda.h', 'mma.h'}),
     'text': (['base'], {'jansson.h', 'pcre2.h', 'utf8proc.h'}),
-    'formats': (['base', 'compute'], {'jansson.h', 'pcre2.h', 'sodium.h', 'xxhash.h'}),
+    'formats': (['base', 'compute'], {'jansson.h', 'pcre2.h', 'sodium.h', 'xxhash.h',
+                                     'tensorboard.pb-c.h', 'isa-l/crc.h'}),
     'train': (['base', 'compute', 'text', 'formats'], {'jansson.h'}),
     'net': (['base', 'compute', 'text', 'formats', 'train'],
             {'zmq.h', 'microhttpd.h', 'sodium.h', 'jansson.h', 'loraps.pb-c.h'}),
 }
 # Headers of outside libraries (anything else in <...> is the C library or POSIX).
 OUTSIDE = {'cblas.h', 'omp.h', 'oneapi/dnnl/dnnl.h', 'jansson.h', 'pcre2.h', 'zmq.h', 'microhttpd.h', 'sodium.h',
-           'utf8proc.h', 'xxhash.h', 'loraps.pb-c.h', 'protobuf-c/protobuf-c.h', 'cmocka.h'}
+           'utf8proc.h', 'xxhash.h', 'loraps.pb-c.h', 'protobuf-c/protobuf-c.h', 'cmocka.h',
+           'tensorboard.pb-c.h', 'isa-l/crc.h'}
 OUTSIDE_PREFIXES = ('cuda', 'cublas', 'cudnn', 'nccl', 'protobuf-c/', 'sodium/', 'oneapi/', 'dnnl')
 
 INCLUDE = re.compile(r'^\s*#\s*include\s*([<"])([^>"]+)[>"]', re.M)

@@ -324,6 +324,21 @@ JSON_TOKENS = ["{", "}", "[", "]", ":", ",", "\\\"", "true", "false", "null", "0
                "0.5", "4294967296", "9223372036854775808", "\\\\u0000", "\\\\ud800"]
 
 
+def metrics_seeds():
+    """metrics.jsonl edge cases for fuzz_run_metrics: a cut-short last line, a malformed and a
+    field-less line, a resume repeating steps, CRLF ends, every optional field."""
+    line = ('{"step":%d,"loss":%s,"tokens":64,"step_ms":10.5,"lr":0.002,"grad_norm":1.5,'
+            '"compute_s":0.004,"time":1700000000.5,"workers":2,"bytes":{"0":{"sent":70,'
+            '"received":65000},"1":{"sent":72,"received":65002}}%s}')
+    val = ',"val_loss":2.5,"val_ppl":12.18,"val_tokens":512,"val_step":%d'
+    full = [line % (s, 3.0 - 0.1 * s, val % (s - 1) if s % 2 else "") for s in range(1, 7)]
+    put("fuzz_run_metrics", "steps", "\n".join(full) + "\n")
+    put("fuzz_run_metrics", "cut_short", "\n".join(full)[:-17])
+    put("fuzz_run_metrics", "bad_lines", full[0] + '\n{"step": 2, "loss": oops}\n{"loss": 1}\n'
+        '[]\n\n' + full[3] + "\r\n")
+    put("fuzz_run_metrics", "resumed", "\n".join(full + full[2:]) + "\n")
+
+
 def dicts():
     import re
     src = os.path.join(HERE, "..", "..", "common")
@@ -345,3 +360,4 @@ if __name__ == "__main__":
     safetensors_seeds()
     wire_seeds()
     text_seeds()
+    metrics_seeds()

@@ -8,9 +8,10 @@ P=$B/blas_core_probe
 unset OPENBLAS_CORETYPE LORAPS_BLAS_CORE
 
 value() { sed -n "s/^$1 //p" "$2"; }
-level() { # a core's ISA level, as compute/cpu/blas_core.c ranks them
+level() { # a core's f32 level, as compute/cpu/blas_core.c's auto ranks them (Cooperlake's f32
+    # kernels are SkylakeX's)
     case $1 in
-    Cooperlake) echo 4 ;; SkylakeX) echo 3 ;; Haswell | Zen) echo 2 ;;
+    Cooperlake | SkylakeX) echo 3 ;; Haswell | Zen) echo 2 ;;
     Sandybridge | Bulldozer | Piledriver | Steamroller | Excavator) echo 1 ;; *) echo 0 ;;
     esac
 }

@@ -3,8 +3,9 @@
  * --resume names, and refusing damaged files by name. SHA-256 for every file, in
  * trainer_state.json and in a SHA256SUMS that coreutils' sha256sum checks; damage to any file,
  * the state file included, refused; format_version 1 checkpoints (hash64) still verified and
- * loaded, flagged legacy. And peft_merge on a Linear-weight family (Llama: W [out, in], no
- * transpose), in F32 (logits <= 1e-5 relative) and BF16 (dtype kept). */
+ * loaded, flagged legacy. The model card (README.md) in adapter and checkpoint folders: what it
+ * says, and that editing it breaks no load. And peft_merge on a Linear-weight family (Llama:
+ * W [out, in], no transpose), in F32 (logits <= 1e-5 relative) and BF16 (dtype kept). */
 #include "checkpoint.h"
 #include "checkpoint_sums.h"
 #include "lora_targets.h"
@@ -105,7 +106,7 @@ static void test_write_load_keep_latest(void **state) {
     float *m = malloc(a.n_params * sizeof(float)), *v = malloc(a.n_params * sizeof(float));
     char parent[128], where[512];
     snprintf(parent, sizeof parent, "%s/run", g_dir);
-    ckpt_write_opts o = {"some/model", 1, 2};
+    ckpt_write_opts o = {"some/model", 1, 2, NULL};
     lp_err err;
     ckpt_rank ranks[2];
     for (uint64_t step = 2; step <= 6; step += 2) {
@@ -204,7 +205,7 @@ static void write_one(const char *parent, char *dir, size_t size) {
     ckpt_info info;
     info_for(&info, 3, ranks);
     info.data_id = 0xda7aULL;
-    ckpt_write_opts o = {"some/model", 1, 0};
+    ckpt_write_opts o = {"some/model", 1, 0, NULL};
     lp_err err;
     if (ckpt_write(parent, &a, m, v, &info, &o, dir, size, &err) < 0) fail_msg("%s", err.msg);
     free(m), free(v);
@@ -461,6 +462,110 @@ static void test_merge_linear_family(void **state) {
     merge_llama(DT_BF16, 2e-2);
 }
 
+static char *read_text(const char *path) {
+    char *text;
+    size_t n;
+    lp_err err;
+    if (fs_read_all(path, &text, &n, &err) < 0) fail_msg("%s", err.msg);
+    return text;
+}
+
+static void assert_has(const char *text, const char *want) {
+    if (!strstr(text, want)) fail_msg("the card lacks \"%s\":\n%s", want, text);
+}
+
+/* peft_save alone: the card has the front matter, the LoRA settings as adapter_config.json has
+ * them (patterns included) and says the training is not recorded; peft_save_card says it all. */
+static void test_model_card_adapter(void **state) {
+    (void)state;
+    lora_adapter a;
+    make_adapter(&a, g_gpt2, "c_attn,c_fc", 3);
+    lp_err err;
+    assert_int_equal(lora_config_set_patterns(&a.cfg, 0, "h.1.mlp.c_fc=2", &err), 0);
+    char dir[128], path[256];
+    snprintf(dir, sizeof dir, "%s/plain", g_dir);
+    if (peft_save(dir, &a, "org/base-model", 1, &err) < 0) fail_msg("%s", err.msg);
+    snprintf(path, sizeof path, "%s/README.md", dir);
+    char *card = read_text(path);
+    assert_true(!strncmp(card, "---\nbase_model: org/base-model\nlibrary_name: peft\n", 48));
+    assert_has(card, "# LoRA adapter for base-model\n");
+    assert_has(card, "| r | 4 |\n| lora_alpha | 8 |\n");
+    assert_has(card, "| target_modules | `c_attn`, `c_fc` |\n");
+    assert_has(card, "| rank_pattern | `h.1.mlp.c_fc`: 2 |\n");
+    char want[256];
+    snprintf(want, sizeof want, "| adapted modules | %d |\n", a.n_sites);
+    assert_has(card, want);
+    assert_has(card, "Not recorded");
+    snprintf(want, sizeof want, "PeftModel.from_pretrained(base, \"%s\")", dir);
+    assert_has(card, want);
+    free(card);
+
+    model_card c = model_card_unknown();
+    c.data = "days.jsonl";
+    c.step = 300;
+    c.max_steps = 300;
+    c.tokens = 1228800;
+    c.train_loss = 0.46244;
+    c.val_loss = log(1.61);
+    c.val_step = 300;
+    c.workers = 2;
+    c.mode = "sync";
+    c.job_settings = "r 4\nlr 0.01";
+    if (peft_save_card(dir, &a, "org/base-model", 1, &c, &err) < 0) fail_msg("%s", err.msg);
+    card = read_text(path);
+    assert_has(card, "| data | days.jsonl |\n| steps | 300 of 300 |\n| tokens | 1,228,800 |\n");
+    assert_has(card, "| workers | 2, sync mode (loraps parameter server) |\n");
+    assert_has(card, "| final training loss | 0.4624 |\n");
+    assert_has(card, "| final validation loss | 0.4762 (perplexity 1.61) at step 300 |\n");
+    assert_has(card, "```\nr 4\nlr 0.01\n```");
+    assert_null(strstr(card, "Not recorded"));
+    free(card);
+    lora_adapter_free(&a);
+}
+
+/* A checkpoint's card names the final folder (not the partial one it was written in), records
+ * the step and the job; it is not among the hashed files, so an edited card still loads. */
+static void test_model_card_checkpoint(void **state) {
+    (void)state;
+    lora_adapter a;
+    make_adapter(&a, g_gpt2, "c_attn", 4);
+    char parent[128], where[512], path[700];
+    snprintf(parent, sizeof parent, "%s/carded", g_dir);
+    ckpt_write_opts o = {"some/model", 1, 0, NULL};
+    ckpt_rank ranks[2];
+    ckpt_info info;
+    info_for(&info, 8, ranks);
+    lp_err err;
+    if (ckpt_write(parent, &a, NULL, NULL, &info, &o, where, sizeof where, &err) < 0)
+        fail_msg("%s", err.msg);
+    snprintf(path, sizeof path, "%s/README.md", where);
+    char *card = read_text(path);
+    char want[700];
+    snprintf(want, sizeof want, "PeftModel.from_pretrained(base, \"%s\")", where);
+    assert_has(card, want);
+    assert_null(strstr(card, ".partial"));
+    assert_has(card, "| steps | 8 |\n");
+    assert_has(card, "| workers | 2, sync mode");
+    assert_has(card, "target_modules c_attn,c_fc\n");
+    free(card);
+    snprintf(path, sizeof path, "%s/trainer_state.json", where);
+    char *state_text = read_text(path);
+    assert_null(strstr(state_text, "README"));
+    free(state_text);
+    snprintf(path, sizeof path, "%s/README.md", where);
+    FILE *f = fopen(path, "a");
+    assert_non_null(f);
+    fputs("\nEdited by a person.\n", f);
+    fclose(f);
+    const lora_module *mods;
+    int n_mods = model_lora_modules(g_gpt2, &mods);
+    ckpt_loaded ck;
+    if (ckpt_load(where, mods, n_mods, &ck, &err) < 0) fail_msg("%s", err.msg);
+    assert_memory_equal(ck.adapter.params, a.params, a.n_params * sizeof(float));
+    ckpt_loaded_free(&ck);
+    lora_adapter_free(&a);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_write_load_keep_latest),
@@ -468,6 +573,8 @@ int main(void) {
         cmocka_unit_test(test_sha256_sums),
         cmocka_unit_test(test_verify_plain_folder),
         cmocka_unit_test(test_legacy_checkpoint),
+        cmocka_unit_test(test_model_card_adapter),
+        cmocka_unit_test(test_model_card_checkpoint),
         cmocka_unit_test(test_merge_linear_family),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -71,7 +71,11 @@ const char *blas_core_for(const cpu_features *f) {
 
 static int plan_auto(const char *running, const cpu_features *f, blas_core_plan *plan) {
     const char *best = blas_core_for(f);
-    if (!best || core_level(running) >= core_level(best)) return 0;
+    if (!best) return 0;
+    /* Cooperlake adds bf16 GEMMs to SkylakeX's f32 kernels (measured equal in f32), which
+     * loraps does not call through OpenBLAS: a restart from SkylakeX would buy nothing */
+    int wanted = core_level(best) > ISA_AVX512 ? ISA_AVX512 : core_level(best);
+    if (core_level(running) >= wanted) return 0;
     plan->action = BLAS_CORE_SWITCH;
     plan->core = best;
     snprintf(plan->note, sizeof plan->note,
