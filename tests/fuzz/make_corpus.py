@@ -311,14 +311,14 @@ def safetensors_seeds():
 
 # ---- dictionaries: the parsers' own key and value names, and JSON's tokens --------------------
 
-DICT_SOURCES = {
-    "fuzz_gpt2_config": ["gpt2_config.c"],
-    "fuzz_llama_config": ["llama_config.c"],
-    "fuzz_job_file": ["job.c", "lora.c"],
-    "fuzz_peft_config": ["peft.c", "lora.c"],
-    "fuzz_tokenizer_json": ["tokenizer.c"],
-    "fuzz_dataset": ["dataset.c"],
-    "fuzz_safetensors": ["safetensors.c", "dtype.c"],
+DICT_SOURCES = {  # paths under common/
+    "fuzz_gpt2_config": ["formats/gpt2_config_json.c"],
+    "fuzz_llama_config": ["formats/llama_config_json.c"],
+    "fuzz_job_file": ["train/job.c", "formats/lora_targets.c"],
+    "fuzz_peft_config": ["formats/peft.c", "formats/lora_targets.c"],
+    "fuzz_tokenizer_json": ["text/tokenizer.c"],
+    "fuzz_dataset": ["text/dataset.c"],
+    "fuzz_safetensors": ["formats/safetensors.c", "base/dtype.c"],
 }
 JSON_TOKENS = ["{", "}", "[", "]", ":", ",", "\\\"", "true", "false", "null", "0", "-1", "1e308",
                "0.5", "4294967296", "9223372036854775808", "\\\\u0000", "\\\\ud800"]
